@@ -1,0 +1,370 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The shared bodies every backend's thin entry points call: one handler per
+ * operation (send, receive, connect, close), the maps they work on and the
+ * emission policy of design §3.
+ */
+#ifndef UDPINTERCEPT_BPF_HANDLERS_BPF_H
+#define UDPINTERCEPT_BPF_HANDLERS_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "core_fixes.bpf.h"
+#include "udpintercept.h"
+
+#define UDPI_IPPROTO_UDP 17
+#define UDPI_SOCK_DGRAM 2
+#define UDPI_MSG_PEEK 0x2
+#define UDPI_MSG_ERRQUEUE 0x2000
+#define UDPI_EEXIST 17
+
+/* Knobs set by user space between open and load (rodata). */
+const volatile __u64 interval_ns = 1000000000ULL; /* 0: a snapshot per operation */
+const volatile __u32 filter_pid = 0;              /* tgid; 0 = any */
+const volatile __u32 filter_uid = 0;
+const volatile bool filter_uid_set = false; /* uid 0 is a real uid */
+const volatile __u16 filter_port = 0;       /* local or remote; 0 = any */
+const volatile __u16 filter_family = 0;     /* UDPI_AF_INET/INET6; 0 = any */
+const volatile __u64 filter_cgroup = 0;     /* cgroup v2 id; 0 = any */
+
+/* The flow table: the truth the snapshots are taken from. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536); /* resized by user space before load */
+	__type(key, struct udpi_flow_key);
+	__type(value, struct udpi_flow);
+} flows SEC(".maps");
+
+/* Socket identities, keyed by the kernel address of struct sock. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct udpi_sock);
+} socks SEC(".maps");
+
+/* Closed sockets whose close record found the ring buffer full: id -> time. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} closed SEC(".maps");
+
+/* Per-CPU counter that makes socket ids unique without fetch-and-add (5.10). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} id_seq SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, UDPI_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20); /* resized by user space before load */
+} events SEC(".maps");
+
+/* The endpoint of one operation, in the normalised form of udpi_flow_key. */
+struct udpi_peer {
+	__u8 addr[16];
+	__u16 port;
+	__u16 family;
+};
+
+static __always_inline void stat_add(__u32 idx, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+
+	if (v)
+		*v += n;
+}
+
+/* Filters on the current task, checked before any map work. */
+static __always_inline bool task_filtered_out(void)
+{
+	if (filter_pid && (bpf_get_current_pid_tgid() >> 32) != filter_pid)
+		return true;
+	if (filter_uid_set && (__u32)bpf_get_current_uid_gid() != filter_uid)
+		return true;
+	if (filter_cgroup && bpf_get_current_cgroup_id() != filter_cgroup)
+		return true;
+	return false;
+}
+
+static __always_inline void set_v4(__u8 *addr, __be32 v4)
+{
+	__builtin_memset(addr, 0, 10);
+	addr[10] = 0xff;
+	addr[11] = 0xff;
+	__builtin_memcpy(addr + 12, &v4, 4);
+}
+
+/* IPv4-mapped IPv6 (::ffff:a.b.c.d) is IPv4 traffic: report it as such. */
+static __always_inline __u16 family_of_v6(const __u8 *addr)
+{
+	const __u32 *w = (const __u32 *)addr;
+
+	if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff))
+		return UDPI_AF_INET;
+	return UDPI_AF_INET6;
+}
+
+static __always_inline void set_v6(__u8 *addr, __u16 *family, const __u32 *v6)
+{
+	__builtin_memcpy(addr, v6, 16);
+	*family = family_of_v6(addr);
+}
+
+/*
+ * The connected peer of a socket, or false if it has none. The remote
+ * fields of an unconnected socket are zero, so they are only trusted with a
+ * non-zero port.
+ */
+static __always_inline bool sk_connected_peer(struct sock *sk, struct udpi_peer *p)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__be16 dport = BPF_CORE_READ(sk, __sk_common.skc_dport);
+
+	if (!dport)
+		return false;
+	p->port = bpf_ntohs(dport);
+	if (family == UDPI_AF_INET) {
+		set_v4(p->addr, BPF_CORE_READ(sk, __sk_common.skc_daddr));
+		p->family = UDPI_AF_INET;
+		return true;
+	}
+	if (family != UDPI_AF_INET6)
+		return false;
+	BPF_CORE_READ_INTO(p->addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	p->family = family_of_v6(p->addr);
+	return true;
+}
+
+static __always_inline void sk_local(struct sock *sk, struct udpi_flow *f)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	f->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (family == UDPI_AF_INET)
+		set_v4(f->laddr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
+	else
+		BPF_CORE_READ_INTO(f->laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+}
+
+static __always_inline bool peer_filtered_out(struct sock *sk, const struct udpi_peer *p)
+{
+	if (filter_family && p->family != filter_family)
+		return true;
+	if (filter_port && p->port != filter_port &&
+	    BPF_CORE_READ(sk, __sk_common.skc_num) != filter_port)
+		return true;
+	return false;
+}
+
+static __always_inline __u64 new_sock_id(void)
+{
+	__u32 zero = 0;
+	__u64 *seq = bpf_map_lookup_elem(&id_seq, &zero);
+
+	if (!seq)
+		return 0;
+	*seq += 1;
+	/* Per-CPU sequence in the high bits, CPU in the low 12: unique without atomics. */
+	return (*seq << 12) | (bpf_get_smp_processor_id() & 0xfff);
+}
+
+static __always_inline struct udpi_sock *sock_get(__u64 skaddr)
+{
+	struct udpi_sock *s = bpf_map_lookup_elem(&socks, &skaddr);
+	struct udpi_sock fresh = {};
+	long err;
+
+	if (s)
+		return s;
+	fresh.id = new_sock_id();
+	if (!fresh.id)
+		return NULL;
+	/* Losing a creation race to another CPU is fine: take the winner's id. */
+	err = bpf_map_update_elem(&socks, &skaddr, &fresh, BPF_NOEXIST);
+	if (err && err != -UDPI_EEXIST) {
+		stat_add(UDPI_STAT_SOCKS_UNTRACKED, 1);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&socks, &skaddr);
+}
+
+static __always_inline void emit(__u32 kind, const struct udpi_flow_key *key,
+				 const struct udpi_flow *f)
+{
+	struct udpi_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+
+	if (!r) {
+		stat_add(UDPI_STAT_RB_DROP_UPDATE, 1);
+		return;
+	}
+	r->kind = kind;
+	r->pad = 0;
+	__builtin_memcpy(&r->key, key, sizeof(*key));
+	if (f)
+		__builtin_memcpy(&r->flow, f, sizeof(*f));
+	else
+		__builtin_memset(&r->flow, 0, sizeof(r->flow));
+	bpf_ringbuf_submit(r, 0);
+}
+
+static __always_inline void note_task(struct udpi_flow *f, __u64 now)
+{
+	f->last_ns = now;
+	f->pid = bpf_get_current_pid_tgid() >> 32;
+	f->uid = (__u32)bpf_get_current_uid_gid();
+	f->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(&f->comm, sizeof(f->comm));
+}
+
+/*
+ * The flow of (socket, peer), created if new. *created tells whether this
+ * call made it, so that exactly one CPU reports the birth.
+ */
+static __always_inline struct udpi_flow *flow_get(struct sock *sk, const struct udpi_flow_key *key,
+						 bool *created)
+{
+	struct udpi_flow *f = bpf_map_lookup_elem(&flows, key);
+	struct udpi_flow fresh = {};
+	long err;
+
+	*created = false;
+	if (f)
+		return f;
+	sk_local(sk, &fresh);
+	fresh.netns = udpi_sk_netns(sk);
+	err = bpf_map_update_elem(&flows, key, &fresh, BPF_NOEXIST);
+	if (err && err != -UDPI_EEXIST)
+		return NULL;
+	*created = !err;
+	return bpf_map_lookup_elem(&flows, key);
+}
+
+static __always_inline void make_key(struct udpi_flow_key *key, __u64 sock_id,
+				     const struct udpi_peer *p)
+{
+	key->sock_id = sock_id;
+	__builtin_memcpy(key->raddr, p->addr, 16);
+	key->rport = p->port;
+	key->family = p->family;
+	key->pad = 0;
+}
+
+/*
+ * Count one operation of `packets` datagrams and `bytes` bytes on the flow
+ * (sk, peer), and send a snapshot when the emission policy says so: at once
+ * for a flow's first operation, then at most once per interval.
+ */
+static __always_inline void handle_count(struct sock *sk, const struct udpi_peer *p, __u64 bytes,
+					 __u64 packets, bool tx)
+{
+	struct udpi_flow_key key;
+	struct udpi_flow *f;
+	struct udpi_sock *s;
+	bool created, first;
+	__u64 now;
+
+	if (peer_filtered_out(sk, p))
+		return;
+	s = sock_get((__u64)sk);
+	if (!s)
+		goto untracked;
+	make_key(&key, s->id, p);
+	f = flow_get(sk, &key, &created);
+	if (!f)
+		goto untracked;
+
+	now = bpf_ktime_get_ns();
+	first = f->changes == 0;
+	if (tx) {
+		__sync_fetch_and_add(&f->tx_bytes, bytes);
+		__sync_fetch_and_add(&f->tx_packets, packets);
+	} else {
+		__sync_fetch_and_add(&f->rx_bytes, bytes);
+		__sync_fetch_and_add(&f->rx_packets, packets);
+	}
+	note_task(f, now);
+	__sync_fetch_and_add(&f->changes, 1);
+	if (first && !f->lport)
+		sk_local(sk, f); /* a connect() before the first send bound the port */
+	if (created || first || now - f->last_emit_ns >= interval_ns) {
+		f->last_emit_ns = now;
+		emit(created ? UDPI_REC_NEW : UDPI_REC_UPDATE, &key, f);
+	}
+	return;
+
+untracked:
+	stat_add(UDPI_STAT_FLOWS_UNTRACKED, 1);
+	stat_add(UDPI_STAT_UNTRACKED_PACKETS, packets);
+	stat_add(UDPI_STAT_UNTRACKED_BYTES, bytes);
+}
+
+/* connect() gave the socket this peer: the flow is born (with no traffic yet). */
+static __always_inline void handle_connect(struct sock *sk, const struct udpi_peer *p)
+{
+	struct udpi_flow_key key;
+	struct udpi_flow *f;
+	struct udpi_sock *s;
+	bool created;
+	__u64 now;
+
+	if (peer_filtered_out(sk, p))
+		return;
+	s = sock_get((__u64)sk);
+	if (!s)
+		return;
+	make_key(&key, s->id, p);
+	f = flow_get(sk, &key, &created);
+	if (!f)
+		return;
+	now = bpf_ktime_get_ns();
+	note_task(f, now);
+	f->last_emit_ns = now;
+	emit(UDPI_REC_CONNECT, &key, f);
+}
+
+/*
+ * The socket is going away. One record names it; user space closes its flows
+ * (BPF cannot walk a hash map by socket on 5.10). If the ring buffer is
+ * full, the id goes to `closed` for user space to collect. Either way the
+ * address is forgotten, so a reused struct sock gets a new id.
+ */
+static __always_inline void handle_close(__u64 skaddr)
+{
+	struct udpi_flow_key key = {};
+	struct udpi_sock *s = bpf_map_lookup_elem(&socks, &skaddr);
+	struct udpi_record *r;
+	__u64 now;
+
+	if (!s)
+		return;
+	key.sock_id = s->id;
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (r) {
+		__builtin_memset(r, 0, sizeof(*r));
+		r->kind = UDPI_REC_SOCK_CLOSE;
+		r->key.sock_id = key.sock_id;
+		bpf_ringbuf_submit(r, 0);
+	} else {
+		now = bpf_ktime_get_ns();
+		bpf_map_update_elem(&closed, &key.sock_id, &now, BPF_ANY);
+		stat_add(UDPI_STAT_RB_DROP_CLOSE, 1);
+	}
+	bpf_map_delete_elem(&socks, &skaddr);
+}
+
+#endif /* UDPINTERCEPT_BPF_HANDLERS_BPF_H */

@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The one definition of everything that crosses the kernel boundary.
+ *
+ * Included by the BPF programs (after vmlinux.h) and by user space (after
+ * <linux/types.h>). Every structure has fixed-width fields, explicit
+ * padding and a fixed size; src/abi_check.cpp holds the static_asserts on
+ * sizes and offsets, so a change here that moves a field fails the build.
+ */
+#ifndef UDPINTERCEPT_BPF_UDPINTERCEPT_H
+#define UDPINTERCEPT_BPF_UDPINTERCEPT_H
+
+#define UDPI_COMM_LEN 16
+#define UDPI_AF_INET 2
+#define UDPI_AF_INET6 10
+
+/* Kinds of ring-buffer record. */
+enum udpi_record_kind {
+	UDPI_REC_NEW = 1,     /* first operation of a flow */
+	UDPI_REC_UPDATE = 2,  /* counters changed (rate limited per flow) */
+	UDPI_REC_CONNECT = 3, /* connect() set this peer */
+	UDPI_REC_SOCK_CLOSE = 4, /* a socket went away: close its flows */
+};
+
+/* Indexes into the per-CPU statistics array (struct udpi_stats slots). */
+enum udpi_stat {
+	UDPI_STAT_RB_DROP_UPDATE = 0, /* update/new/connect records the ring buffer had no room for */
+	UDPI_STAT_RB_DROP_CLOSE,      /* socket-close records left for user space to collect */
+	UDPI_STAT_FLOWS_UNTRACKED,    /* flows the full flow table could not admit */
+	UDPI_STAT_UNTRACKED_PACKETS,  /* datagrams of such flows */
+	UDPI_STAT_UNTRACKED_BYTES,    /* bytes of such flows */
+	UDPI_STAT_SOCKS_UNTRACKED,    /* sockets the full socket table could not admit */
+	UDPI_STAT_PEER_UNKNOWN,       /* receives whose peer could not be determined */
+	UDPI_STAT_MAX,
+};
+
+/*
+ * Flow identity: one local socket and one remote endpoint.
+ * Addresses are always 16 bytes; IPv4 (and IPv4-mapped IPv6) peers are
+ * stored as ::ffff:a.b.c.d with family UDPI_AF_INET.
+ */
+struct udpi_flow_key {
+	__u64 sock_id;  /* unique per socket for the tracer's lifetime; never reused */
+	__u8 raddr[16]; /* remote address, network byte order */
+	__u16 rport;    /* remote port, host byte order */
+	__u16 family;   /* UDPI_AF_INET or UDPI_AF_INET6, by the traffic */
+	__u32 pad;      /* must be zero */
+};
+
+/* Cumulative per-flow state: the truth the snapshots are taken from. */
+struct udpi_flow {
+	__u64 tx_bytes;     /* accepted by the kernel (udp_sendmsg's return) */
+	__u64 rx_bytes;     /* consumed by the application (recvmsg's return) */
+	__u64 tx_packets;   /* datagrams on the wire */
+	__u64 rx_packets;   /* datagrams consumed */
+	__u64 last_ns;      /* CLOCK_MONOTONIC of the newest change */
+	__u64 last_emit_ns; /* CLOCK_MONOTONIC of the last snapshot the kernel sent */
+	__u64 cgroup_id;    /* cgroup v2 id of the task of the newest change */
+	__u64 changes;      /* number of operations counted; user space compares it to find unreported flows */
+	__u32 pid;          /* tgid of the task of the newest change */
+	__u32 uid;          /* its uid */
+	__u32 netns;        /* inode number of the socket's network namespace */
+	__u16 lport;        /* local port, host byte order */
+	__u16 pad0;         /* must be zero */
+	__u8 laddr[16];     /* local address, network byte order (::ffff:a.b.c.d for IPv4) */
+	char comm[UDPI_COMM_LEN]; /* command of the task of the newest change */
+};
+
+/* One ring-buffer record. */
+struct udpi_record {
+	__u32 kind; /* enum udpi_record_kind */
+	__u32 pad;  /* must be zero */
+	struct udpi_flow_key key;
+	struct udpi_flow flow; /* unused (zero) for UDPI_REC_SOCK_CLOSE */
+};
+
+/* Value of the socket table, keyed by the kernel address of struct sock. */
+struct udpi_sock {
+	__u64 id;        /* becomes udpi_flow_key.sock_id */
+	__u64 closed_ns; /* non-zero: closed, but the close record was not delivered */
+};
+
+/*
+ * Peer stashed by a cgroup sock_addr hook for the sendmsg/recvmsg that
+ * follows in the same thread (keyed by pid_tgid).
+ */
+struct udpi_peer_stash {
+	__u64 sk;       /* struct sock the peer belongs to; 0 = consumed */
+	__u8 addr[16];  /* as in udpi_flow_key */
+	__u16 port;     /* host byte order */
+	__u16 family;
+	__u32 pad;
+};
+
+#endif /* UDPINTERCEPT_BPF_UDPINTERCEPT_H */

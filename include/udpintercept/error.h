@@ -1,0 +1,30 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#pragma once
+
+#include <string>
+#include <system_error>
+
+namespace udpintercept {
+
+/// The error category of udpintercept: error values are errno numbers.
+const std::error_category &category() noexcept;
+
+/**
+ * The one error type the library throws.
+ *
+ * code() is the errno of the failure in udpintercept's category, stage()
+ * names the step that failed ("privileges", "btf", "options", "open",
+ * "load", "attach", "ring buffer", …) and what() says what to do about it.
+ */
+class Error : public std::system_error {
+public:
+	Error(std::string stage, int errno_value, const std::string &message);
+
+	/// The step that failed.
+	const std::string &stage() const noexcept { return stage_; }
+
+private:
+	std::string stage_;
+};
+
+} // namespace udpintercept

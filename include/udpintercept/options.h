@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <udpintercept/event.h>
+
+namespace udpintercept {
+
+/// How the tracer hooks the kernel (see the README: "How a backend is chosen").
+enum class Backend {
+	automatic,  ///< the best backend this kernel offers, found by probing
+	fentry,     ///< fentry/fexit BPF trampolines on the UDP functions
+	kprobe,     ///< kprobes on the same functions
+	tracepoint, ///< sock_{send,recv}_length raw tracepoints plus cgroup hooks (kernel >= 6.3)
+};
+
+/// "auto", "fentry", "kprobe" or "tracepoint".
+std::string_view to_string(Backend backend) noexcept;
+/// The inverse of to_string(); nullopt for an unknown name.
+std::optional<Backend> parse_backend(std::string_view name) noexcept;
+
+/// What to trace and how. Every field has a usable default.
+struct Options {
+	Backend backend = Backend::automatic;
+
+	/// At most one `update` per flow per interval; 0 = one snapshot per operation.
+	std::chrono::milliseconds interval{1000};
+
+	/// Filters, applied in the kernel before any map work. Unset = everything.
+	std::optional<std::uint32_t> pid; ///< process id (tgid) of the task doing the operation
+	std::optional<std::uint32_t> uid; ///< user id of that task
+	std::optional<std::uint16_t> port; ///< local or remote port
+	std::optional<Family> family;      ///< traffic family (IPv4-mapped peers are IPv4)
+	std::optional<std::string> cgroup; ///< cgroup v2 directory (absolute path) of that task
+
+	std::uint32_t max_flows = 65536;             ///< flow table entries
+	std::uint32_t max_sockets = 65536;           ///< socket table entries
+	std::uint32_t ring_buffer_bytes = 4u << 20;  ///< power of two, at least one page
+
+	/// Receives a line for each decision worth logging (backend probing, choices).
+	std::function<void(std::string_view)> log;
+
+	/// Throws Error (stage "options") naming the first invalid field.
+	void validate() const;
+};
+
+} // namespace udpintercept

@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// Which BPF programs make up each backend, and how the kernel is probed for
+// them. A table, not an if-ladder: adding a backend is adding a row.
+#pragma once
+
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <udpintercept/options.h>
+
+struct btf;
+
+namespace udpintercept::detail {
+
+/// What the kernel offers, found once per Tracer.
+struct KernelFeatures {
+	explicit KernelFeatures(const btf *vmlinux) : vmlinux_(vmlinux) {}
+	/// A type of that name and BTF kind is in the kernel's BTF.
+	bool has_type(std::string_view name, int kind) const;
+	/// The kernel has a function of that name (a BTF FUNC: traceable, not inlined away).
+	bool has_function(std::string_view name) const;
+
+private:
+	const btf *vmlinux_;
+};
+
+struct Availability {
+	bool available = false;
+	std::string why; ///< what was found, or what is missing
+};
+
+struct BackendSpec {
+	Backend backend;
+	/// Names of the BPF programs (functions in bpf/udpintercept.bpf.c) this backend loads.
+	std::span<const std::string_view> programs;
+	/// Decides from the kernel's BTF, never from its version number.
+	Availability (*probe)(const KernelFeatures &);
+	/// Programs whose hook is a cgroup: they attach to the cgroup v2 root.
+	bool needs_cgroup;
+};
+
+/// Every backend, in the order `auto` prefers them.
+std::span<const BackendSpec> backend_table();
+
+/// The row of `backend` (not Backend::automatic).
+const BackendSpec &backend_spec(Backend backend);
+
+/// Where cgroup v2 is mounted, from /proc/self/mounts; empty if nowhere.
+std::string cgroup2_mount();
+
+} // namespace udpintercept::detail

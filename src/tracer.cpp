@@ -1,0 +1,695 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The Tracer: the only file that includes the generated skeleton.
+#include <udpintercept/tracer.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdarg>
+#include <cstring>
+#include <exception>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <mutex>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <fmt/format.h>
+
+#include "backend.h"
+#include "decode.h"
+#include "fd.h"
+#include "udpintercept.skel.h"
+
+namespace udpintercept {
+
+using detail::UniqueFd;
+
+namespace {
+
+constexpr const char *kVmlinuxBtf = "/sys/kernel/btf/vmlinux";
+constexpr long kCgroup2Magic = 0x63677270;
+
+// ---- libbpf's messages ----
+//
+// libbpf prints through one process-wide function. While a Tracer is being
+// built, its warnings (the verifier log among them) are kept so that a
+// failure can say why; otherwise they go to Options::log if set.
+std::mutex g_libbpf_mutex;
+std::string *g_libbpf_capture = nullptr;
+const std::function<void(std::string_view)> *g_libbpf_log = nullptr;
+
+int libbpf_print(enum libbpf_print_level level, const char *format, va_list args) noexcept
+{
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	char buf[1024];
+	const int n = vsnprintf(buf, sizeof(buf), format, args);
+	try {
+		if (g_libbpf_capture)
+			g_libbpf_capture->append(buf, std::min<size_t>(n < 0 ? 0 : n, sizeof(buf) - 1));
+		if (g_libbpf_log && *g_libbpf_log) {
+			std::string_view line(buf);
+			while (!line.empty() && line.back() == '\n')
+				line.remove_suffix(1);
+			(*g_libbpf_log)(line);
+		}
+	} catch (...) {
+	}
+	return n;
+}
+
+// Holds libbpf's output for the duration of a constructor.
+class LibbpfCapture {
+public:
+	explicit LibbpfCapture(const std::function<void(std::string_view)> &log) : lock_(g_libbpf_mutex)
+	{
+		g_libbpf_capture = &text_;
+		g_libbpf_log = &log;
+		libbpf_set_print(libbpf_print);
+	}
+	~LibbpfCapture()
+	{
+		g_libbpf_capture = nullptr;
+		g_libbpf_log = nullptr;
+	}
+	// The last lines, which hold the verifier's verdict.
+	std::string tail(size_t lines = 12) const
+	{
+		size_t pos = text_.size();
+		for (size_t i = 0; i <= lines && pos != std::string::npos && pos > 0; i++)
+			pos = text_.rfind('\n', pos - 1);
+		return pos == std::string::npos ? text_ : text_.substr(pos + 1);
+	}
+
+private:
+	std::lock_guard<std::mutex> lock_;
+	std::string text_;
+};
+
+// ---- privileges ----
+
+bool has_cap(const __user_cap_data_struct (&data)[2], int cap)
+{
+	return data[cap / 32].effective & (1u << (cap % 32));
+}
+
+void check_privileges(bool need_net_admin)
+{
+	__user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+	__user_cap_data_struct data[2]{};
+	if (syscall(SYS_capget, &hdr, data) != 0)
+		return; // cannot tell: let the load say
+	constexpr int kCapSysAdmin = 21, kCapNetAdmin = 12, kCapPerfmon = 38, kCapBpf = 39;
+	const bool admin = has_cap(data, kCapSysAdmin);
+	std::vector<std::string> missing;
+	if (!admin && !has_cap(data, kCapBpf))
+		missing.emplace_back("CAP_BPF");
+	if (!admin && !has_cap(data, kCapPerfmon))
+		missing.emplace_back("CAP_PERFMON");
+	if (need_net_admin && !has_cap(data, kCapNetAdmin))
+		missing.emplace_back("CAP_NET_ADMIN");
+	if (missing.empty())
+		return;
+	throw Error("privileges", EPERM,
+		    fmt::format("udpintercept needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (run as root); "
+				"this process lacks {}",
+				fmt::join(missing, ", ")));
+}
+
+[[noreturn]] void fail(const char *stage, int err, const std::string &what)
+{
+	if (err == EPERM || err == EACCES)
+		throw Error(stage, err,
+			    fmt::format("{}: permission denied (needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN: run "
+					"as root; a lockdown or security policy can also forbid it)",
+					what));
+	throw Error(stage, err, fmt::format("{}: {}", what, std::strerror(err)));
+}
+
+// ---- bookkeeping of flows in user space ----
+
+struct KeyHash {
+	size_t operator()(const udpi_flow_key &k) const noexcept
+	{
+		std::uint64_t h = k.sock_id * 0x9e3779b97f4a7c15ULL;
+		std::uint64_t a, b;
+		std::memcpy(&a, k.raddr, 8);
+		std::memcpy(&b, k.raddr + 8, 8);
+		h ^= a + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+		h ^= b + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+		h ^= (std::uint64_t(k.rport) << 16 | k.family) + (h << 6) + (h >> 2);
+		return h;
+	}
+};
+
+struct KeyEq {
+	bool operator()(const udpi_flow_key &a, const udpi_flow_key &b) const noexcept
+	{
+		return std::memcmp(&a, &b, sizeof(a)) == 0;
+	}
+};
+
+// What user space last reported of a flow.
+struct FlowState {
+	std::uint64_t reported_changes = 0;
+	std::uint64_t last_emit_ns = 0; // CLOCK_MONOTONIC
+};
+
+} // namespace
+
+struct SkelDeleter {
+	void operator()(udpintercept_bpf *skel) const noexcept { udpintercept_bpf__destroy(skel); }
+};
+
+struct RingBufferDeleter {
+	void operator()(ring_buffer *rb) const noexcept { ring_buffer__free(rb); }
+};
+
+struct LinkDeleter {
+	void operator()(bpf_link *link) const noexcept { bpf_link__destroy(link); }
+};
+
+struct Tracer::Impl {
+	Options options;
+	Callback callback;
+	Backend backend = Backend::automatic;
+	std::string backend_reason;
+
+	std::unique_ptr<udpintercept_bpf, SkelDeleter> skel;
+	std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links;
+	std::unique_ptr<ring_buffer, RingBufferDeleter> rb;
+	UniqueFd epoll;
+	UniqueFd timer;
+	detail::WallClock clock;
+
+	std::unordered_map<udpi_flow_key, FlowState, KeyHash, KeyEq> flows;
+	std::unordered_map<std::uint64_t, std::vector<udpi_flow_key>> flows_of_socket;
+	std::unordered_map<std::uint64_t, std::uint64_t> closed_sockets; // id -> sweep generation
+	std::uint64_t sweep_generation = 0;
+	std::uint64_t sweep_period_ns = 0;
+	std::uint64_t last_sweep_ns = 0;
+
+	Stats counted;   // what user space counts itself
+	int delivered = 0; // by the current process()
+	std::exception_ptr callback_error;
+	bool stopped = false;
+
+	explicit Impl(Options opts, Callback cb) : options(std::move(opts)), callback(std::move(cb)) {}
+
+	void choose_backend();
+	void open();
+	void configure();
+	void load(LibbpfCapture &capture);
+	void attach(LibbpfCapture &capture);
+	void setup_delivery();
+
+	static int on_record(void *ctx, void *data, size_t size) noexcept;
+	void handle_record(const udpi_record &rec);
+	void deliver(EventKind kind, const udpi_flow_key &key, const udpi_flow &flow);
+	void remember(const udpi_flow_key &key);
+	void close_socket(std::uint64_t sock_id, std::uint64_t close_ns);
+	void sweep();
+	void collect_deferred_closes();
+	int process();
+	void drain();
+	void detach() noexcept;
+	void stop();
+	std::uint64_t stat_sum(udpi_stat idx) const;
+	void log(const std::string &line) const
+	{
+		if (options.log)
+			options.log(line);
+	}
+};
+
+// ---- lifecycle: choose, open, configure, load, attach ----
+
+void Tracer::Impl::choose_backend()
+{
+	if (access(kVmlinuxBtf, R_OK) != 0)
+		throw Error("btf", errno,
+			    fmt::format("no BTF at {}: udpintercept needs a kernel built with "
+					"CONFIG_DEBUG_INFO_BTF=y (every major distribution's kernel since 2020)",
+					kVmlinuxBtf));
+	std::unique_ptr<btf, void (*)(btf *)> vmlinux(btf__load_vmlinux_btf(), btf__free);
+	if (!vmlinux)
+		fail("btf", errno, fmt::format("cannot read the kernel's BTF from {}", kVmlinuxBtf));
+	const detail::KernelFeatures kernel(vmlinux.get());
+
+	if (options.backend != Backend::automatic) {
+		const auto &spec = detail::backend_spec(options.backend);
+		const auto avail = spec.probe(kernel);
+		log(fmt::format("backend {}: {}", to_string(spec.backend), avail.why));
+		if (!avail.available)
+			throw Error("backend", EOPNOTSUPP,
+				    fmt::format("backend '{}' is not available on this kernel: {} (try --backend "
+						"auto)",
+						to_string(spec.backend), avail.why));
+		backend = spec.backend;
+		backend_reason = "forced; " + avail.why;
+		return;
+	}
+	std::vector<std::string> rejected;
+	for (const auto &spec : detail::backend_table()) {
+		const auto avail = spec.probe(kernel);
+		log(fmt::format("backend {}: {}", to_string(spec.backend), avail.why));
+		if (avail.available) {
+			backend = spec.backend;
+			backend_reason = avail.why;
+			return;
+		}
+		rejected.push_back(fmt::format("{}: {}", to_string(spec.backend), avail.why));
+	}
+	throw Error("backend", EOPNOTSUPP,
+		    fmt::format("no backend works on this kernel ({})", fmt::join(rejected, "; ")));
+}
+
+void Tracer::Impl::open()
+{
+	skel.reset(udpintercept_bpf__open());
+	if (!skel)
+		fail("open", errno, "cannot open the embedded BPF object");
+}
+
+void Tracer::Impl::configure()
+{
+	auto *ro = skel->rodata;
+	ro->interval_ns = static_cast<__u64>(options.interval.count()) * 1000000ULL;
+	ro->filter_pid = options.pid.value_or(0);
+	ro->filter_uid = options.uid.value_or(0);
+	ro->filter_uid_set = options.uid.has_value();
+	ro->filter_port = options.port.value_or(0);
+	ro->filter_family = !options.family ? 0
+			    : *options.family == Family::ipv4 ? UDPI_AF_INET
+							      : UDPI_AF_INET6;
+	if (options.cgroup) {
+		struct statfs sfs{};
+		struct stat st{};
+		if (statfs(options.cgroup->c_str(), &sfs) != 0 || stat(options.cgroup->c_str(), &st) != 0)
+			fail("options", errno, fmt::format("cgroup filter '{}'", *options.cgroup));
+		if (sfs.f_type != kCgroup2Magic || !S_ISDIR(st.st_mode))
+			throw Error("options", EINVAL,
+				    fmt::format("cgroup filter '{}' is not a cgroup v2 directory (cgroup v2 is "
+						"mounted at '{}')",
+						*options.cgroup, detail::cgroup2_mount()));
+		ro->filter_cgroup = st.st_ino; // a cgroup v2 directory's inode number is its id
+	}
+
+	bpf_map__set_max_entries(skel->maps.flows, options.max_flows);
+	bpf_map__set_max_entries(skel->maps.socks, options.max_sockets);
+	bpf_map__set_max_entries(skel->maps.events, options.ring_buffer_bytes);
+
+	const auto &spec = detail::backend_spec(backend);
+	bpf_program *prog;
+	bpf_object__for_each_program(prog, skel->obj)
+	{
+		const std::string_view name = bpf_program__name(prog);
+		const bool wanted =
+			std::find(spec.programs.begin(), spec.programs.end(), name) != spec.programs.end();
+		bpf_program__set_autoload(prog, wanted);
+	}
+}
+
+void Tracer::Impl::load(LibbpfCapture &capture)
+{
+	if (int err = udpintercept_bpf__load(skel.get()); err)
+		fail("load", -err,
+		     fmt::format("the kernel refused the {} backend's BPF programs; libbpf said:\n{}",
+				 to_string(backend), capture.tail()));
+}
+
+void Tracer::Impl::attach(LibbpfCapture &capture)
+{
+	const auto &spec = detail::backend_spec(backend);
+	UniqueFd cgroup;
+	if (spec.needs_cgroup) {
+		const std::string root = detail::cgroup2_mount();
+		cgroup = UniqueFd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+		if (!cgroup)
+			fail("attach", errno, fmt::format("cannot open the cgroup v2 root '{}'", root));
+	}
+	bpf_program *prog;
+	bpf_object__for_each_program(prog, skel->obj)
+	{
+		if (!bpf_program__autoload(prog))
+			continue;
+		const bpf_prog_type type = bpf_program__type(prog);
+		// Links attach with multi-attach semantics, so other users' cgroup
+		// programs keep working.
+		bpf_link *link = (type == BPF_PROG_TYPE_CGROUP_SOCK_ADDR || type == BPF_PROG_TYPE_CGROUP_SOCK ||
+				  type == BPF_PROG_TYPE_CGROUP_SKB)
+					 ? bpf_program__attach_cgroup(prog, cgroup.get())
+					 : bpf_program__attach(prog);
+		if (!link)
+			fail("attach", errno,
+			     fmt::format("cannot attach {} ({} backend); libbpf said:\n{}", bpf_program__name(prog),
+					 to_string(backend), capture.tail(4)));
+		links.emplace_back(link);
+	}
+}
+
+void Tracer::Impl::setup_delivery()
+{
+	rb.reset(ring_buffer__new(bpf_map__fd(skel->maps.events), on_record, this, nullptr));
+	if (!rb)
+		fail("ring buffer", errno, "cannot map the ring buffer");
+
+	const std::uint64_t interval_ns = static_cast<std::uint64_t>(options.interval.count()) * 1000000ULL;
+	// Pending updates go out at most a quarter interval late.
+	sweep_period_ns = std::clamp<std::uint64_t>(interval_ns / 4, 10000000ULL, 250000000ULL);
+	if (!interval_ns)
+		sweep_period_ns = 100000000ULL; // only snapshots the ring buffer lost are pending
+
+	epoll = UniqueFd(epoll_create1(EPOLL_CLOEXEC));
+	timer = UniqueFd(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+	if (!epoll || !timer)
+		fail("ring buffer", errno, "cannot create the tracer's epoll or timer fd");
+	itimerspec its{};
+	its.it_interval.tv_sec = static_cast<time_t>(sweep_period_ns / 1000000000ULL);
+	its.it_interval.tv_nsec = static_cast<long>(sweep_period_ns % 1000000000ULL);
+	its.it_value = its.it_interval;
+	if (timerfd_settime(timer.get(), 0, &its, nullptr) != 0)
+		fail("ring buffer", errno, "cannot arm the sweep timer");
+	for (int fd : {ring_buffer__epoll_fd(rb.get()), timer.get()}) {
+		epoll_event ev{};
+		ev.events = EPOLLIN;
+		ev.data.fd = fd;
+		if (epoll_ctl(epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
+			fail("ring buffer", errno, "cannot watch the ring buffer");
+	}
+	last_sweep_ns = detail::monotonic_ns();
+}
+
+// ---- delivery ----
+
+int Tracer::Impl::on_record(void *ctx, void *data, size_t size) noexcept
+{
+	auto *self = static_cast<Impl *>(ctx);
+	if (size < sizeof(udpi_record))
+		return 0;
+	try {
+		udpi_record rec;
+		std::memcpy(&rec, data, sizeof(rec));
+		self->handle_record(rec);
+		return 0;
+	} catch (...) {
+		// Carried across libbpf's C frames and rethrown by process().
+		self->callback_error = std::current_exception();
+		return -ECANCELED;
+	}
+}
+
+void Tracer::Impl::remember(const udpi_flow_key &key)
+{
+	if (flows.try_emplace(key).second)
+		flows_of_socket[key.sock_id].push_back(key);
+}
+
+void Tracer::Impl::deliver(EventKind kind, const udpi_flow_key &key, const udpi_flow &flow)
+{
+	counted.events++;
+	delivered++;
+	if (callback)
+		callback(detail::decode(kind, key, flow, clock));
+}
+
+void Tracer::Impl::handle_record(const udpi_record &rec)
+{
+	switch (rec.kind) {
+	case UDPI_REC_SOCK_CLOSE:
+		close_socket(rec.key.sock_id, detail::monotonic_ns());
+		return;
+	case UDPI_REC_NEW:
+	case UDPI_REC_UPDATE:
+	case UDPI_REC_CONNECT: {
+		remember(rec.key);
+		FlowState &st = flows[rec.key];
+		// A sweep may already have reported a newer state: snapshots of a
+		// flow never go backwards, and an unchanged one is not repeated.
+		if (rec.kind != UDPI_REC_CONNECT && rec.flow.changes <= st.reported_changes)
+			return;
+		st.reported_changes = std::max<std::uint64_t>(st.reported_changes, rec.flow.changes);
+		st.last_emit_ns = std::max<std::uint64_t>(st.last_emit_ns, rec.flow.last_emit_ns);
+		deliver(rec.kind == UDPI_REC_CONNECT ? EventKind::connect : EventKind::update, rec.key, rec.flow);
+		return;
+	}
+	default:
+		return;
+	}
+}
+
+void Tracer::Impl::close_socket(std::uint64_t sock_id, std::uint64_t close_ns)
+{
+	const int flows_fd = bpf_map__fd(skel->maps.flows);
+	closed_sockets[sock_id] = sweep_generation;
+	auto it = flows_of_socket.find(sock_id);
+	if (it == flows_of_socket.end())
+		return; // no flow known yet: the next sweep finds any in the kernel
+	for (const auto &key : it->second) {
+		udpi_flow flow{};
+		if (bpf_map_lookup_elem(flows_fd, &key, &flow) != 0)
+			continue;
+		bpf_map_delete_elem(flows_fd, &key);
+		flow.last_ns = std::max<std::uint64_t>(flow.last_ns, close_ns);
+		flows.erase(key);
+		deliver(EventKind::close, key, flow);
+	}
+	flows_of_socket.erase(it);
+}
+
+void Tracer::Impl::collect_deferred_closes()
+{
+	const int fd = bpf_map__fd(skel->maps.closed);
+	std::uint64_t id = 0, next = 0, when = 0;
+	std::vector<std::uint64_t> ids;
+	const void *prev = nullptr;
+	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+		ids.push_back(next);
+		id = next;
+		prev = &id;
+	}
+	for (std::uint64_t sid : ids) {
+		if (bpf_map_lookup_elem(fd, &sid, &when) != 0)
+			continue;
+		bpf_map_delete_elem(fd, &sid);
+		counted.closes_deferred++;
+		close_socket(sid, when);
+	}
+}
+
+// Reports flows with changes the ring buffer did not carry within the
+// interval (traffic that stopped, or snapshots that were dropped), adopts
+// flows user space has not heard of, and closes those of closed sockets.
+void Tracer::Impl::sweep()
+{
+	collect_deferred_closes();
+	clock.calibrate();
+	const std::uint64_t now = detail::monotonic_ns();
+	const std::uint64_t interval_ns = static_cast<std::uint64_t>(options.interval.count()) * 1000000ULL;
+	const int fd = bpf_map__fd(skel->maps.flows);
+
+	std::vector<udpi_flow_key> keys;
+	keys.reserve(flows.size() + 16);
+	udpi_flow_key cur{}, next{};
+	const void *prev = nullptr;
+	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+		keys.push_back(next);
+		cur = next;
+		prev = &cur;
+	}
+	for (const auto &key : keys) {
+		udpi_flow flow{};
+		if (bpf_map_lookup_elem(fd, &key, &flow) != 0)
+			continue;
+		const bool known = flows.count(key) != 0;
+		if (!known && closed_sockets.count(key.sock_id)) {
+			bpf_map_delete_elem(fd, &key);
+			deliver(EventKind::close, key, flow);
+			continue;
+		}
+		remember(key);
+		FlowState &st = flows[key];
+		if (known && flow.changes <= st.reported_changes)
+			continue;
+		if (known && now - std::max<std::uint64_t>(st.last_emit_ns, flow.last_emit_ns) < interval_ns)
+			continue; // the kernel will send it, or the next sweep will
+		st.reported_changes = flow.changes;
+		st.last_emit_ns = now;
+		deliver(flow.changes ? EventKind::update : EventKind::connect, key, flow);
+	}
+	// A closed socket's flows all existed when its close was recorded, so one
+	// full sweep after it has seen every one of them.
+	std::erase_if(closed_sockets, [&](const auto &kv) { return kv.second < sweep_generation; });
+	sweep_generation++;
+	last_sweep_ns = now;
+}
+
+int Tracer::Impl::process()
+{
+	delivered = 0;
+	if (stopped)
+		return 0;
+	const int n = ring_buffer__consume(rb.get());
+	if (callback_error) {
+		auto err = std::exchange(callback_error, nullptr);
+		std::rethrow_exception(err);
+	}
+	if (n < 0 && n != -ECANCELED && n != -EINTR)
+		fail("ring buffer", -n, "cannot read the ring buffer");
+	std::uint64_t expirations;
+	while (read(timer.get(), &expirations, sizeof(expirations)) > 0) {
+	}
+	if (detail::monotonic_ns() - last_sweep_ns >= sweep_period_ns)
+		sweep();
+	return delivered;
+}
+
+void Tracer::Impl::detach() noexcept
+{
+	links.clear();
+}
+
+void Tracer::Impl::drain()
+{
+	// Everything the kernel queued before the detach.
+	ring_buffer__consume(rb.get());
+	if (callback_error) {
+		auto err = std::exchange(callback_error, nullptr);
+		std::rethrow_exception(err);
+	}
+}
+
+void Tracer::Impl::stop()
+{
+	if (stopped)
+		return;
+	detach();
+	stopped = true;
+	delivered = 0;
+	drain();
+	collect_deferred_closes();
+	clock.calibrate();
+	const int fd = bpf_map__fd(skel->maps.flows);
+	std::vector<udpi_flow_key> keys;
+	udpi_flow_key cur{}, next{};
+	const void *prev = nullptr;
+	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+		keys.push_back(next);
+		cur = next;
+		prev = &cur;
+	}
+	for (const auto &key : keys) {
+		udpi_flow flow{};
+		if (bpf_map_lookup_elem(fd, &key, &flow) != 0)
+			continue;
+		if (closed_sockets.count(key.sock_id)) {
+			deliver(EventKind::close, key, flow);
+			continue;
+		}
+		deliver(EventKind::final, key, flow);
+	}
+	flows.clear();
+	flows_of_socket.clear();
+}
+
+std::uint64_t Tracer::Impl::stat_sum(udpi_stat idx) const
+{
+	const int ncpu = libbpf_num_possible_cpus();
+	if (ncpu <= 0)
+		return 0;
+	std::vector<std::uint64_t> values(static_cast<size_t>(ncpu));
+	__u32 key = idx;
+	if (bpf_map_lookup_elem(bpf_map__fd(skel->maps.stats), &key, values.data()) != 0)
+		return 0;
+	std::uint64_t sum = 0;
+	for (auto v : values)
+		sum += v;
+	return sum;
+}
+
+// ---- public API ----
+
+Tracer::Tracer(Options options, Callback callback)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(callback)))
+{
+	impl_->options.validate();
+	LibbpfCapture capture(impl_->options.log);
+	impl_->choose_backend();
+	check_privileges(detail::backend_spec(impl_->backend).needs_cgroup);
+	impl_->open();
+	impl_->configure();
+	impl_->load(capture);
+	impl_->attach(capture);
+	impl_->setup_delivery();
+	impl_->log(fmt::format("attached the {} backend ({})", to_string(impl_->backend), impl_->backend_reason));
+}
+
+Tracer::~Tracer() = default;
+Tracer::Tracer(Tracer &&) noexcept = default;
+Tracer &Tracer::operator=(Tracer &&) noexcept = default;
+
+void Tracer::on_event(Callback callback)
+{
+	impl_->callback = std::move(callback);
+}
+
+int Tracer::poll(std::chrono::milliseconds timeout)
+{
+	if (impl_->stopped)
+		return 0;
+	epoll_event ev[2];
+	const int n = epoll_wait(impl_->epoll.get(), ev, 2, timeout.count() < 0 ? -1 : static_cast<int>(timeout.count()));
+	if (n < 0 && errno != EINTR)
+		fail("ring buffer", errno, "cannot wait for the ring buffer");
+	return impl_->process();
+}
+
+int Tracer::fd() const noexcept
+{
+	return impl_->epoll.get();
+}
+
+int Tracer::process()
+{
+	return impl_->process();
+}
+
+void Tracer::stop()
+{
+	impl_->stop();
+}
+
+Backend Tracer::backend() const noexcept
+{
+	return impl_->backend;
+}
+
+const std::string &Tracer::backend_reason() const noexcept
+{
+	return impl_->backend_reason;
+}
+
+Stats Tracer::stats() const
+{
+	Stats s = impl_->counted;
+	s.lost = impl_->stat_sum(UDPI_STAT_RB_DROP_UPDATE);
+	s.flows_untracked = impl_->stat_sum(UDPI_STAT_FLOWS_UNTRACKED);
+	s.untracked_packets = impl_->stat_sum(UDPI_STAT_UNTRACKED_PACKETS);
+	s.untracked_bytes = impl_->stat_sum(UDPI_STAT_UNTRACKED_BYTES);
+	s.sockets_untracked = impl_->stat_sum(UDPI_STAT_SOCKS_UNTRACKED);
+	s.peer_unknown = impl_->stat_sum(UDPI_STAT_PEER_UNKNOWN);
+	s.flows_active = impl_->stopped ? 0 : impl_->flows.size();
+	return s;
+}
+
+} // namespace udpintercept
