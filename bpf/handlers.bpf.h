@@ -145,7 +145,7 @@ static __always_inline bool sk_connected_peer(struct sock *sk, struct udpi_peer 
 	}
 	if (family != UDPI_AF_INET6)
 		return false;
-	BPF_CORE_READ_INTO(p->addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	bpf_core_read(p->addr, sizeof(p->addr), &sk->__sk_common.skc_v6_daddr);
 	p->family = family_of_v6(p->addr);
 	return true;
 }
@@ -158,7 +158,7 @@ static __always_inline void sk_local(struct sock *sk, struct udpi_flow *f)
 	if (family == UDPI_AF_INET)
 		set_v4(f->laddr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
 	else
-		BPF_CORE_READ_INTO(f->laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		bpf_core_read(f->laddr, sizeof(f->laddr), &sk->__sk_common.skc_v6_rcv_saddr);
 }
 
 static __always_inline bool peer_filtered_out(struct sock *sk, const struct udpi_peer *p)

@@ -1,0 +1,246 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// Helpers shared by the root test tiers: privileges, fresh network
+// namespaces, real UDP sockets, and a small reader of the CLI's JSON lines.
+#pragma once
+
+#include <arpa/inet.h>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <stdexcept>
+#include <string>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+namespace testutil {
+
+[[noreturn]] inline void die(const std::string &what)
+{
+	throw std::runtime_error(what + ": " + std::strerror(errno));
+}
+
+/// Exit 77 (Meson's skip) unless root; in CI (CI=true) a missing privilege is a failure.
+inline void require_root_or_skip(const char *test)
+{
+	if (geteuid() == 0)
+		return;
+	const char *ci = std::getenv("CI");
+	if (ci && std::string(ci) == "true") {
+		std::fprintf(stderr, "%s: needs root, and CI must not skip\n", test);
+		std::exit(1);
+	}
+	std::fprintf(stderr, "%s: skipped: needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN) to load BPF\n", test);
+	std::exit(77);
+}
+
+/// Moves the calling process into a fresh network namespace with `lo` up.
+inline void enter_fresh_netns()
+{
+	if (unshare(CLONE_NEWNET) != 0)
+		die("unshare(CLONE_NEWNET)");
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		die("socket");
+	ifreq ifr{};
+	std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+	if (ioctl(fd, SIOCGIFFLAGS, &ifr) != 0)
+		die("SIOCGIFFLAGS lo");
+	ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+	if (ioctl(fd, SIOCSIFFLAGS, &ifr) != 0)
+		die("SIOCSIFFLAGS lo");
+	close(fd);
+}
+
+/// Inode number of the calling thread's network namespace (the tracer's `netns`).
+inline std::uint32_t current_netns()
+{
+	struct stat st{};
+	if (stat("/proc/self/ns/net", &st) != 0)
+		die("stat /proc/self/ns/net");
+	return static_cast<std::uint32_t>(st.st_ino);
+}
+
+/// An IPv4 or IPv6 socket address with a port.
+struct SockAddr {
+	sockaddr_storage ss{};
+	socklen_t len = 0;
+
+	static SockAddr parse(const std::string &ip, std::uint16_t port)
+	{
+		SockAddr a;
+		if (ip.find(':') == std::string::npos) {
+			auto *sin = reinterpret_cast<sockaddr_in *>(&a.ss);
+			sin->sin_family = AF_INET;
+			sin->sin_port = htons(port);
+			if (inet_pton(AF_INET, ip.c_str(), &sin->sin_addr) != 1)
+				throw std::runtime_error("bad address " + ip);
+			a.len = sizeof(*sin);
+		} else {
+			auto *sin6 = reinterpret_cast<sockaddr_in6 *>(&a.ss);
+			sin6->sin6_family = AF_INET6;
+			sin6->sin6_port = htons(port);
+			if (inet_pton(AF_INET6, ip.c_str(), &sin6->sin6_addr) != 1)
+				throw std::runtime_error("bad address " + ip);
+			a.len = sizeof(*sin6);
+		}
+		return a;
+	}
+	int family() const { return ss.ss_family; }
+	std::uint16_t port() const
+	{
+		return ntohs(family() == AF_INET ? reinterpret_cast<const sockaddr_in *>(&ss)->sin_port
+						 : reinterpret_cast<const sockaddr_in6 *>(&ss)->sin6_port);
+	}
+	std::string ip() const
+	{
+		char buf[INET6_ADDRSTRLEN];
+		if (family() == AF_INET)
+			return inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in *>(&ss)->sin_addr, buf, sizeof(buf));
+		return inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6 *>(&ss)->sin6_addr, buf, sizeof(buf));
+	}
+	const sockaddr *sa() const { return reinterpret_cast<const sockaddr *>(&ss); }
+};
+
+/// A real UDP socket, closed by the destructor.
+class Udp {
+public:
+	explicit Udp(int family) : fd_(socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0))
+	{
+		if (fd_ < 0)
+			die("socket");
+	}
+	Udp(const Udp &) = delete;
+	Udp &operator=(const Udp &) = delete;
+	Udp(Udp &&o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+	~Udp() { close(); }
+
+	void close()
+	{
+		if (fd_ >= 0)
+			::close(fd_);
+		fd_ = -1;
+	}
+	int fd() const { return fd_; }
+
+	void bind(const std::string &ip, std::uint16_t port = 0)
+	{
+		auto a = SockAddr::parse(ip, port);
+		if (::bind(fd_, a.sa(), a.len) != 0)
+			die("bind " + ip);
+	}
+	void connect(const SockAddr &peer)
+	{
+		if (::connect(fd_, peer.sa(), peer.len) != 0)
+			die("connect");
+	}
+	SockAddr local() const
+	{
+		SockAddr a;
+		a.len = sizeof(a.ss);
+		if (getsockname(fd_, reinterpret_cast<sockaddr *>(&a.ss), &a.len) != 0)
+			die("getsockname");
+		return a;
+	}
+	void send(std::size_t bytes)
+	{
+		std::vector<char> buf(bytes, 'u');
+		if (::send(fd_, buf.data(), bytes, 0) != static_cast<ssize_t>(bytes))
+			die("send");
+	}
+	void send_to(const SockAddr &peer, std::size_t bytes)
+	{
+		std::vector<char> buf(bytes, 'u');
+		if (::sendto(fd_, buf.data(), bytes, 0, peer.sa(), peer.len) != static_cast<ssize_t>(bytes))
+			die("sendto");
+	}
+	/// recvfrom(): returns the bytes and stores the sender.
+	std::size_t recv_from(SockAddr &from)
+	{
+		char buf[65536];
+		from.len = sizeof(from.ss);
+		ssize_t n = ::recvfrom(fd_, buf, sizeof(buf), 0, reinterpret_cast<sockaddr *>(&from.ss), &from.len);
+		if (n < 0)
+			die("recvfrom");
+		return static_cast<std::size_t>(n);
+	}
+	std::size_t recv_from()
+	{
+		SockAddr from;
+		return recv_from(from);
+	}
+
+private:
+	int fd_;
+};
+
+/// One flat JSON object of the CLI's --json output: strings and integers.
+using JsonObject = std::map<std::string, std::string>;
+
+/// Parses {"k":"v","n":123,...}; values keep their text (strings unescaped).
+inline JsonObject parse_json_line(const std::string &line)
+{
+	JsonObject obj;
+	std::size_t i = 0;
+	auto skip_ws = [&] {
+		while (i < line.size() && std::isspace(static_cast<unsigned char>(line[i])))
+			i++;
+	};
+	auto expect = [&](char c) {
+		skip_ws();
+		if (i >= line.size() || line[i] != c)
+			throw std::runtime_error("bad JSON (expected '" + std::string(1, c) + "'): " + line);
+		i++;
+	};
+	auto read_string = [&] {
+		expect('"');
+		std::string s;
+		while (i < line.size() && line[i] != '"') {
+			if (line[i] == '\\' && i + 1 < line.size()) {
+				i++;
+				if (line[i] == 'u' && i + 4 < line.size()) {
+					s += static_cast<char>(std::stoi(line.substr(i + 1, 4), nullptr, 16));
+					i += 4;
+				} else {
+					s += line[i];
+				}
+			} else {
+				s += line[i];
+			}
+			i++;
+		}
+		expect('"');
+		return s;
+	};
+	expect('{');
+	skip_ws();
+	while (i < line.size() && line[i] != '}') {
+		std::string key = read_string();
+		expect(':');
+		skip_ws();
+		std::string value;
+		if (i < line.size() && line[i] == '"') {
+			value = read_string();
+		} else {
+			while (i < line.size() && line[i] != ',' && line[i] != '}')
+				value += line[i++];
+		}
+		obj[key] = value;
+		skip_ws();
+		if (i < line.size() && line[i] == ',')
+			i++;
+		skip_ws();
+	}
+	expect('}');
+	return obj;
+}
+
+} // namespace testutil

@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// A Tracer that keeps the snapshots of this test's network namespace.
+#pragma once
+
+#include <udpintercept/tracer.h>
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "testutil.h"
+
+namespace testutil {
+
+/// Identifies a flow by what a test knows: local and remote endpoint text.
+struct FlowName {
+	std::string local;  // "ip:port"
+	std::string remote; // "ip:port"
+	bool operator<(const FlowName &o) const { return std::tie(local, remote) < std::tie(o.local, o.remote); }
+};
+
+inline std::string endpoint(const udpintercept::Endpoint &e)
+{
+	return e.address.to_string() + ":" + std::to_string(e.port);
+}
+
+inline std::string endpoint(const SockAddr &a)
+{
+	return a.ip() + ":" + std::to_string(a.port());
+}
+
+class Recorder {
+public:
+	explicit Recorder(udpintercept::Options options = {})
+	    : netns_(current_netns()),
+	      tracer_(std::move(options), [this](const udpintercept::Event &e) {
+		      if (e.netns == netns_)
+			      events.push_back(e);
+	      })
+	{
+	}
+
+	/// Delivers whatever arrives during `d`.
+	void pump(std::chrono::milliseconds d)
+	{
+		const auto end = std::chrono::steady_clock::now() + d;
+		while (std::chrono::steady_clock::now() < end)
+			tracer_.poll(std::chrono::milliseconds(10));
+	}
+
+	/// Stops the tracer (the `final` snapshots arrive).
+	void stop()
+	{
+		pump(std::chrono::milliseconds(50));
+		tracer_.stop();
+	}
+
+	/// The newest snapshot of each flow, named by its endpoints. A flow is
+	/// grouped by socket and peer: its `connect` snapshot can show the local
+	/// port as 0 when connect() was what bound the socket.
+	std::map<FlowName, udpintercept::Event> last_by_flow() const
+	{
+		std::map<FlowName, udpintercept::Event> out;
+		for (const auto &[id, evs] : groups())
+			out[{endpoint(evs.back().local), endpoint(evs.back().remote)}] = evs.back();
+		return out;
+	}
+
+	/// Every snapshot of the flow whose newest snapshot has these endpoints.
+	std::vector<udpintercept::Event> of_flow(const FlowName &f) const
+	{
+		for (const auto &[id, evs] : groups())
+			if (endpoint(evs.back().local) == f.local && endpoint(evs.back().remote) == f.remote)
+				return evs;
+		return {};
+	}
+
+	udpintercept::Tracer &tracer() { return tracer_; }
+
+	std::vector<udpintercept::Event> events;
+
+private:
+	std::map<std::pair<std::uint64_t, std::string>, std::vector<udpintercept::Event>> groups() const
+	{
+		std::map<std::pair<std::uint64_t, std::string>, std::vector<udpintercept::Event>> g;
+		for (const auto &e : events)
+			g[{e.socket_id, endpoint(e.remote)}].push_back(e);
+		return g;
+	}
+
+	std::uint32_t netns_;
+	udpintercept::Tracer tracer_;
+};
+
+inline udpintercept::WallTime wall_now()
+{
+	return udpintercept::WallTime(std::chrono::duration_cast<std::chrono::nanoseconds>(
+		std::chrono::system_clock::now().time_since_epoch()));
+}
+
+} // namespace testutil

@@ -1,0 +1,274 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// Real load, attach and loopback traffic in a fresh network namespace, with
+// exact per-flow counters and fields.
+#include <catch2/catch.hpp>
+
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <thread>
+
+#include "recorder.h"
+
+using namespace udpintercept;
+using namespace std::chrono_literals;
+using testutil::endpoint;
+using testutil::Recorder;
+using testutil::SockAddr;
+using testutil::Udp;
+
+namespace {
+
+std::string my_comm()
+{
+	char name[17] = {};
+	prctl(PR_GET_NAME, name);
+	return name;
+}
+
+// A connected client sends `count` datagrams of `size` bytes; the server reads them with recvfrom().
+void connected_exchange(const std::string &ip, int family, int count, std::size_t size, Udp &client, Udp &server)
+{
+	server.bind(ip);
+	client.connect(server.local());
+	for (int i = 0; i < count; i++)
+		client.send(size);
+	for (int i = 0; i < count; i++) {
+		SockAddr from;
+		REQUIRE(server.recv_from(from) == size);
+		REQUIRE(from.port() == client.local().port());
+	}
+	(void)family;
+}
+
+void check_process(const Event &e)
+{
+	CHECK(e.pid == static_cast<std::uint32_t>(getpid()));
+	CHECK(e.uid == getuid());
+	CHECK(e.comm == my_comm());
+}
+
+} // namespace
+
+TEST_CASE("connected IPv4 and IPv6 exchanges are four exact flows", "[flows]")
+{
+	const auto before = testutil::wall_now();
+	Recorder rec;
+	Udp c4(AF_INET), s4(AF_INET), c6(AF_INET6), s6(AF_INET6);
+	connected_exchange("127.0.0.1", AF_INET, 7, 123, c4, s4);
+	connected_exchange("::1", AF_INET6, 5, 77, c6, s6);
+	rec.stop();
+	const auto after = testutil::wall_now();
+
+	const auto flows = rec.last_by_flow();
+	REQUIRE(flows.size() == 4);
+
+	const auto &tx4 = flows.at({endpoint(c4.local()), endpoint(s4.local())});
+	CHECK(tx4.kind == EventKind::final);
+	CHECK(tx4.family == Family::ipv4);
+	CHECK(tx4.tx_packets == 7);
+	CHECK(tx4.tx_bytes == 7 * 123);
+	CHECK(tx4.rx_packets == 0);
+	CHECK(tx4.rx_bytes == 0);
+	check_process(tx4);
+
+	const auto &rx4 = flows.at({endpoint(s4.local()), endpoint(c4.local())});
+	CHECK(rx4.family == Family::ipv4);
+	CHECK(rx4.rx_packets == 7);
+	CHECK(rx4.rx_bytes == 7 * 123);
+	CHECK(rx4.tx_packets == 0);
+	check_process(rx4);
+
+	const auto &tx6 = flows.at({endpoint(c6.local()), endpoint(s6.local())});
+	CHECK(tx6.family == Family::ipv6);
+	CHECK(tx6.tx_packets == 5);
+	CHECK(tx6.tx_bytes == 5 * 77);
+	check_process(tx6);
+
+	const auto &rx6 = flows.at({endpoint(s6.local()), endpoint(c6.local())});
+	CHECK(rx6.family == Family::ipv6);
+	CHECK(rx6.rx_packets == 5);
+	CHECK(rx6.rx_bytes == 5 * 77);
+	check_process(rx6);
+
+	for (const auto &e : rec.events) {
+		CHECK(e.time >= before);
+		CHECK(e.time <= after);
+		CHECK(e.netns == testutil::current_netns());
+	}
+
+	// The client flows began with connect().
+	const auto c4_events = rec.of_flow({endpoint(c4.local()), endpoint(s4.local())});
+	REQUIRE(!c4_events.empty());
+	CHECK(c4_events.front().kind == EventKind::connect);
+}
+
+TEST_CASE("an unconnected socket talking to several peers has one flow per peer", "[flows]")
+{
+	Recorder rec;
+	Udp hub(AF_INET);
+	hub.bind("127.0.0.1");
+	std::vector<Udp> peers;
+	for (int i = 0; i < 3; i++) {
+		peers.emplace_back(AF_INET);
+		peers.back().bind("127.0.0.1");
+	}
+	// Peer i receives i+1 datagrams of 10*(i+1) bytes and answers each with 3 bytes.
+	for (int i = 0; i < 3; i++)
+		for (int k = 0; k <= i; k++) {
+			hub.send_to(peers[i].local(), 10 * (i + 1));
+			SockAddr from;
+			REQUIRE(peers[i].recv_from(from) == 10u * (i + 1));
+			peers[i].send_to(from, 3);
+			REQUIRE(hub.recv_from(from) == 3);
+			REQUIRE(from.port() == peers[i].local().port());
+		}
+	rec.stop();
+
+	const auto flows = rec.last_by_flow();
+	REQUIRE(flows.size() == 6);
+	for (int i = 0; i < 3; i++) {
+		const std::uint64_t n = i + 1;
+		const auto &out = flows.at({endpoint(hub.local()), endpoint(peers[i].local())});
+		CHECK(out.tx_packets == n);
+		CHECK(out.tx_bytes == n * 10 * n);
+		CHECK(out.rx_packets == n);
+		CHECK(out.rx_bytes == n * 3);
+		const auto &back = flows.at({endpoint(peers[i].local()), endpoint(hub.local())});
+		CHECK(back.rx_packets == n);
+		CHECK(back.rx_bytes == n * 10 * n);
+		CHECK(back.tx_packets == n);
+		CHECK(back.tx_bytes == n * 3);
+	}
+	// The hub's flows share one socket: one socket id, three peers.
+	CHECK(flows.at({endpoint(hub.local()), endpoint(peers[0].local())}).socket_id ==
+	      flows.at({endpoint(hub.local()), endpoint(peers[2].local())}).socket_id);
+	for (const auto &[name, e] : flows) {
+		CHECK(e.remote.port != 0);
+		CHECK(e.remote.address.to_string() == "127.0.0.1");
+	}
+}
+
+TEST_CASE("closing a socket reports its flows' totals as close events", "[flows][close]")
+{
+	Recorder rec;
+	Udp client(AF_INET6), server(AF_INET6);
+	connected_exchange("::1", AF_INET6, 4, 100, client, server);
+	const std::string c = endpoint(client.local()), s = endpoint(server.local());
+	client.close();
+	server.close();
+	rec.pump(300ms);
+
+	auto tx = rec.of_flow({c, s});
+	REQUIRE(!tx.empty());
+	CHECK(tx.back().kind == EventKind::close);
+	CHECK(tx.back().tx_packets == 4);
+	CHECK(tx.back().tx_bytes == 400);
+	auto rx = rec.of_flow({s, c});
+	REQUIRE(!rx.empty());
+	CHECK(rx.back().kind == EventKind::close);
+	CHECK(rx.back().rx_packets == 4);
+	CHECK(rx.back().rx_bytes == 400);
+
+	// Closed flows are gone: stopping reports no `final` for them.
+	rec.stop();
+	CHECK(rec.of_flow({c, s}).back().kind == EventKind::close);
+	CHECK(rec.of_flow({s, c}).back().kind == EventKind::close);
+	CHECK(rec.tracer().stats().flows_active == 0);
+}
+
+TEST_CASE("stopping sends one final snapshot per open flow", "[flows][final]")
+{
+	Recorder rec;
+	Udp client(AF_INET), server(AF_INET);
+	connected_exchange("127.0.0.1", AF_INET, 3, 10, client, server);
+	rec.pump(100ms);
+	const auto before_stop = rec.events.size();
+	rec.stop();
+	std::map<testutil::FlowName, int> finals;
+	for (std::size_t i = before_stop; i < rec.events.size(); i++) {
+		CHECK(rec.events[i].kind == EventKind::final);
+		finals[{endpoint(rec.events[i].local), endpoint(rec.events[i].remote)}]++;
+	}
+	CHECK(finals.size() == 2);
+	for (const auto &[f, n] : finals)
+		CHECK(n == 1);
+	CHECK(rec.tracer().poll(10ms) == 0); // stopped: nothing more
+}
+
+TEST_CASE("a burst of 1000 datagrams yields a handful of snapshots, not 1000", "[flows][interval]")
+{
+	Options o;
+	o.interval = 1000ms;
+	Recorder rec(o);
+	Udp client(AF_INET), server(AF_INET);
+	server.bind("127.0.0.1");
+	client.connect(server.local());
+	for (int i = 0; i < 1000; i++) {
+		client.send(64);
+		server.recv_from();
+	}
+	rec.pump(1500ms); // the sweep reports what the burst left unreported
+	const testutil::FlowName tx{endpoint(client.local()), endpoint(server.local())};
+	auto updates = rec.of_flow(tx);
+	CHECK(updates.size() >= 2); // the connect, the first send at once...
+	CHECK(updates.size() <= 6); // ...and at most a few interval updates
+	REQUIRE(!updates.empty());
+	CHECK(updates.back().tx_packets == 1000); // reported within the interval though traffic stopped
+	CHECK(updates.back().tx_bytes == 64000);
+	rec.stop();
+	CHECK(rec.of_flow(tx).back().tx_packets == 1000);
+	CHECK(rec.tracer().stats().lost == 0);
+}
+
+TEST_CASE("the first operation of a new flow is reported at once", "[flows][interval]")
+{
+	Options o;
+	o.interval = 10000ms;
+	Recorder rec(o);
+	Udp a(AF_INET), b(AF_INET);
+	b.bind("127.0.0.1");
+	a.send_to(b.local(), 33); // a lone DNS-like query
+	rec.pump(100ms);
+	const auto flows = rec.last_by_flow();
+	REQUIRE(flows.size() == 1);
+	CHECK(flows.begin()->second.kind == EventKind::update);
+	CHECK(flows.begin()->second.tx_packets == 1);
+	CHECK(flows.begin()->second.tx_bytes == 33);
+}
+
+TEST_CASE("interval 0 sends one snapshot per operation", "[flows][interval]")
+{
+	Options o;
+	o.interval = 0ms;
+	Recorder rec(o);
+	Udp client(AF_INET), server(AF_INET);
+	server.bind("127.0.0.1");
+	client.connect(server.local());
+	for (int i = 0; i < 20; i++)
+		client.send(8);
+	rec.pump(100ms);
+	auto tx = rec.of_flow({endpoint(client.local()), endpoint(server.local())});
+	// connect + 20 sends, each snapshot one datagram further
+	REQUIRE(tx.size() == 21);
+	for (std::size_t i = 1; i < tx.size(); i++)
+		CHECK(tx[i].tx_packets == i);
+}
+
+TEST_CASE("counting starts with tracing: sockets older than the tracer", "[flows]")
+{
+	Udp client(AF_INET), server(AF_INET);
+	server.bind("127.0.0.1");
+	client.connect(server.local());
+	client.send(50); // before tracing: not counted
+	server.recv_from();
+	Recorder rec;
+	client.send(20);
+	client.send(20);
+	server.recv_from();
+	server.recv_from();
+	rec.stop();
+	const auto flows = rec.last_by_flow();
+	REQUIRE(flows.size() == 2);
+	CHECK(flows.at({endpoint(client.local()), endpoint(server.local())}).tx_bytes == 40);
+	CHECK(flows.at({endpoint(server.local()), endpoint(client.local())}).rx_packets == 2);
+}
