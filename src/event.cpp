@@ -111,7 +111,7 @@ std::string to_json(const Event &e)
 
 std::string text_header()
 {
-	return fmt::format("{:<18} {:<7} {:>7} {:<15} {:<4} {:>44} -> {:<46} {:>15} {:>15}", "TIME", "EVENT",
+	return fmt::format("{:<15} {:<7} {:>7} {:<15} {:<3} {:>23} -> {:<23} {:>13} {:>13}", "TIME", "EVENT",
 			   "PID", "COMM", "FAM", "LOCAL", "REMOTE", "TX pkts/bytes", "RX pkts/bytes");
 }
 
@@ -122,7 +122,7 @@ std::string to_text(const Event &e)
 	std::time_t secs = static_cast<std::time_t>(ns / 1000000000);
 	std::tm tm{};
 	localtime_r(&secs, &tm);
-	return fmt::format("{:02}:{:02}:{:02}.{:06}    {:<7} {:>7} {:<15} {:<4} {:>44} -> {:<46} {:>15} {:>15}",
+	return fmt::format("{:02}:{:02}:{:02}.{:06} {:<7} {:>7} {:<15} {:<3} {:>23} -> {:<23} {:>13} {:>13}",
 			   tm.tm_hour, tm.tm_min, tm.tm_sec, (ns % 1000000000) / 1000, to_string(e.kind), e.pid,
 			   printable(e.comm), e.family == Family::ipv4 ? "ip4" : "ip6", endpoint_text(e.local),
 			   endpoint_text(e.remote), fmt::format("{}/{}", e.tx_packets, e.tx_bytes),
