@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <unistd.h>
 
 namespace udpintercept::detail {
 
@@ -49,14 +50,40 @@ Availability probe_tracepoint(const KernelFeatures &k)
 	return {true, "sock_send_length/sock_recv_length tracepoints and cgroup v2 are present"};
 }
 
-Availability probe_fentry(const KernelFeatures &)
+// The functions the fentry and kprobe backends hook. A function missing from
+// BTF was inlined into every caller or does not exist on this build.
+constexpr std::array<std::string_view, 7> kHookedFunctions = {
+	"udp_sendmsg",	       "udpv6_sendmsg",    "skb_consume_udp",	 "ip4_datagram_connect",
+	"ip6_datagram_connect", "udp_destroy_sock", "udpv6_destroy_sock",
+};
+
+std::string missing_functions(const KernelFeatures &k)
 {
-	return {false, "the fentry backend is not part of this build yet"};
+	std::string missing;
+	for (auto fn : kHookedFunctions)
+		if (!k.has_function(fn))
+			missing += (missing.empty() ? "" : ", ") + std::string(fn);
+	return missing;
 }
 
-Availability probe_kprobe(const KernelFeatures &)
+// Trampolines need BTF for each function; whether the kernel (architecture,
+// version, security policy) lets them attach is found by the trial load the
+// Tracer does next.
+Availability probe_fentry(const KernelFeatures &k)
 {
-	return {false, "the kprobe backend is not part of this build yet"};
+	if (auto missing = missing_functions(k); !missing.empty())
+		return {false, "the kernel's BTF lacks " + missing};
+	return {true, "BTF has every hooked function (fentry/fexit trampolines)"};
+}
+
+// kprobes are created through the kprobe perf PMU (CONFIG_KPROBE_EVENTS).
+Availability probe_kprobe(const KernelFeatures &k)
+{
+	if (access("/sys/bus/event_source/devices/kprobe/type", R_OK) != 0)
+		return {false, "the kernel has no kprobe support (no kprobe PMU: CONFIG_KPROBES/KPROBE_EVENTS)"};
+	if (auto missing = missing_functions(k); !missing.empty())
+		return {false, "the kernel's BTF lacks " + missing};
+	return {true, "kprobes and every hooked function are present"};
 }
 
 constexpr std::array<std::string_view, 9> kTracepointPrograms = {
@@ -68,10 +95,21 @@ constexpr std::array<std::string_view, 9> kTracepointPrograms = {
 // sees every argument), then the tracepoint backend (stable ABI hooks, cheap
 // raw tracepoints), then kprobes (a trap per call, and kretprobes can miss
 // returns under many blocked threads).
+constexpr std::array<std::string_view, 7> kFentryPrograms = {
+	"fx_udp_sendmsg",	   "fx_udpv6_sendmsg",	   "fe_skb_consume_udp",   "fx_ip4_datagram_connect",
+	"fx_ip6_datagram_connect", "fe_udp_destroy_sock", "fe_udpv6_destroy_sock",
+};
+
+constexpr std::array<std::string_view, 11> kKprobePrograms = {
+	"kp_udp_sendmsg",	   "kr_udp_sendmsg",	      "kp_udpv6_sendmsg",	 "kr_udpv6_sendmsg",
+	"kp_skb_consume_udp",	   "kp_ip4_datagram_connect", "kr_ip4_datagram_connect", "kp_ip6_datagram_connect",
+	"kr_ip6_datagram_connect", "kp_udp_destroy_sock",     "kp_udpv6_destroy_sock",
+};
+
 const std::array<BackendSpec, 3> kBackends = {{
-	{Backend::fentry, {}, probe_fentry, false},
+	{Backend::fentry, kFentryPrograms, probe_fentry, false},
 	{Backend::tracepoint, kTracepointPrograms, probe_tracepoint, true},
-	{Backend::kprobe, {}, probe_kprobe, false},
+	{Backend::kprobe, kKprobePrograms, probe_kprobe, false},
 }};
 
 } // namespace

@@ -26,7 +26,7 @@ const std::error_category &category() noexcept
 }
 
 Error::Error(std::string stage, int errno_value, const std::string &message)
-    : std::system_error(errno_value, category(), message), stage_(std::move(stage))
+    : std::system_error(errno_value, category(), message), stage_(std::move(stage)), message_(message)
 {
 }
 

@@ -126,14 +126,18 @@ void check_privileges(bool need_net_admin)
 				fmt::join(missing, ", ")));
 }
 
-[[noreturn]] void fail(const char *stage, int err, const std::string &what)
+// `detail` (libbpf's own words) goes last, after what to do.
+[[noreturn]] void fail(const char *stage, int err, const std::string &what, const std::string &detail = {})
 {
+	const std::string tail = detail.empty() ? "" : "\nlibbpf said:\n" + detail;
+	// The capabilities were checked before any load: a refusal now comes from
+	// the kernel's lockdown or a security policy, not from missing privileges.
 	if (err == EPERM || err == EACCES)
 		throw Error(stage, err,
-			    fmt::format("{}: permission denied (needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN: run "
-					"as root; a lockdown or security policy can also forbid it)",
-					what));
-	throw Error(stage, err, fmt::format("{}: {}", what, std::strerror(err)));
+			    fmt::format("{}: permission denied although this process has CAP_BPF, CAP_PERFMON and "
+					"CAP_NET_ADMIN (a kernel lockdown or security policy forbids it){}",
+					what, tail));
+	throw Error(stage, err, fmt::format("{}: {}{}", what, std::strerror(err), tail));
 }
 
 // ---- bookkeeping of flows in user space ----
@@ -184,6 +188,7 @@ struct Tracer::Impl {
 	Callback callback;
 	Backend backend = Backend::automatic;
 	std::string backend_reason;
+	std::string backend_reason_prefix; // backends `auto` tried first
 
 	std::unique_ptr<udpintercept_bpf, SkelDeleter> skel;
 	std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links;
@@ -206,7 +211,11 @@ struct Tracer::Impl {
 
 	explicit Impl(Options opts, Callback cb) : options(std::move(opts)), callback(std::move(cb)) {}
 
-	void choose_backend();
+	struct Candidate {
+		Backend backend;
+		std::string why;
+	};
+	std::vector<Candidate> candidates();
 	void open();
 	void configure();
 	void load(LibbpfCapture &capture);
@@ -234,7 +243,7 @@ struct Tracer::Impl {
 
 // ---- lifecycle: choose, open, configure, load, attach ----
 
-void Tracer::Impl::choose_backend()
+std::vector<Tracer::Impl::Candidate> Tracer::Impl::candidates()
 {
 	if (access(kVmlinuxBtf, R_OK) != 0)
 		throw Error("btf", errno,
@@ -246,32 +255,26 @@ void Tracer::Impl::choose_backend()
 		fail("btf", errno, fmt::format("cannot read the kernel's BTF from {}", kVmlinuxBtf));
 	const detail::KernelFeatures kernel(vmlinux.get());
 
-	if (options.backend != Backend::automatic) {
-		const auto &spec = detail::backend_spec(options.backend);
-		const auto avail = spec.probe(kernel);
-		log(fmt::format("backend {}: {}", to_string(spec.backend), avail.why));
-		if (!avail.available)
-			throw Error("backend", EOPNOTSUPP,
-				    fmt::format("backend '{}' is not available on this kernel: {} (try --backend "
-						"auto)",
-						to_string(spec.backend), avail.why));
-		backend = spec.backend;
-		backend_reason = "forced; " + avail.why;
-		return;
-	}
+	std::vector<Candidate> out;
 	std::vector<std::string> rejected;
 	for (const auto &spec : detail::backend_table()) {
+		if (options.backend != Backend::automatic && spec.backend != options.backend)
+			continue;
 		const auto avail = spec.probe(kernel);
 		log(fmt::format("backend {}: {}", to_string(spec.backend), avail.why));
-		if (avail.available) {
-			backend = spec.backend;
-			backend_reason = avail.why;
-			return;
-		}
-		rejected.push_back(fmt::format("{}: {}", to_string(spec.backend), avail.why));
+		if (avail.available)
+			out.push_back({spec.backend, avail.why});
+		else
+			rejected.push_back(fmt::format("{}: {}", to_string(spec.backend), avail.why));
 	}
-	throw Error("backend", EOPNOTSUPP,
-		    fmt::format("no backend works on this kernel ({})", fmt::join(rejected, "; ")));
+	if (out.empty() && options.backend != Backend::automatic)
+		throw Error("backend", EOPNOTSUPP,
+			    fmt::format("backend '{}' is not available on this kernel: {} (try --backend auto)",
+					to_string(options.backend), rejected.front()));
+	if (out.empty())
+		throw Error("backend", EOPNOTSUPP,
+			    fmt::format("no backend works on this kernel ({})", fmt::join(rejected, "; ")));
+	return out;
 }
 
 void Tracer::Impl::open()
@@ -323,9 +326,8 @@ void Tracer::Impl::configure()
 void Tracer::Impl::load(LibbpfCapture &capture)
 {
 	if (int err = udpintercept_bpf__load(skel.get()); err)
-		fail("load", -err,
-		     fmt::format("the kernel refused the {} backend's BPF programs; libbpf said:\n{}",
-				 to_string(backend), capture.tail()));
+		fail("load", -err, fmt::format("the kernel refused the {} backend's BPF programs", to_string(backend)),
+		     capture.tail());
 }
 
 void Tracer::Impl::attach(LibbpfCapture &capture)
@@ -352,8 +354,8 @@ void Tracer::Impl::attach(LibbpfCapture &capture)
 					 : bpf_program__attach(prog);
 		if (!link)
 			fail("attach", errno,
-			     fmt::format("cannot attach {} ({} backend); libbpf said:\n{}", bpf_program__name(prog),
-					 to_string(backend), capture.tail(4)));
+			     fmt::format("cannot attach {} ({} backend)", bpf_program__name(prog), to_string(backend)),
+			     capture.tail(4));
 		links.emplace_back(link);
 	}
 }
@@ -622,16 +624,42 @@ std::uint64_t Tracer::Impl::stat_sum(udpi_stat idx) const
 Tracer::Tracer(Options options, Callback callback)
     : impl_(std::make_unique<Impl>(std::move(options), std::move(callback)))
 {
-	impl_->options.validate();
-	LibbpfCapture capture(impl_->options.log);
-	impl_->choose_backend();
-	check_privileges(detail::backend_spec(impl_->backend).needs_cgroup);
-	impl_->open();
-	impl_->configure();
-	impl_->load(capture);
-	impl_->attach(capture);
-	impl_->setup_delivery();
-	impl_->log(fmt::format("attached the {} backend ({})", to_string(impl_->backend), impl_->backend_reason));
+	Impl &d = *impl_;
+	d.options.validate();
+	LibbpfCapture capture(d.options.log);
+	const auto candidates = d.candidates();
+	// The trial load: a backend the BTF says is there can still be refused
+	// (an architecture without trampolines, a lockdown or security policy);
+	// `auto` then falls through to the next one. A missing privilege is not
+	// a kernel feature: it stops the search.
+	for (std::size_t i = 0; i < candidates.size(); i++) {
+		d.backend = candidates[i].backend;
+		d.backend_reason = candidates[i].why;
+		check_privileges(detail::backend_spec(d.backend).needs_cgroup);
+		try {
+			d.open();
+			d.configure();
+			d.load(capture);
+			d.attach(capture);
+			break;
+		} catch (const Error &e) {
+			d.links.clear();
+			d.skel.reset();
+			if (d.options.backend != Backend::automatic)
+				throw Error("backend", e.code().value(),
+					    fmt::format("backend '{}' is not available on this kernel: {}",
+							to_string(d.backend), e.what()));
+			if (i + 1 == candidates.size())
+				throw;
+			d.log(fmt::format("backend {} failed its trial load; trying {}: {}", to_string(d.backend),
+					  to_string(candidates[i + 1].backend), e.what()));
+			d.backend_reason_prefix += fmt::format("{} refused ({}); ", to_string(d.backend),
+							       e.code().message());
+		}
+	}
+	d.backend_reason = d.backend_reason_prefix + d.backend_reason;
+	d.setup_delivery();
+	d.log(fmt::format("attached the {} backend ({})", to_string(d.backend), d.backend_reason));
 }
 
 Tracer::~Tracer() = default;

@@ -23,8 +23,12 @@ public:
 	/// The step that failed.
 	const std::string &stage() const noexcept { return stage_; }
 
+	/// What failed and what to do about it (code().message() is not appended).
+	const char *what() const noexcept override { return message_.c_str(); }
+
 private:
 	std::string stage_;
+	std::string message_;
 };
 
 } // namespace udpintercept
