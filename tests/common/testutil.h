@@ -42,6 +42,14 @@ inline void require_root_or_skip(const char *test)
 	std::exit(77);
 }
 
+/// The backend the root tiers test: UDPI_TEST_BACKEND (auto, fentry, kprobe,
+/// tracepoint), default auto. The kernel matrix runs every tier once per backend.
+inline std::string test_backend()
+{
+	const char *b = std::getenv("UDPI_TEST_BACKEND");
+	return b && *b ? b : "auto";
+}
+
 /// Moves the calling process into a fresh network namespace with `lo` up.
 inline void enter_fresh_netns()
 {

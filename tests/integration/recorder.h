@@ -31,11 +31,19 @@ inline std::string endpoint(const SockAddr &a)
 	return a.ip() + ":" + std::to_string(a.port());
 }
 
+/// Options for the backend under test (see test_backend()).
+inline udpintercept::Options with_test_backend(udpintercept::Options o)
+{
+	if (o.backend == udpintercept::Backend::automatic)
+		o.backend = udpintercept::parse_backend(test_backend()).value();
+	return o;
+}
+
 class Recorder {
 public:
 	explicit Recorder(udpintercept::Options options = {})
 	    : netns_(current_netns()),
-	      tracer_(std::move(options), [this](const udpintercept::Event &e) {
+	      tracer_(with_test_backend(std::move(options)), [this](const udpintercept::Event &e) {
 		      if (e.netns == netns_)
 			      events.push_back(e);
 	      })

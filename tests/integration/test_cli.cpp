@@ -39,6 +39,14 @@ public:
 			if (run_as && (setgid(run_as) != 0 || setuid(run_as) != 0))
 				_exit(120);
 			std::vector<char *> argv{const_cast<char *>(g_cli_path.c_str())};
+			std::string backend = testutil::test_backend();
+			bool has_backend = false;
+			for (auto &a : args)
+				has_backend |= a == "--backend" || a == "--help";
+			if (!has_backend) {
+				args.push_back("--backend");
+				args.push_back(backend);
+			}
 			for (auto &a : args)
 				argv.push_back(a.data());
 			argv.push_back(nullptr);
@@ -148,6 +156,8 @@ TEST_CASE("udpintercept --json reports a loopback exchange as four exact flows",
 	REQUIRE(cli.wait_stderr("tracing", 30s));
 	CHECK_THAT(cli.err_text, Catch::Contains("tracepoint") || Catch::Contains("fentry") ||
 					 Catch::Contains("kprobe"));
+	if (testutil::test_backend() != "auto")
+		CHECK_THAT(cli.err_text, Catch::Contains("the " + testutil::test_backend() + " backend"));
 
 	const auto before = std::chrono::system_clock::now();
 	Udp c4(AF_INET), s4(AF_INET), c6(AF_INET6), s6(AF_INET6);

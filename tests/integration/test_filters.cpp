@@ -228,7 +228,7 @@ TEST_CASE("forcing a backend the kernel lacks is a clear error", "[errors][backe
 
 TEST_CASE("auto picks a backend and says why", "[backend]")
 {
-	Tracer t;
+	Tracer t(testutil::with_test_backend({}));
 	CHECK(t.backend() != Backend::automatic);
 	CHECK(!t.backend_reason().empty());
 }

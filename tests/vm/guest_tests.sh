@@ -1,0 +1,65 @@
+#!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Runs inside each kernel of the matrix (busybox sh): the root test tiers
+# under every backend this kernel must offer, the choice `auto` makes, and
+# the error for a backend it lacks. Prints @@RESULT lines for run-matrix.
+#   guest_tests.sh INTEGRATION_TESTS CLI
+itest=$1
+cli=$2
+
+# What each Debian kernel offers (environment.md): 5.10 and 6.1 lack the
+# sock_send_length tracepoint; all three have BTF trampolines and kprobes.
+case "$UDPI_VM_KERNEL" in
+5.10 | 6.1)
+	backends="fentry kprobe auto"
+	lacking="tracepoint"
+	auto_expected="fentry"
+	;;
+6.12)
+	backends="fentry kprobe tracepoint auto"
+	lacking=""
+	auto_expected="fentry"
+	;;
+*)
+	backends="auto"
+	lacking=""
+	auto_expected=""
+	;;
+esac
+
+result() {
+	echo "@@RESULT $1 $2"
+}
+
+for b in $backends; do
+	log=/tmp/integration-$b.log
+	start=$(date +%s)
+	if UDPI_TEST_BACKEND=$b "$itest" --cli "$cli" '[flows],[filters],[cli],[backend]' >"$log" 2>&1; then
+		result "integration-$b" PASS
+	else
+		cat "$log"
+		result "integration-$b" FAIL
+	fi
+	tail -n 2 "$log" | sed "s/^/[$b, $(($(date +%s) - start)) s] /"
+done
+
+if [ -n "$auto_expected" ]; then
+	"$cli" --duration 1 >/dev/null 2>/tmp/auto.log
+	if grep -q "tracing UDP with the $auto_expected backend" /tmp/auto.log; then
+		result "auto-chooses-$auto_expected" PASS
+	else
+		cat /tmp/auto.log
+		result "auto-chooses-$auto_expected" FAIL
+	fi
+fi
+
+for b in $lacking; do
+	"$cli" --backend "$b" --duration 1 >/dev/null 2>/tmp/lacking.log
+	rc=$?
+	if [ "$rc" -eq 1 ] && grep -q "not available" /tmp/lacking.log; then
+		result "forced-$b-is-an-error" PASS
+	else
+		cat /tmp/lacking.log
+		result "forced-$b-is-an-error" FAIL
+	fi
+done
