@@ -85,6 +85,337 @@ static __always_inline bool take_stash(void *map, struct sock *sk, struct udpi_p
 	return true;
 }
 
+/* ---- hook bodies shared by the fentry and kprobe backends ---- */
+
+/* The destination a sendmsg was given (msg_name: a kernel copy), if any. */
+static __always_inline bool msg_peer(struct msghdr *msg, struct udpi_peer *p)
+{
+	void *name = BPF_CORE_READ(msg, msg_name);
+	struct sockaddr_in6 sin6;
+	__u16 family;
+
+	if (!name || bpf_probe_read_kernel(&family, sizeof(family), name))
+		return false;
+	if (family == UDPI_AF_INET) {
+		struct sockaddr_in sin;
+
+		if (bpf_probe_read_kernel(&sin, sizeof(sin), name))
+			return false;
+		set_v4(p->addr, sin.sin_addr.s_addr);
+		p->port = bpf_ntohs(sin.sin_port);
+		p->family = UDPI_AF_INET;
+		return true;
+	}
+	if (family != UDPI_AF_INET6 || bpf_probe_read_kernel(&sin6, sizeof(sin6), name))
+		return false;
+	set_v6(p->addr, &p->family, sin6.sin6_addr.in6_u.u6_addr32);
+	p->port = bpf_ntohs(sin6.sin6_port);
+	return true;
+}
+
+/*
+ * udp_sendmsg()/udpv6_sendmsg() returned `ret` for `msg` on `sk`.
+ * udpv6_sendmsg() hands IPv4 and IPv4-mapped destinations to udp_sendmsg()
+ * (net/ipv6/udp.c, "do_udp_sendmsg"), which counts them: the outer call
+ * (`v6_outer`) must not count them again.
+ */
+static __always_inline void on_udp_sendmsg(struct sock *sk, const struct udpi_peer *given, int ret,
+					   bool v6_outer)
+{
+	struct udpi_peer p = {};
+
+	if (ret < 0 || task_filtered_out())
+		return; /* refused sends count nothing */
+	if (given)
+		p = *given;
+	else if (!sk_connected_peer(sk, &p))
+		return;
+	if (v6_outer && p.family == UDPI_AF_INET)
+		return;
+	handle_count(sk, &p, (__u64)ret, 1, true);
+}
+
+/* The sender of a received datagram, from its IP and UDP headers. */
+static __always_inline bool skb_source(struct sk_buff *skb, struct udpi_peer *p)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	struct udphdr uh;
+	__u8 version;
+
+	if (bpf_probe_read_kernel(&version, 1, head + nh))
+		return false;
+	version >>= 4;
+	if (version == 4) {
+		struct iphdr iph;
+
+		if (bpf_probe_read_kernel(&iph, sizeof(iph), head + nh))
+			return false;
+		set_v4(p->addr, iph.saddr);
+		p->family = UDPI_AF_INET;
+	} else if (version == 6) {
+		struct ipv6hdr ip6h;
+
+		if (bpf_probe_read_kernel(&ip6h, sizeof(ip6h), head + nh))
+			return false;
+		set_v6(p->addr, &p->family, ip6h.saddr.in6_u.u6_addr32);
+	} else {
+		return false;
+	}
+	if (bpf_probe_read_kernel(&uh, sizeof(uh), head + th))
+		return false;
+	p->port = bpf_ntohs(uh.source);
+	return true;
+}
+
+/*
+ * skb_consume_udp(sk, skb, len) ends every datagram read by udp_recvmsg()
+ * and udpv6_recvmsg() with len = what the call returns (the copied bytes,
+ * or the datagram's length under MSG_TRUNC), negated when MSG_PEEK left the
+ * datagram queued. An entry hook sees the result without a return probe, so
+ * many threads blocked in recv() cannot exhaust kretprobe instances. A peek
+ * of a zero-length datagram also passes 0: the peek's extra reference on the
+ * skb tells it apart.
+ */
+static __always_inline void on_skb_consume_udp(struct sock *sk, struct sk_buff *skb, int len)
+{
+	struct udpi_peer p = {};
+
+	if (len < 0 || task_filtered_out())
+		return;
+	if (len == 0 && BPF_CORE_READ(skb, users.refs.counter) > 1)
+		return;
+	if (!skb_source(skb, &p) && !sk_connected_peer(sk, &p))
+		return;
+	handle_count(sk, &p, (__u64)len, 1, false);
+}
+
+/* ip4/ip6_datagram_connect() succeeded: the socket has its peer and local port. */
+static __always_inline void on_datagram_connect(struct sock *sk, int ret)
+{
+	struct udpi_peer p = {};
+
+	if (ret || udpi_sk_protocol(sk) != UDPI_IPPROTO_UDP || task_filtered_out())
+		return; /* raw and ping sockets share these functions */
+	if (sk_connected_peer(sk, &p))
+		handle_connect(sk, &p);
+}
+
+/* ---- fentry backend: BPF trampolines ---- */
+
+SEC("fexit/udp_sendmsg")
+int BPF_PROG(fx_udp_sendmsg, struct sock *sk, struct msghdr *msg, size_t len, int ret)
+{
+	struct udpi_peer p = {};
+	bool given = msg_peer(msg, &p);
+
+	on_udp_sendmsg(sk, given ? &p : NULL, ret, false);
+	return 0;
+}
+
+SEC("fexit/udpv6_sendmsg")
+int BPF_PROG(fx_udpv6_sendmsg, struct sock *sk, struct msghdr *msg, size_t len, int ret)
+{
+	struct udpi_peer p = {};
+	bool given = msg_peer(msg, &p);
+
+	on_udp_sendmsg(sk, given ? &p : NULL, ret, true);
+	return 0;
+}
+
+SEC("fentry/skb_consume_udp")
+int BPF_PROG(fe_skb_consume_udp, struct sock *sk, struct sk_buff *skb, int len)
+{
+	on_skb_consume_udp(sk, skb, len);
+	return 0;
+}
+
+SEC("fexit/ip4_datagram_connect")
+int BPF_PROG(fx_ip4_datagram_connect, struct sock *sk, struct sockaddr *uaddr, int addr_len, int ret)
+{
+	on_datagram_connect(sk, ret);
+	return 0;
+}
+
+SEC("fexit/ip6_datagram_connect")
+int BPF_PROG(fx_ip6_datagram_connect, struct sock *sk, struct sockaddr *uaddr, int addr_len, int ret)
+{
+	on_datagram_connect(sk, ret);
+	return 0;
+}
+
+/*
+ * Closes: sk_common_release() calls sk_prot->destroy, udp_destroy_sock() or
+ * udpv6_destroy_sock() (the latter does not call the former), for every
+ * UDP socket. The seed's udp_destruct_sock hook misses IPv6 sockets since
+ * udpv6_destruct_sock() was added (6.1 and stable backports) and is static
+ * on current kernels.
+ */
+SEC("fentry/udp_destroy_sock")
+int BPF_PROG(fe_udp_destroy_sock, struct sock *sk)
+{
+	handle_close((__u64)sk);
+	return 0;
+}
+
+SEC("fentry/udpv6_destroy_sock")
+int BPF_PROG(fe_udpv6_destroy_sock, struct sock *sk)
+{
+	handle_close((__u64)sk);
+	return 0;
+}
+
+/* ---- kprobe backend: the same hooks through kprobes ---- */
+
+/*
+ * Arguments a kprobe saw, for the kretprobe of the same call. One map per
+ * function: udpv6_sendmsg() nests udp_sendmsg() in the same thread.
+ */
+struct kp_send_args {
+	__u64 sk;
+	struct udpi_peer peer;
+	bool given;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct kp_send_args);
+} kp_send4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct kp_send_args);
+} kp_send6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} kp_connect SEC(".maps");
+
+static __always_inline void kp_send_enter(void *map, struct sock *sk, struct msghdr *msg)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct kp_send_args a = {};
+
+	a.sk = (__u64)sk;
+	a.given = msg_peer(msg, &a.peer);
+	bpf_map_update_elem(map, &tid, &a, BPF_ANY);
+}
+
+static __always_inline void kp_send_exit(void *map, int ret, bool v6_outer)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct kp_send_args *a = bpf_map_lookup_elem(map, &tid);
+
+	if (!a)
+		return;
+	on_udp_sendmsg((struct sock *)a->sk, a->given ? &a->peer : NULL, ret, v6_outer);
+	bpf_map_delete_elem(map, &tid);
+}
+
+SEC("kprobe/udp_sendmsg")
+int BPF_KPROBE(kp_udp_sendmsg, struct sock *sk, struct msghdr *msg)
+{
+	kp_send_enter(&kp_send4, sk, msg);
+	return 0;
+}
+
+SEC("kretprobe/udp_sendmsg")
+int BPF_KRETPROBE(kr_udp_sendmsg, int ret)
+{
+	kp_send_exit(&kp_send4, ret, false);
+	return 0;
+}
+
+SEC("kprobe/udpv6_sendmsg")
+int BPF_KPROBE(kp_udpv6_sendmsg, struct sock *sk, struct msghdr *msg)
+{
+	kp_send_enter(&kp_send6, sk, msg);
+	return 0;
+}
+
+SEC("kretprobe/udpv6_sendmsg")
+int BPF_KRETPROBE(kr_udpv6_sendmsg, int ret)
+{
+	kp_send_exit(&kp_send6, ret, true);
+	return 0;
+}
+
+SEC("kprobe/skb_consume_udp")
+int BPF_KPROBE(kp_skb_consume_udp, struct sock *sk, struct sk_buff *skb, int len)
+{
+	on_skb_consume_udp(sk, skb, len);
+	return 0;
+}
+
+static __always_inline void kp_connect_enter(struct sock *sk)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	__u64 skaddr = (__u64)sk;
+
+	bpf_map_update_elem(&kp_connect, &tid, &skaddr, BPF_ANY);
+}
+
+static __always_inline void kp_connect_exit(int ret)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	__u64 *skaddr = bpf_map_lookup_elem(&kp_connect, &tid);
+
+	if (!skaddr)
+		return;
+	on_datagram_connect((struct sock *)*skaddr, ret);
+	bpf_map_delete_elem(&kp_connect, &tid);
+}
+
+SEC("kprobe/ip4_datagram_connect")
+int BPF_KPROBE(kp_ip4_datagram_connect, struct sock *sk)
+{
+	kp_connect_enter(sk);
+	return 0;
+}
+
+SEC("kretprobe/ip4_datagram_connect")
+int BPF_KRETPROBE(kr_ip4_datagram_connect, int ret)
+{
+	kp_connect_exit(ret);
+	return 0;
+}
+
+SEC("kprobe/ip6_datagram_connect")
+int BPF_KPROBE(kp_ip6_datagram_connect, struct sock *sk)
+{
+	kp_connect_enter(sk);
+	return 0;
+}
+
+SEC("kretprobe/ip6_datagram_connect")
+int BPF_KRETPROBE(kr_ip6_datagram_connect, int ret)
+{
+	kp_connect_exit(ret);
+	return 0;
+}
+
+SEC("kprobe/udp_destroy_sock")
+int BPF_KPROBE(kp_udp_destroy_sock, struct sock *sk)
+{
+	handle_close((__u64)sk);
+	return 0;
+}
+
+SEC("kprobe/udpv6_destroy_sock")
+int BPF_KPROBE(kp_udpv6_destroy_sock, struct sock *sk)
+{
+	handle_close((__u64)sk);
+	return 0;
+}
+
 /* ---- tracepoint backend: raw tracepoints + cgroup hooks (kernel >= 6.3) ---- */
 
 /* sock_sendmsg_nosec(): trace_sock_send_length(sk, ret, 0) after every send. */
