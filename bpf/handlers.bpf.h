@@ -161,6 +161,24 @@ static __always_inline void sk_local(struct sock *sk, struct udpi_flow *f)
 		bpf_core_read(f->laddr, sizeof(f->laddr), &sk->__sk_common.skc_v6_rcv_saddr);
 }
 
+/*
+ * Datagrams a send of `bytes` leaves as: a UDP_SEGMENT (GSO) send of more
+ * than one segment is cut into ceil(bytes / gso_size) datagrams on the wire
+ * (udp_send_skb()), whatever OutDatagrams says; anything else is one.
+ */
+static __always_inline __u64 gso_datagrams(__u64 bytes, __u16 gso_size)
+{
+	if (!gso_size || bytes <= gso_size)
+		return 1;
+	return (bytes + gso_size - 1) / gso_size;
+}
+
+/* The socket's own UDP_SEGMENT size (setsockopt), 0 if unset. */
+static __always_inline __u16 sk_gso_size(struct sock *sk)
+{
+	return BPF_CORE_READ((struct udp_sock *)sk, gso_size);
+}
+
 static __always_inline bool peer_filtered_out(struct sock *sk, const struct udpi_peer *p)
 {
 	if (filter_family && p->family != filter_family)

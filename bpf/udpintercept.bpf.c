@@ -113,6 +113,39 @@ static __always_inline bool msg_peer(struct msghdr *msg, struct udpi_peer *p)
 	return true;
 }
 
+#define UDPI_SOL_UDP 17
+#define UDPI_UDP_SEGMENT 103
+#define UDPI_MAX_CMSGS 8
+
+/*
+ * The UDP_SEGMENT size a sendmsg asked for in a control message (the
+ * kernel copy ____sys_sendmsg() made), else the socket's; 0 for none.
+ */
+static __always_inline __u16 msg_gso_size(struct sock *sk, struct msghdr *msg)
+{
+	__u64 len = BPF_CORE_READ(msg, msg_controllen);
+	unsigned char *ctl = BPF_CORE_READ(msg, msg_control);
+	__u64 off = 0;
+
+	if (!ctl || len < sizeof(struct cmsghdr))
+		return sk_gso_size(sk);
+	for (int i = 0; i < UDPI_MAX_CMSGS; i++) {
+		struct cmsghdr cm;
+		__u16 gso;
+
+		if (off + sizeof(cm) > len || bpf_probe_read_kernel(&cm, sizeof(cm), ctl + off))
+			break;
+		if (cm.cmsg_len < sizeof(cm))
+			break;
+		if (cm.cmsg_level == UDPI_SOL_UDP && cm.cmsg_type == UDPI_UDP_SEGMENT &&
+		    cm.cmsg_len >= sizeof(cm) + sizeof(gso) &&
+		    !bpf_probe_read_kernel(&gso, sizeof(gso), ctl + off + sizeof(cm)))
+			return gso;
+		off += (cm.cmsg_len + sizeof(long) - 1) & ~(sizeof(long) - 1);
+	}
+	return sk_gso_size(sk);
+}
+
 /*
  * udp_sendmsg()/udpv6_sendmsg() returned `ret` for `msg` on `sk`.
  * udpv6_sendmsg() hands IPv4 and IPv4-mapped destinations to udp_sendmsg()
@@ -120,7 +153,7 @@ static __always_inline bool msg_peer(struct msghdr *msg, struct udpi_peer *p)
  * (`v6_outer`) must not count them again.
  */
 static __always_inline void on_udp_sendmsg(struct sock *sk, const struct udpi_peer *given, int ret,
-					   bool v6_outer)
+					   __u16 gso_size, bool v6_outer)
 {
 	struct udpi_peer p = {};
 
@@ -132,7 +165,7 @@ static __always_inline void on_udp_sendmsg(struct sock *sk, const struct udpi_pe
 		return;
 	if (v6_outer && p.family == UDPI_AF_INET)
 		return;
-	handle_count(sk, &p, (__u64)ret, 1, true);
+	handle_count(sk, &p, (__u64)ret, gso_datagrams(ret, gso_size), true);
 }
 
 /* The sender of a received datagram, from its IP and UDP headers. */
@@ -210,7 +243,8 @@ int BPF_PROG(fx_udp_sendmsg, struct sock *sk, struct msghdr *msg, size_t len, in
 	struct udpi_peer p = {};
 	bool given = msg_peer(msg, &p);
 
-	on_udp_sendmsg(sk, given ? &p : NULL, ret, false);
+	if (ret >= 0)
+		on_udp_sendmsg(sk, given ? &p : NULL, ret, msg_gso_size(sk, msg), false);
 	return 0;
 }
 
@@ -220,7 +254,8 @@ int BPF_PROG(fx_udpv6_sendmsg, struct sock *sk, struct msghdr *msg, size_t len, 
 	struct udpi_peer p = {};
 	bool given = msg_peer(msg, &p);
 
-	on_udp_sendmsg(sk, given ? &p : NULL, ret, true);
+	if (ret >= 0)
+		on_udp_sendmsg(sk, given ? &p : NULL, ret, msg_gso_size(sk, msg), true);
 	return 0;
 }
 
@@ -275,6 +310,7 @@ int BPF_PROG(fe_udpv6_destroy_sock, struct sock *sk)
 struct kp_send_args {
 	__u64 sk;
 	struct udpi_peer peer;
+	__u16 gso_size;
 	bool given;
 };
 
@@ -306,6 +342,7 @@ static __always_inline void kp_send_enter(void *map, struct sock *sk, struct msg
 
 	a.sk = (__u64)sk;
 	a.given = msg_peer(msg, &a.peer);
+	a.gso_size = msg_gso_size(sk, msg);
 	bpf_map_update_elem(map, &tid, &a, BPF_ANY);
 }
 
@@ -316,7 +353,7 @@ static __always_inline void kp_send_exit(void *map, int ret, bool v6_outer)
 
 	if (!a)
 		return;
-	on_udp_sendmsg((struct sock *)a->sk, a->given ? &a->peer : NULL, ret, v6_outer);
+	on_udp_sendmsg((struct sock *)a->sk, a->given ? &a->peer : NULL, ret, a->gso_size, v6_outer);
 	bpf_map_delete_elem(map, &tid);
 }
 
@@ -418,6 +455,252 @@ int BPF_KPROBE(kp_udpv6_destroy_sock, struct sock *sk)
 
 /* ---- tracepoint backend: raw tracepoints + cgroup hooks (kernel >= 6.3) ---- */
 
+/*
+ * recv() without an address on an unconnected socket: neither the socket
+ * nor a cgroup recvmsg hook names the sender. The datagrams' senders are
+ * noted on arrival (cgroup_skb/ingress sees each one with its socket, just
+ * before the kernel queues it) in a per-socket ring, in arrival order; a
+ * UDP socket's queue is FIFO, so each consumed datagram is the oldest noted
+ * one that was neither consumed nor dropped (kfree_skb names the socket of
+ * a drop since 6.12). Every consumption takes its entry, also when the
+ * sender came from elsewhere, so the ring stays in step with the queue.
+ */
+#define UDPI_RX_RING 64
+
+struct rx_entry {
+	__u64 seq;  /* arrival number + 1; 0 = empty */
+	__u64 skb;  /* identity for drops */
+	struct udpi_peer peer;
+	__u32 dropped;
+};
+
+struct rx_ring {
+	__u64 head;	/* next arrival number to consume */
+	__u64 tail;	/* next arrival number to note */
+	__u64 skip;	/* datagrams queued before tracking began: their senders are not known */
+	struct rx_entry e[UDPI_RX_RING];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64); /* struct sock address */
+	__type(value, struct rx_ring);
+} rx_rings SEC(".maps");
+
+/* A zeroed ring to insert from: too big for the BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rx_ring);
+} rx_ring_zero SEC(".maps");
+
+const volatile bool kfree_skb_has_sk = false; /* set from the kernel's BTF */
+
+static __always_inline __u64 sk_queued(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_receive_queue.qlen) + BPF_CORE_READ((struct udp_sock *)sk, reader_queue.qlen);
+}
+
+static __always_inline struct rx_ring *rx_ring_get(struct sock *sk)
+{
+	__u64 skaddr = (__u64)sk;
+	struct rx_ring *r = bpf_map_lookup_elem(&rx_rings, &skaddr);
+	__u32 zero = 0;
+
+	if (r)
+		return r;
+	r = bpf_map_lookup_elem(&rx_ring_zero, &zero);
+	if (!r)
+		return NULL;
+	r->skip = sk_queued(sk);
+	bpf_map_update_elem(&rx_rings, &skaddr, r, BPF_NOEXIST);
+	r->skip = 0;
+	return bpf_map_lookup_elem(&rx_rings, &skaddr);
+}
+
+static __always_inline bool skb_source_ctx(struct __sk_buff *skb, struct udpi_peer *p)
+{
+	__u8 version;
+
+	if (bpf_skb_load_bytes(skb, 0, &version, 1))
+		return false;
+	version >>= 4;
+	if (version == 4) {
+		struct iphdr iph;
+		struct udphdr uh;
+
+		if (bpf_skb_load_bytes(skb, 0, &iph, sizeof(iph)) || iph.protocol != UDPI_IPPROTO_UDP)
+			return false;
+		if (bpf_skb_load_bytes(skb, iph.ihl * 4, &uh, sizeof(uh)))
+			return false;
+		set_v4(p->addr, iph.saddr);
+		p->family = UDPI_AF_INET;
+		p->port = bpf_ntohs(uh.source);
+		return true;
+	}
+	if (version == 6) {
+		struct ipv6hdr ip6h;
+		struct udphdr uh;
+
+		/* Extension headers before UDP are not followed. */
+		if (bpf_skb_load_bytes(skb, 0, &ip6h, sizeof(ip6h)) || ip6h.nexthdr != UDPI_IPPROTO_UDP)
+			return false;
+		if (bpf_skb_load_bytes(skb, sizeof(ip6h), &uh, sizeof(uh)))
+			return false;
+		set_v6(p->addr, &p->family, ip6h.saddr.in6_u.u6_addr32);
+		p->port = bpf_ntohs(uh.source);
+		return true;
+	}
+	return false;
+}
+
+SEC("cgroup_skb/ingress")
+int cg_skb_ingress(struct __sk_buff *skb)
+{
+	struct bpf_sock *bsk = skb->sk;
+	struct udpi_peer p = {};
+	struct rx_entry *e;
+	struct rx_ring *r;
+	struct sock *sk;
+	__u64 n;
+
+	if (!bsk)
+		return 1;
+	bsk = bpf_sk_fullsock(bsk);
+	if (!bsk || bsk->protocol != UDPI_IPPROTO_UDP || bsk->dst_port)
+		return 1; /* a connected socket's peer is the socket's */
+	if (!skb_source_ctx(skb, &p))
+		return 1;
+	sk = launder_sk(bsk);
+	if (!sk)
+		return 1;
+	r = rx_ring_get(sk);
+	if (!r)
+		return 1;
+	n = __sync_fetch_and_add(&r->tail, 1);
+	e = &r->e[n % UDPI_RX_RING];
+	e->skb = (__u64)launder_sk(skb);
+	e->peer = p;
+	e->dropped = 0;
+	e->seq = n + 1;
+	return 1;
+}
+
+/* The sender of the datagram this receive consumed, from the ring. */
+static __always_inline bool rx_ring_take(struct sock *sk, struct udpi_peer *p)
+{
+	__u64 skaddr = (__u64)sk;
+	struct rx_ring *r = bpf_map_lookup_elem(&rx_rings, &skaddr);
+
+	if (!r)
+		return false;
+	if (r->skip) {
+		r->skip--;
+		return false;
+	}
+	for (int i = 0; i < UDPI_RX_RING; i++) {
+		__u64 n = __sync_fetch_and_add(&r->head, 1);
+		struct rx_entry *e = &r->e[n % UDPI_RX_RING];
+
+		if (e->seq != n + 1) {
+			/* never noted (the ring overflowed, or arrived before the socket was tracked) */
+			if (n >= r->tail)
+				__sync_fetch_and_add(&r->head, -1);
+			return false;
+		}
+		if (e->dropped)
+			continue;
+		*p = e->peer;
+		return true;
+	}
+	return false;
+}
+
+/* A datagram the kernel dropped after ingress noted it never reaches the queue. */
+SEC("raw_tp/kfree_skb")
+int BPF_PROG(tp_kfree_skb, struct sk_buff *skb, void *location, int reason, struct sock *rx_sk)
+{
+	__u64 skaddr;
+	struct rx_ring *r;
+
+	if (!kfree_skb_has_sk || !rx_sk)
+		return 0;
+	skaddr = (__u64)rx_sk;
+	r = bpf_map_lookup_elem(&rx_rings, &skaddr);
+	if (!r)
+		return 0;
+	for (int i = 0; i < UDPI_RX_RING; i++) {
+		struct rx_entry *e = &r->e[i];
+
+		if (e->skb == (__u64)skb && e->seq > r->head)
+			e->dropped = 1;
+	}
+	return 0;
+}
+
+/*
+ * UDP_SEGMENT sends: sock_send_length tells the bytes, not the segment size
+ * (a control message sets it per call, out of sight of this backend). The
+ * GSO skb passes __dev_queue_xmit() in the sender's context before the send
+ * returns, carrying gso_segs: the datagrams it leaves as.
+ */
+struct gso_note {
+	__u64 sk;
+	__u64 extra; /* datagrams beyond one per send */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct gso_note);
+} gso_notes SEC(".maps");
+
+SEC("raw_tp/net_dev_queue")
+int BPF_PROG(tp_net_dev_queue, struct sk_buff *skb)
+{
+	struct sock *sk = BPF_CORE_READ(skb, sk);
+	struct skb_shared_info *shinfo;
+	struct gso_note fresh = {}, *n;
+	__u64 tid;
+	__u16 segs;
+
+	if (!sk)
+		return 0;
+	shinfo = (struct skb_shared_info *)(BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end));
+	segs = BPF_CORE_READ(shinfo, gso_segs);
+	if (segs <= 1 || !(BPF_CORE_READ(shinfo, gso_type) & SKB_GSO_UDP_L4))
+		return 0;
+	tid = bpf_get_current_pid_tgid();
+	n = bpf_map_lookup_elem(&gso_notes, &tid);
+	if (n && n->sk == (__u64)sk) {
+		n->extra += segs - 1;
+		return 0;
+	}
+	fresh.sk = (__u64)sk;
+	fresh.extra = segs - 1;
+	bpf_map_update_elem(&gso_notes, &tid, &fresh, BPF_ANY);
+	return 0;
+}
+
+/* Datagrams beyond the first that this thread's last send on sk left as. */
+static __always_inline __u64 take_gso_extra(struct sock *sk)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct gso_note *n = bpf_map_lookup_elem(&gso_notes, &tid);
+	__u64 extra;
+
+	if (!n || n->sk != (__u64)sk)
+		return 0;
+	extra = n->extra;
+	n->sk = 0;
+	n->extra = 0;
+	return extra;
+}
+
 /* sock_sendmsg_nosec(): trace_sock_send_length(sk, ret, 0) after every send. */
 SEC("raw_tp/sock_send_length")
 int BPF_PROG(tp_send_length, struct sock *sk, int ret, int flags)
@@ -426,12 +709,15 @@ int BPF_PROG(tp_send_length, struct sock *sk, int ret, int flags)
 
 	if (!sk_is_udp(sk) || task_filtered_out())
 		return 0;
-	/* Consume the stash even for a refused send, so it cannot go stale. */
-	if (!take_stash(&send_stash, sk, &p) && !sk_connected_peer(sk, &p))
+	/* Consume the notes even for a refused send, so they cannot go stale. */
+	bool given = take_stash(&send_stash, sk, &p);
+	__u64 extra = take_gso_extra(sk);
+
+	if (!given && !sk_connected_peer(sk, &p))
 		return 0;
 	if (ret < 0)
 		return 0; /* refused sends count nothing */
-	handle_count(sk, &p, (__u64)ret, 1, true);
+	handle_count(sk, &p, (__u64)ret, 1 + extra, true);
 	return 0;
 }
 
@@ -447,6 +733,14 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 	have = take_stash(&recv_stash, sk, &p);
 	if (ret < 0 || (flags & (UDPI_MSG_PEEK | UDPI_MSG_ERRQUEUE)))
 		return 0; /* errors, peeks and the error queue consume no datagram */
+	if (!BPF_CORE_READ(sk, __sk_common.skc_dport)) {
+		struct udpi_peer noted = {};
+
+		if (rx_ring_take(sk, &noted) && !have) {
+			p = noted;
+			have = true;
+		}
+	}
 	if (!have && !sk_connected_peer(sk, &p)) {
 		/* recv() without an address on an unconnected socket */
 		stat_add(UDPI_STAT_PEER_UNKNOWN, 1);

@@ -20,6 +20,21 @@ bool KernelFeatures::has_function(std::string_view name) const
 	return has_type(name, BTF_KIND_FUNC);
 }
 
+int KernelFeatures::tracepoint_arity(std::string_view name) const
+{
+	if (!vmlinux_)
+		return -1;
+	const int id = btf__find_by_name_kind(vmlinux_, ("btf_trace_" + std::string(name)).c_str(), BTF_KIND_TYPEDEF);
+	if (id < 0)
+		return -1;
+	// typedef -> pointer -> function prototype, whose first parameter is the tracepoint's data.
+	const btf_type *t = btf__type_by_id(vmlinux_, btf__type_by_id(vmlinux_, id)->type);
+	if (!t || !btf_is_ptr(t))
+		return -1;
+	t = btf__type_by_id(vmlinux_, t->type);
+	return t && btf_is_func_proto(t) ? btf_vlen(t) - 1 : -1;
+}
+
 std::string cgroup2_mount()
 {
 	std::ifstream mounts("/proc/self/mounts");
@@ -86,9 +101,9 @@ Availability probe_kprobe(const KernelFeatures &k)
 	return {true, "kprobes and every hooked function are present"};
 }
 
-constexpr std::array<std::string_view, 9> kTracepointPrograms = {
-	"tp_send_length", "tp_recv_length", "cg_sendmsg4",  "cg_sendmsg6",     "cg_recvmsg4",
-	"cg_recvmsg6",    "cg_connect4",    "cg_connect6", "cg_sock_release",
+constexpr std::array<std::string_view, 12> kTracepointPrograms = {
+	"tp_send_length", "tp_recv_length",  "cg_sendmsg4",    "cg_sendmsg6",  "cg_recvmsg4",	   "cg_recvmsg6",
+	"cg_connect4",	  "cg_connect6",     "cg_sock_release", "cg_skb_ingress", "tp_kfree_skb", "tp_net_dev_queue",
 };
 
 // Preference of `auto`: fentry first (a trampoline is the cheapest hook and

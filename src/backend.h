@@ -20,6 +20,8 @@ struct KernelFeatures {
 	bool has_type(std::string_view name, int kind) const;
 	/// The kernel has a function of that name (a BTF FUNC: traceable, not inlined away).
 	bool has_function(std::string_view name) const;
+	/// The number of arguments of a raw tracepoint, or -1 if the kernel has none of that name.
+	int tracepoint_arity(std::string_view name) const;
 
 private:
 	const btf *vmlinux_;

@@ -189,6 +189,7 @@ struct Tracer::Impl {
 	Backend backend = Backend::automatic;
 	std::string backend_reason;
 	std::string backend_reason_prefix; // backends `auto` tried first
+	bool kfree_skb_has_sk = false;
 
 	std::unique_ptr<udpintercept_bpf, SkelDeleter> skel;
 	std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links;
@@ -234,6 +235,7 @@ struct Tracer::Impl {
 	void detach() noexcept;
 	void stop();
 	std::uint64_t stat_sum(udpi_stat idx) const;
+	std::uint64_t kernel_flow_count() const;
 	void log(const std::string &line) const
 	{
 		if (options.log)
@@ -254,6 +256,8 @@ std::vector<Tracer::Impl::Candidate> Tracer::Impl::candidates()
 	if (!vmlinux)
 		fail("btf", errno, fmt::format("cannot read the kernel's BTF from {}", kVmlinuxBtf));
 	const detail::KernelFeatures kernel(vmlinux.get());
+	// kfree_skb names the receiving socket of a drop since 6.12.
+	kfree_skb_has_sk = kernel.tracepoint_arity("kfree_skb") >= 4;
 
 	std::vector<Candidate> out;
 	std::vector<std::string> rejected;
@@ -292,6 +296,7 @@ void Tracer::Impl::configure()
 	ro->filter_uid = options.uid.value_or(0);
 	ro->filter_uid_set = options.uid.has_value();
 	ro->filter_port = options.port.value_or(0);
+	ro->kfree_skb_has_sk = kfree_skb_has_sk;
 	ro->filter_family = !options.family ? 0
 			    : *options.family == Family::ipv4 ? UDPI_AF_INET
 							      : UDPI_AF_INET6;
@@ -317,8 +322,9 @@ void Tracer::Impl::configure()
 	bpf_object__for_each_program(prog, skel->obj)
 	{
 		const std::string_view name = bpf_program__name(prog);
-		const bool wanted =
-			std::find(spec.programs.begin(), spec.programs.end(), name) != spec.programs.end();
+		bool wanted = std::find(spec.programs.begin(), spec.programs.end(), name) != spec.programs.end();
+		if (name == "tp_kfree_skb" && !kfree_skb_has_sk)
+			wanted = false;
 		bpf_program__set_autoload(prog, wanted);
 	}
 }
@@ -619,6 +625,23 @@ std::uint64_t Tracer::Impl::stat_sum(udpi_stat idx) const
 	return sum;
 }
 
+// The flow table as the kernel holds it (not user space's view of it).
+std::uint64_t Tracer::Impl::kernel_flow_count() const
+{
+	if (stopped)
+		return 0;
+	const int fd = bpf_map__fd(skel->maps.flows);
+	udpi_flow_key cur{}, next{};
+	const void *prev = nullptr;
+	std::uint64_t n = 0;
+	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+		n++;
+		cur = next;
+		prev = &cur;
+	}
+	return n;
+}
+
 // ---- public API ----
 
 Tracer::Tracer(Options options, Callback callback)
@@ -716,7 +739,7 @@ Stats Tracer::stats() const
 	s.untracked_bytes = impl_->stat_sum(UDPI_STAT_UNTRACKED_BYTES);
 	s.sockets_untracked = impl_->stat_sum(UDPI_STAT_SOCKS_UNTRACKED);
 	s.peer_unknown = impl_->stat_sum(UDPI_STAT_PEER_UNKNOWN);
-	s.flows_active = impl_->stopped ? 0 : impl_->flows.size();
+	s.flows_active = impl_->kernel_flow_count();
 	return s;
 }
 

@@ -23,7 +23,7 @@ struct Stats {
 	std::uint64_t untracked_bytes = 0;   ///< bytes of those operations
 	std::uint64_t sockets_untracked = 0; ///< sockets the full socket table could not admit
 	std::uint64_t peer_unknown = 0;      ///< receives with no address on an unconnected socket (peer not known)
-	std::uint64_t flows_active = 0;      ///< flows open now
+	std::uint64_t flows_active = 0;      ///< flows in the kernel's flow table now (0 once stopped)
 };
 
 /**
