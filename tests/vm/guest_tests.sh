@@ -3,9 +3,10 @@
 # Runs inside each kernel of the matrix (busybox sh): the root test tiers
 # under every backend this kernel must offer, the choice `auto` makes, and
 # the error for a backend it lacks. Prints @@RESULT lines for run-matrix.
-#   guest_tests.sh INTEGRATION_TESTS CLI
+#   guest_tests.sh INTEGRATION_TESTS ACCURACY_TESTS CLI
 itest=$1
-cli=$2
+atest=$2
+cli=$3
 
 # What each Debian kernel offers (environment.md): 5.10 and 6.1 lack the
 # sock_send_length tracepoint; all three have BTF trampolines and kprobes.
@@ -31,16 +32,30 @@ result() {
 	echo "@@RESULT $1 $2"
 }
 
-for b in $backends; do
-	log=/tmp/integration-$b.log
+# run NAME BACKEND COMMAND...: one @@RESULT, the log on failure, the time taken.
+run() {
+	name=$1
+	backend=$2
+	shift 2
+	log=/tmp/$name.log
 	start=$(date +%s)
-	if UDPI_TEST_BACKEND=$b "$itest" --cli "$cli" '[flows],[filters],[cli],[backend]' >"$log" 2>&1; then
-		result "integration-$b" PASS
+	if UDPI_TEST_BACKEND=$backend "$@" >"$log" 2>&1; then
+		result "$name" PASS
 	else
 		cat "$log"
-		result "integration-$b" FAIL
+		result "$name" FAIL
 	fi
-	tail -n 2 "$log" | sed "s/^/[$b, $(($(date +%s) - start)) s] /"
+	echo "[$name: $(($(date +%s) - start)) s] $(tail -n 2 "$log" | head -n 1)"
+}
+
+for b in $backends; do
+	if [ "$b" = auto ]; then
+		# auto is one of the backends above, chosen by probing: the CLI end to end suffices.
+		run "integration-auto" auto "$itest" --cli "$cli" '[cli]'
+		continue
+	fi
+	run "integration-$b" "$b" "$itest" --cli "$cli" '[flows],[filters],[cli],[backend]'
+	run "accuracy-$b" "$b" "$atest"
 done
 
 if [ -n "$auto_expected" ]; then
