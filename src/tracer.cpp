@@ -236,6 +236,7 @@ struct Tracer::Impl {
 	void stop();
 	std::uint64_t stat_sum(udpi_stat idx) const;
 	std::uint64_t kernel_flow_count() const;
+	std::vector<std::pair<udpi_flow_key, udpi_flow>> read_flows() const;
 	void log(const std::string &line) const
 	{
 		if (options.log)
@@ -506,19 +507,7 @@ void Tracer::Impl::sweep()
 	const std::uint64_t interval_ns = static_cast<std::uint64_t>(options.interval.count()) * 1000000ULL;
 	const int fd = bpf_map__fd(skel->maps.flows);
 
-	std::vector<udpi_flow_key> keys;
-	keys.reserve(flows.size() + 16);
-	udpi_flow_key cur{}, next{};
-	const void *prev = nullptr;
-	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-		keys.push_back(next);
-		cur = next;
-		prev = &cur;
-	}
-	for (const auto &key : keys) {
-		udpi_flow flow{};
-		if (bpf_map_lookup_elem(fd, &key, &flow) != 0)
-			continue;
+	for (const auto &[key, flow] : read_flows()) {
 		const bool known = flows.count(key) != 0;
 		if (!known && closed_sockets.count(key.sock_id)) {
 			bpf_map_delete_elem(fd, &key);
@@ -587,19 +576,7 @@ void Tracer::Impl::stop()
 	drain();
 	collect_deferred_closes();
 	clock.calibrate();
-	const int fd = bpf_map__fd(skel->maps.flows);
-	std::vector<udpi_flow_key> keys;
-	udpi_flow_key cur{}, next{};
-	const void *prev = nullptr;
-	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-		keys.push_back(next);
-		cur = next;
-		prev = &cur;
-	}
-	for (const auto &key : keys) {
-		udpi_flow flow{};
-		if (bpf_map_lookup_elem(fd, &key, &flow) != 0)
-			continue;
+	for (const auto &[key, flow] : read_flows()) {
 		if (closed_sockets.count(key.sock_id)) {
 			deliver(EventKind::close, key, flow);
 			continue;
@@ -628,18 +605,54 @@ std::uint64_t Tracer::Impl::stat_sum(udpi_stat idx) const
 // The flow table as the kernel holds it (not user space's view of it).
 std::uint64_t Tracer::Impl::kernel_flow_count() const
 {
-	if (stopped)
-		return 0;
+	return stopped ? 0 : read_flows().size();
+}
+
+// Every entry of the flow table: in batches of hundreds per system call
+// (BPF_MAP_LOOKUP_BATCH, 5.6+), else one key at a time.
+std::vector<std::pair<udpi_flow_key, udpi_flow>> Tracer::Impl::read_flows() const
+{
 	const int fd = bpf_map__fd(skel->maps.flows);
+	std::vector<std::pair<udpi_flow_key, udpi_flow>> out;
+	std::size_t batch = 512;
+	std::vector<udpi_flow_key> keys(batch);
+	std::vector<udpi_flow> values(batch);
+	__u32 in_batch = 0, out_batch = 0;
+	bool first = true;
+	for (;;) {
+		__u32 count = static_cast<__u32>(batch);
+		const int err = bpf_map_lookup_batch(fd, first ? nullptr : &in_batch, &out_batch, keys.data(),
+						     values.data(), &count, nullptr);
+		const int e = err ? errno : 0;
+		for (__u32 i = 0; i < count; i++)
+			out.emplace_back(keys[i], values[i]);
+		if (!err) {
+			in_batch = out_batch;
+			first = false;
+			continue;
+		}
+		if (e == ENOENT)
+			return out;
+		if (e == ENOSPC && batch < (1u << 20)) { // one hash bucket holds more than a batch
+			batch *= 2;
+			keys.resize(batch);
+			values.resize(batch);
+			continue;
+		}
+		if (first && count == 0)
+			break; // no batch operations here: walk the keys
+		return out;
+	}
 	udpi_flow_key cur{}, next{};
 	const void *prev = nullptr;
-	std::uint64_t n = 0;
 	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-		n++;
+		udpi_flow flow{};
+		if (bpf_map_lookup_elem(fd, &next, &flow) == 0)
+			out.emplace_back(next, flow);
 		cur = next;
 		prev = &cur;
 	}
-	return n;
+	return out;
 }
 
 // ---- public API ----
