@@ -14,7 +14,8 @@
 using namespace udpintercept;
 using udpevent::to_legacy;
 
-namespace {
+namespace
+{
 
 Address parse_address(const char *text)
 {
@@ -156,4 +157,46 @@ TEST_CASE("settings from the environment")
 	unsetenv("UDPEVENT_INTERVAL_MS");
 	unsetenv("UDPEVENT_QUEUE_SIZE");
 	unsetenv("UDPEVENT_VERBOSE");
+}
+
+TEST_CASE("the backend from the environment")
+{
+	unsetenv("UDPEVENT_BACKEND");
+	CHECK(udpevent::read_settings().backend == Backend::automatic);
+	setenv("UDPEVENT_BACKEND", "kprobe", 1);
+	CHECK(udpevent::read_settings().backend == Backend::kprobe);
+	setenv("UDPEVENT_BACKEND", "ebpf", 1);
+	CHECK(udpevent::read_settings().backend == Backend::automatic);
+	unsetenv("UDPEVENT_BACKEND");
+}
+
+TEST_CASE("filters from the environment")
+{
+	for (const char *name : {"UDPEVENT_PID", "UDPEVENT_UID", "UDPEVENT_PORT", "UDPEVENT_FAMILY"})
+		unsetenv(name);
+	auto s = udpevent::read_settings();
+	CHECK(!s.pid);
+	CHECK(!s.uid);
+	CHECK(!s.port);
+	CHECK(!s.family);
+
+	setenv("UDPEVENT_PID", "4242", 1);
+	setenv("UDPEVENT_UID", "0", 1);
+	setenv("UDPEVENT_PORT", "53", 1);
+	setenv("UDPEVENT_FAMILY", "ipv6", 1);
+	s = udpevent::read_settings();
+	CHECK(s.pid == 4242u);
+	CHECK(s.uid == 0u);
+	CHECK(s.port == 53);
+	CHECK(s.family == Family::ipv6);
+
+	setenv("UDPEVENT_PID", "0", 1);
+	setenv("UDPEVENT_PORT", "65536", 1);
+	setenv("UDPEVENT_FAMILY", "ip4", 1);
+	s = udpevent::read_settings();
+	CHECK(!s.pid);
+	CHECK(!s.port);
+	CHECK(!s.family);
+	for (const char *name : {"UDPEVENT_PID", "UDPEVENT_UID", "UDPEVENT_PORT", "UDPEVENT_FAMILY"})
+		unsetenv(name);
 }

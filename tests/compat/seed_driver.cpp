@@ -9,7 +9,11 @@
 // in a private mount namespace, and the traffic runs over the loopback of a
 // fresh network namespace. Both die with this process.
 //
-// usage: compat_seed_driver SEED_EXAMPLE LIBUDPEVENT_SO INTERVAL_MS
+// With "filtered", UDPEVENT_PORT restricts the tracer to the test's server
+// port, so that a busy host's own UDP cannot crowd out the test's flows;
+// without it the example runs with no UDPEVENT_* variable but the interval.
+//
+// usage: compat_seed_driver SEED_EXAMPLE LIBUDPEVENT_SO INTERVAL_MS [filtered]
 #include <arpa/inet.h>
 #include <cerrno>
 #include <chrono>
@@ -20,13 +24,12 @@
 #include <cstring>
 #include <fcntl.h>
 #include <functional>
-#include <net/if.h>
 #include <netinet/in.h>
 #include <optional>
 #include <poll.h>
 #include <sched.h>
 #include <string>
-#include <sys/ioctl.h>
+#include <string_view>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -38,9 +41,10 @@
 
 #include <fmt/format.h>
 
-#include "need_root.h"
+#include "testutil.h"
 
-namespace {
+namespace
+{
 
 constexpr const char *kLegacyDir = "/opt/RealTimeKql/lib";
 constexpr const char *kLegacyPath = "/opt/RealTimeKql/lib/libudpEvent.so";
@@ -90,12 +94,13 @@ void copy_file(const char *from, const char *to)
 
 void enter_namespaces(const char *library)
 {
-	if (unshare(CLONE_NEWNS | CLONE_NEWNET) != 0)
-		die("unshare(CLONE_NEWNS | CLONE_NEWNET): {}", std::strerror(errno));
+	if (unshare(CLONE_NEWNS) != 0)
+		die("unshare(CLONE_NEWNS): {}", std::strerror(errno));
 	// Nothing mounted from here on propagates back to the host.
 	if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
 		die("making / private: {}", std::strerror(errno));
-	struct stat st{};
+	struct stat st {
+	};
 	if (stat("/opt", &st) != 0 || !S_ISDIR(st.st_mode))
 		die("/opt is not a directory: there is nothing to mount the private tmpfs over");
 	if (mount("tmpfs", "/opt", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0)
@@ -103,16 +108,11 @@ void enter_namespaces(const char *library)
 	if (mkdir("/opt/RealTimeKql", 0755) != 0 || mkdir(kLegacyDir, 0755) != 0)
 		die("creating {}: {}", kLegacyDir, std::strerror(errno));
 	copy_file(library, kLegacyPath);
-
-	const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	ifreq ifr{};
-	std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
-	if (fd < 0 || ioctl(fd, SIOCGIFFLAGS, &ifr) != 0)
-		die("reading the flags of lo: {}", std::strerror(errno));
-	ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
-	if (ioctl(fd, SIOCSIFFLAGS, &ifr) != 0)
-		die("bringing lo up: {}", std::strerror(errno));
-	close(fd);
+	try {
+		testutil::enter_fresh_netns();
+	} catch (const std::exception &e) {
+		die("{}", e.what());
+	}
 }
 
 // ---- the example, on a pseudo-terminal ----
@@ -128,7 +128,7 @@ struct Example {
 	bool out_eof = false, err_eof = false;
 	std::optional<int> status;
 
-	void start(const char *path, const char *interval_ms)
+	void start(const char *path, const char *interval_ms, const char *port_filter)
 	{
 		const int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
 		if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0)
@@ -147,8 +147,14 @@ struct Example {
 		if (pid < 0)
 			die("fork: {}", std::strerror(errno));
 		if (pid == 0) {
+			for (const char *name : {"UDPEVENT_QUEUE_SIZE", "UDPEVENT_PID", "UDPEVENT_UID",
+						 "UDPEVENT_PORT", "UDPEVENT_FAMILY", "UDPEVENT_VERBOSE"})
+				unsetenv(name);
 			setenv("UDPEVENT_INTERVAL_MS", interval_ms, 1);
-			unsetenv("UDPEVENT_QUEUE_SIZE");
+			// The backend under test (UDPI_TEST_BACKEND, as in every root tier).
+			setenv("UDPEVENT_BACKEND", testutil::test_backend().c_str(), 1);
+			if (port_filter)
+				setenv("UDPEVENT_PORT", port_filter, 1);
 			dup2(slave, STDOUT_FILENO);
 			dup2(err_pipe[1], STDERR_FILENO);
 			execl(path, path, static_cast<char *>(nullptr));
@@ -169,12 +175,13 @@ struct Example {
 				return true;
 			reap();
 			const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-				deadline - std::chrono::steady_clock::now());
+			    deadline - std::chrono::steady_clock::now());
 			if (left.count() <= 0)
 				return done();
 			if (out_eof && err_eof && status)
 				return done();
-			pollfd fds[2] = {{out_eof ? -1 : out_fd, POLLIN, 0}, {err_eof ? -1 : err_fd, POLLIN, 0}};
+			pollfd fds[2] = {{out_eof ? -1 : out_fd, POLLIN, 0},
+					 {err_eof ? -1 : err_fd, POLLIN, 0}};
 			poll(fds, 2, static_cast<int>(std::min<long>(left.count(), 100)));
 			read_into(out_fd, out, out_eof, fds[0].revents);
 			read_into(err_fd, err, err_eof, fds[1].revents, "example stderr: ");
@@ -286,16 +293,17 @@ struct Flow {
 	std::uint64_t tx_b, tx_pkts, rx_b, rx_pkts;
 };
 
-constexpr std::uint16_t kServer4 = 40004, kClient4 = 40014, kServer6 = 40006, kClient6 = 40016;
+// One server port for both families, so that one port filter selects every flow.
+constexpr std::uint16_t kServer4 = 40004, kClient4 = 40014, kServer6 = 40004, kClient6 = 40016;
 
 // What traffic() does, flow by flow: a connected client and an unconnected
 // server (whose peers come from the datagrams), in each family. The IPv6
 // client also sends a zero-length datagram, which is a datagram.
 const Flow kFlows[] = {
-	{"IPv4 client", 2, "127.0.0.1", kClient4, "127.0.0.1", kServer4, 600, 3, 33, 2},
-	{"IPv4 server", 2, "127.0.0.1", kServer4, "127.0.0.1", kClient4, 33, 2, 600, 3},
-	{"IPv6 client", 10, "::1", kClient6, "::1", kServer6, 100, 5, 1234, 1},
-	{"IPv6 server", 10, "::1", kServer6, "::1", kClient6, 1234, 1, 100, 5},
+    {"IPv4 client", 2, "127.0.0.1", kClient4, "127.0.0.1", kServer4, 600, 3, 33, 2},
+    {"IPv4 server", 2, "127.0.0.1", kServer4, "127.0.0.1", kClient4, 33, 2, 600, 3},
+    {"IPv6 client", 10, "::1", kClient6, "::1", kServer6, 100, 5, 1234, 1},
+    {"IPv6 server", 10, "::1", kServer6, "::1", kClient6, 1234, 1, 100, 5},
 };
 
 sockaddr_storage address(int family, std::uint16_t port)
@@ -359,13 +367,13 @@ bool exchange(int family, std::uint16_t server_port, std::uint16_t client_port,
 	for (size_t size : requests) {
 		socklen_t len = sizeof(peer);
 		if (!check(recvfrom(server, buf, sizeof(buf), 0, reinterpret_cast<sockaddr *>(&peer), &len) ==
-				   static_cast<ssize_t>(size),
+			       static_cast<ssize_t>(size),
 			   "recvfrom"))
 			return false;
 	}
 	for (size_t size : replies)
-		if (!check(sendto(server, buf, size, 0, reinterpret_cast<const sockaddr *>(&peer), length(family)) ==
-				   static_cast<ssize_t>(size),
+		if (!check(sendto(server, buf, size, 0, reinterpret_cast<const sockaddr *>(&peer),
+				  length(family)) == static_cast<ssize_t>(size),
 			   "sendto"))
 			return false;
 	for (size_t size : replies)
@@ -407,32 +415,37 @@ bool has_totals(const Printed &p, const Flow &f)
 
 std::string describe(const Printed &p)
 {
-	return fmt::format("pid {} uid {} family {} {}:{} -> {}:{} tx {}/{} rx {}/{} command '{}' time {}", p.pid,
-			   p.uid, p.family, p.saddr, p.sport, p.daddr, p.dport, p.tx_pkts, p.tx_b, p.rx_pkts,
-			   p.rx_b, p.command, p.time);
+	return fmt::format("pid {} uid {} family {} {}:{} -> {}:{} tx {}/{} rx {}/{} command '{}' time {}",
+			   p.pid, p.uid, p.family, p.saddr, p.sport, p.daddr, p.dport, p.tx_pkts, p.tx_b,
+			   p.rx_pkts, p.rx_b, p.command, p.time);
 }
 
 } // namespace
 
 int main(int argc, char **argv)
 {
-	if (argc != 4) {
-		std::fprintf(stderr, "usage: %s SEED_EXAMPLE LIBUDPEVENT_SO INTERVAL_MS\n", argv[0]);
+	if (argc != 4 && !(argc == 5 && std::string_view(argv[4]) == "filtered")) {
+		std::fprintf(stderr, "usage: %s SEED_EXAMPLE LIBUDPEVENT_SO INTERVAL_MS [filtered]\n",
+			     argv[0]);
 		return 2;
 	}
-	need_root("compat seed example");
+	const std::string port_filter = std::to_string(kServer4);
+	const bool filtered = argc == 5;
+	testutil::require_root_or_skip("compat seed example");
 	const char *interval = argv[3];
 	enter_namespaces(argv[2]);
 
 	Example example;
-	example.start(argv[1], interval);
+	example.start(argv[1], interval, filtered ? port_filter.c_str() : nullptr);
 	const bool attached = example.pump(std::chrono::seconds(60), [&] {
-		return example.err.find("libudpEvent: attached") != std::string::npos &&
-		       example.out.find("Probes attached!") != std::string::npos;
+		// A failed attach is said at once, never a silent wait: stop there.
+		return example.err.find("libudpEvent: AddProbe failed") != std::string::npos ||
+		       (example.err.find("libudpEvent: attached") != std::string::npos &&
+			example.out.find("Probes attached!") != std::string::npos);
 	});
-	if (!attached) {
+	if (!attached || example.err.find("libudpEvent: AddProbe failed") != std::string::npos) {
 		kill(example.pid, SIGKILL);
-		die("the example did not attach within 60 s; it printed:\n{}\nand on stderr:\n{}", example.out,
+		die("the example did not attach; it printed:\n{}\nand on stderr:\n{}", example.out,
 		    example.err);
 	}
 
@@ -459,7 +472,7 @@ int main(int argc, char **argv)
 
 	kill(example.pid, SIGINT);
 	const bool exited =
-		example.pump(std::chrono::seconds(15), [&] { return example.status && example.out_eof; });
+	    example.pump(std::chrono::seconds(15), [&] { return example.status && example.out_eof; });
 	if (!exited || !example.status) {
 		kill(example.pid, SIGKILL);
 		die("the example did not exit within 15 s of SIGINT (a deadlock in cleanup() or dlclose()?)");
@@ -487,20 +500,24 @@ int main(int argc, char **argv)
 		const Printed &last = mine.back();
 		if (!has_totals(last, f))
 			fail("{}: the last event has tx {}/{} rx {}/{}, expected tx {}/{} rx {}/{}", f.name,
-			     last.tx_pkts, last.tx_b, last.rx_pkts, last.rx_b, f.tx_pkts, f.tx_b, f.rx_pkts, f.rx_b);
+			     last.tx_pkts, last.tx_b, last.rx_pkts, last.rx_b, f.tx_pkts, f.tx_b, f.rx_pkts,
+			     f.rx_b);
 		for (size_t i = 0; i < mine.size(); i++) {
 			const Printed &p = mine[i];
 			if (p.uid != 0 || p.command != kTrafficComm)
-				fail("{}: event {} is not of uid 0 and command {}: {}", f.name, i, kTrafficComm,
-				     describe(p));
+				fail("{}: event {} is not of uid 0 and command {}: {}", f.name, i,
+				     kTrafficComm, describe(p));
 			if (p.time < t0 - kSecond || p.time > t1 + kSecond)
-				fail("{}: event {} has Event time {}, more than a second away from the traffic "
+				fail("{}: event {} has Event time {}, more than a second away from the "
+				     "traffic "
 				     "({}..{})",
 				     f.name, i, p.time, t0, t1);
 			if (i > 0) {
 				const Printed &q = mine[i - 1];
-				if (p.tx_b < q.tx_b || p.rx_b < q.rx_b || p.tx_pkts < q.tx_pkts || p.rx_pkts < q.rx_pkts)
-					fail("{}: counters went backwards: {} after {}", f.name, describe(p), describe(q));
+				if (p.tx_b < q.tx_b || p.rx_b < q.rx_b || p.tx_pkts < q.tx_pkts ||
+				    p.rx_pkts < q.rx_pkts)
+					fail("{}: counters went backwards: {} after {}", f.name, describe(p),
+					     describe(q));
 			}
 		}
 		fmt::print("{}: {} events, last: {}\n", f.name, mine.size(), describe(last));
@@ -514,8 +531,9 @@ int main(int argc, char **argv)
 		if (p.dport == 0 || p.daddr == "0.0.0.0" || p.daddr == "::" || p.daddr.empty())
 			fail("an event with no destination: {}", describe(p));
 	}
-	fmt::print("{} events printed, {} of the traffic (pid {}), interval {} ms; exit status {}\n", events.size(),
-		   of_traffic, traffic, interval, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	fmt::print("{} events printed, {} of the traffic (pid {}), interval {} ms{}; exit status {}\n",
+		   events.size(), of_traffic, traffic, interval, filtered ? ", port filter" : "",
+		   WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 	if (failures) {
 		fmt::print(stderr, "the example printed:\n{}\n", example.out);
 		return 1;

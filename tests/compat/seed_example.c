@@ -13,7 +13,8 @@
 #define SOFILE "/opt/RealTimeKql/lib/libudpEvent.so"
 void (*cleanup)();
 void *handle = NULL;
-void signalHandler(int signum) {
+void signalHandler(int signum)
+{
 	printf("Interrupted by signal %u\n", signum);
 	cleanup();
 	if (handle && dlclose(handle)) {
@@ -21,8 +22,10 @@ void signalHandler(int signum) {
 	}
 	exit(signum);
 }
-void printEvent(struct udp_event_t *event) {
-	if (!event) return;
+void printEvent(struct udp_event_t *event)
+{
+	if (!event)
+		return;
 	printf("---\n");
 	printf("PID: %d\n", event->pid);
 	printf("UID: %d\n", event->UserId);
@@ -37,7 +40,8 @@ void printEvent(struct udp_event_t *event) {
 	printf("Event time: %ld\n", event->EventTime);
 	printf("---\n");
 }
-int main() {
+int main()
+{
 	printf("UDP Event Monitor PID: %d\n", getpid());
 	// Load library
 	handle = dlopen(SOFILE, RTLD_LAZY);

@@ -86,7 +86,8 @@ static void check_elf(const char *path)
 				if (dyn[j].d_tag == DT_NEEDED) {
 					// The core is inside: the legacy directory holds one file.
 					CHECK(strstr(value, "udpintercept") == NULL,
-					      "depends on %s: it would not load from the legacy path alone", value);
+					      "depends on %s: it would not load from the legacy path alone",
+					      value);
 				} else if (dyn[j].d_tag == DT_SONAME) {
 					soname_ok = strcmp(value, "libudpEvent.so") == 0;
 					CHECK(soname_ok, "soname is %s, not libudpEvent.so", value);

@@ -21,12 +21,11 @@
 #include <cstring>
 #include <map>
 #include <mutex>
-#include <net/if.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
 #include <set>
-#include <sys/ioctl.h>
+#include <string>
 #include <sys/socket.h>
 #include <thread>
 #include <tuple>
@@ -34,10 +33,11 @@
 #include <vector>
 
 #include "event_queue.h"
-#include "need_root.h"
+#include "testutil.h"
 #include "udpEvent.h"
 
-namespace {
+namespace
+{
 
 using Clock = std::chrono::steady_clock;
 
@@ -134,7 +134,8 @@ int queue_mode()
 			CHECK(all.insert(mine[j]).second, "event %llu reached two consumers",
 			      static_cast<unsigned long long>(mine[j]));
 			if (j > 0 && mine[j] <= mine[j - 1]) {
-				CHECK(false, "consumer %d got %llu after %llu", i, static_cast<unsigned long long>(mine[j]),
+				CHECK(false, "consumer %d got %llu after %llu", i,
+				      static_cast<unsigned long long>(mine[j]),
 				      static_cast<unsigned long long>(mine[j - 1]));
 				break;
 			}
@@ -143,14 +144,15 @@ int queue_mode()
 	}
 	CHECK(received + q.shed() == kEvents, "received %zu + shed %llu != %llu pushed", received,
 	      static_cast<unsigned long long>(q.shed()), static_cast<unsigned long long>(kEvents));
-	std::printf("%llu events: %zu received, %llu shed\n", static_cast<unsigned long long>(kEvents), received,
-		    static_cast<unsigned long long>(q.shed()));
+	std::printf("%llu events: %zu received, %llu shed\n", static_cast<unsigned long long>(kEvents),
+		    received, static_cast<unsigned long long>(q.shed()));
 
 	// close() from a signal handler, on one of the blocked consumers' threads.
 	udpevent::EventQueue blocked;
 	blocked.reopen(8);
 	g_queue = &blocked;
-	struct sigaction sa{};
+	struct sigaction sa {
+	};
 	sa.sa_handler = close_from_handler;
 	sigaction(SIGUSR1, &sa, nullptr);
 	std::atomic<int> woken{0};
@@ -166,8 +168,8 @@ int queue_mode()
 	while (woken.load() < kConsumers && Clock::now() < until)
 		std::this_thread::sleep_for(std::chrono::milliseconds(5));
 	if (woken.load() < kConsumers) {
-		std::fprintf(stderr, "FAIL: close() from a signal handler woke %d of %d consumers\n", woken.load(),
-			     kConsumers);
+		std::fprintf(stderr, "FAIL: close() from a signal handler woke %d of %d consumers\n",
+			     woken.load(), kConsumers);
 		std::_Exit(1);
 	}
 	for (auto &t : sleepers)
@@ -197,22 +199,10 @@ struct Totals {
 	bool operator==(const Totals &) const = default;
 };
 
-void bring_up_lo()
-{
-	const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	ifreq ifr{};
-	std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
-	if (fd < 0 || ioctl(fd, SIOCGIFFLAGS, &ifr) != 0)
-		std::exit((std::perror("lo"), 1));
-	ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
-	if (ioctl(fd, SIOCSIFFLAGS, &ifr) != 0)
-		std::exit((std::perror("lo up"), 1));
-	close(fd);
-}
-
 // One pair: a connected client and an unconnected server on loopback,
 // kRounds requests of `request` bytes and as many replies of `reply` bytes.
-bool pair_traffic(int family, std::uint16_t server_port, std::uint16_t client_port, size_t request, size_t reply)
+bool pair_traffic(int family, std::uint16_t server_port, std::uint16_t client_port, size_t request,
+		  size_t reply)
 {
 	char buf[2048] = {};
 	sockaddr_storage server_addr{}, client_addr{};
@@ -255,9 +245,9 @@ bool pair_traffic(int family, std::uint16_t server_port, std::uint16_t client_po
 		socklen_t peer_len = sizeof(peer);
 		ok = send(client, buf, request, 0) == static_cast<ssize_t>(request) &&
 		     recvfrom(server, buf, sizeof(buf), 0, reinterpret_cast<sockaddr *>(&peer), &peer_len) ==
-			     static_cast<ssize_t>(request) &&
+			 static_cast<ssize_t>(request) &&
 		     sendto(server, buf, reply, 0, reinterpret_cast<sockaddr *>(&peer), peer_len) ==
-			     static_cast<ssize_t>(reply) &&
+			 static_cast<ssize_t>(reply) &&
 		     recv(client, buf, sizeof(buf), 0) == static_cast<ssize_t>(reply);
 	}
 	if (!ok)
@@ -269,15 +259,20 @@ bool pair_traffic(int family, std::uint16_t server_port, std::uint16_t client_po
 
 int shim_mode()
 {
-	need_root("compat threads (shim)");
-	if (unshare(CLONE_NEWNET) != 0) {
-		std::perror("unshare(CLONE_NEWNET)");
+	testutil::require_root_or_skip("compat threads (shim)");
+	try {
+		testutil::enter_fresh_netns();
+	} catch (const std::exception &e) {
+		std::fprintf(stderr, "FAIL: %s\n", e.what());
 		return 1;
 	}
-	bring_up_lo();
+	// The backend under test (UDPI_TEST_BACKEND, as in every root tier).
+	setenv("UDPEVENT_BACKEND", testutil::test_backend().c_str(), 1);
 	// A snapshot per operation: thousands of events spread over the consumers.
 	setenv("UDPEVENT_INTERVAL_MS", "0", 1);
 	setenv("UDPEVENT_QUEUE_SIZE", "262144", 1);
+	// Only this process: a busy host must not crowd the queue.
+	setenv("UDPEVENT_PID", std::to_string(getpid()).c_str(), 1);
 
 	// Expected totals, flow by flow. Even pairs are IPv4, odd ones IPv6.
 	std::map<FlowKey, Totals> expected;
@@ -285,7 +280,8 @@ int shim_mode()
 		const std::uint16_t family = p % 2 ? 10 : 2;
 		const auto server = static_cast<std::uint16_t>(kBasePort + 2 * p);
 		const auto client = static_cast<std::uint16_t>(server + 1);
-		const std::uint64_t request = 40 + static_cast<std::uint64_t>(p), reply = 300 + static_cast<std::uint64_t>(p);
+		const std::uint64_t request = 40 + static_cast<std::uint64_t>(p),
+				    reply = 300 + static_cast<std::uint64_t>(p);
 		expected[{family, client, server}] = {kRounds * request, kRounds * reply, kRounds, kRounds};
 		expected[{family, server, client}] = {kRounds * reply, kRounds * request, kRounds, kRounds};
 	}
@@ -302,7 +298,7 @@ int shim_mode()
 	struct Inbox {
 		std::mutex mutex;
 		std::vector<udp_event_t> events; // guarded by mutex
-		Clock::time_point returned;      // written before `done`
+		Clock::time_point returned;	 // written before `done`
 		std::atomic<bool> done{false};
 	};
 	std::vector<Inbox> inboxes(kConsumers);
@@ -329,7 +325,8 @@ int shim_mode()
 		generators.emplace_back([&, g] {
 			for (int p = g; p < kPairs; p += 2) {
 				const auto server = static_cast<std::uint16_t>(kBasePort + 2 * p);
-				if (!pair_traffic(p % 2 ? AF_INET6 : AF_INET, server, static_cast<std::uint16_t>(server + 1),
+				if (!pair_traffic(p % 2 ? AF_INET6 : AF_INET, server,
+						  static_cast<std::uint16_t>(server + 1),
 						  40 + static_cast<size_t>(p), 300 + static_cast<size_t>(p)))
 					traffic_ok = false;
 			}
@@ -366,12 +363,16 @@ int shim_mode()
 	}
 	for (const auto &[key, totals] : expected) {
 		const Totals got = best.count(key) ? best[key] : Totals{};
-		CHECK(got == totals, "flow family %u %u -> %u: tx %llu/%llu rx %llu/%llu, expected tx %llu/%llu rx %llu/%llu",
-		      key.family, key.sport, key.dport, static_cast<unsigned long long>(got.tx_pkts),
-		      static_cast<unsigned long long>(got.tx_b), static_cast<unsigned long long>(got.rx_pkts),
-		      static_cast<unsigned long long>(got.rx_b), static_cast<unsigned long long>(totals.tx_pkts),
-		      static_cast<unsigned long long>(totals.tx_b), static_cast<unsigned long long>(totals.rx_pkts),
-		      static_cast<unsigned long long>(totals.rx_b));
+		CHECK(
+		    got == totals,
+		    "flow family %u %u -> %u: tx %llu/%llu rx %llu/%llu, expected tx %llu/%llu rx %llu/%llu",
+		    key.family, key.sport, key.dport, static_cast<unsigned long long>(got.tx_pkts),
+		    static_cast<unsigned long long>(got.tx_b), static_cast<unsigned long long>(got.rx_pkts),
+		    static_cast<unsigned long long>(got.rx_b),
+		    static_cast<unsigned long long>(totals.tx_pkts),
+		    static_cast<unsigned long long>(totals.tx_b),
+		    static_cast<unsigned long long>(totals.rx_pkts),
+		    static_cast<unsigned long long>(totals.rx_b));
 	}
 
 	const auto t0 = Clock::now();
@@ -394,19 +395,23 @@ int shim_mode()
 
 	// Each snapshot reached exactly one consumer: with a snapshot per
 	// operation no two carry the same counters for the same flow.
-	std::set<std::tuple<std::uint16_t, std::uint16_t, std::uint16_t, std::uint64_t, std::uint64_t, std::uint32_t,
-			    std::uint32_t, std::uint64_t>>
-		seen;
+	std::set<std::tuple<std::uint16_t, std::uint16_t, std::uint16_t, std::uint64_t, std::uint64_t,
+			    std::uint32_t, std::uint32_t, std::uint64_t>>
+	    seen;
 	size_t total = 0;
 	for (int i = 0; i < kConsumers; i++) {
 		Inbox &box = inboxes[static_cast<size_t>(i)];
-		const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(box.returned - t0).count();
-		CHECK(ms < 1000, "consumer %d returned %lld ms after cleanup()", i, static_cast<long long>(ms));
+		const auto ms =
+		    std::chrono::duration_cast<std::chrono::milliseconds>(box.returned - t0).count();
+		CHECK(ms < 1000, "consumer %d returned %lld ms after cleanup()", i,
+		      static_cast<long long>(ms));
 		for (const udp_event_t &e : box.events) {
 			if (!expected.count({e.family, e.SPT, e.DPT}))
 				continue;
 			total++;
-			CHECK(seen.insert({e.family, e.SPT, e.DPT, e.tx_b, e.rx_b, e.txPkts, e.rxPkts, e.EventTime}).second,
+			CHECK(seen.insert({e.family, e.SPT, e.DPT, e.tx_b, e.rx_b, e.txPkts, e.rxPkts,
+					   e.EventTime})
+				  .second,
 			      "a snapshot of %u -> %u reached two consumers", e.SPT, e.DPT);
 		}
 		std::printf("consumer %d: %zu events of this process\n", i, box.events.size());

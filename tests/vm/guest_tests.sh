@@ -13,16 +13,19 @@ cli=$3
 case "$UDPI_VM_KERNEL" in
 5.10 | 6.1)
 	backends="fentry kprobe auto"
+	compare="fentry kprobe"
 	lacking="tracepoint"
 	auto_expected="fentry"
 	;;
 6.12)
 	backends="fentry kprobe tracepoint auto"
+	compare="fentry kprobe tracepoint"
 	lacking=""
 	auto_expected="fentry"
 	;;
 *)
 	backends="auto"
+	compare=""
 	lacking=""
 	auto_expected=""
 	;;
@@ -57,6 +60,12 @@ for b in $backends; do
 	run "integration-$b" "$b" "$itest" --cli "$cli" '[flows],[filters],[cli],[backend]'
 	run "accuracy-$b" "$b" "$atest"
 done
+
+if [ -n "$compare" ]; then
+	export UDPI_COMPARE_BACKENDS="$compare"
+	run "same-flows-under-$(echo "$compare" | tr ' ' '+')" auto "$itest" --cli "$cli" '[compare]'
+	unset UDPI_COMPARE_BACKENDS
+fi
 
 if [ -n "$auto_expected" ]; then
 	"$cli" --duration 1 >/dev/null 2>/tmp/auto.log

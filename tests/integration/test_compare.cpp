@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The same traffic must give the same flows and counters under every
+// backend. UDPI_COMPARE_BACKENDS names the backends that must all be there
+// (the kernel matrix sets it per kernel); without it, every backend this
+// kernel offers is compared.
+#include <catch2/catch.hpp>
+
+#include <netinet/udp.h>
+#include <sstream>
+
+#include "recorder.h"
+
+using namespace udpintercept;
+using namespace std::chrono_literals;
+using testutil::Recorder;
+using testutil::SockAddr;
+using testutil::Udp;
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+
+namespace {
+
+Udp at(const std::string &ip, std::uint16_t port)
+{
+	Udp s(ip.find(':') == std::string::npos ? AF_INET : AF_INET6);
+	s.bind(ip, port);
+	return s;
+}
+
+std::size_t recv_plain(Udp &s, std::size_t size = 65536, int flags = 0)
+{
+	std::vector<char> buf(size);
+	const ssize_t n = ::recv(s.fd(), buf.data(), size, flags);
+	if (n < 0)
+		testutil::die("recv");
+	return static_cast<std::size_t>(n);
+}
+
+// Fixed ports in a fresh namespace: every run names its flows the same way.
+void traffic()
+{
+	Udp c4 = at("127.0.0.1", 41001), s4 = at("127.0.0.1", 41002);
+	c4.connect(s4.local());
+	for (int i = 0; i < 7; i++)
+		c4.send(123);
+	for (int i = 0; i < 7; i++)
+		s4.recv_from();
+
+	Udp c6 = at("::1", 41003), s6 = at("::1", 41004);
+	c6.connect(s6.local());
+	for (int i = 0; i < 5; i++)
+		c6.send(77);
+	for (int i = 0; i < 5; i++)
+		recv_plain(s6); // recv() without an address
+
+	Udp hub = at("127.0.0.1", 41005);
+	std::vector<Udp> peers;
+	for (std::uint16_t p = 41006; p <= 41008; p++)
+		peers.push_back(at("127.0.0.1", p));
+	for (std::size_t i = 0; i < peers.size(); i++) {
+		for (std::size_t k = 0; k <= i; k++)
+			hub.send_to(peers[i].local(), 10 + i);
+		for (std::size_t k = 0; k <= i; k++)
+			peers[i].send_to(hub.local(), 3);
+	}
+	for (std::size_t i = 0; i < peers.size(); i++)
+		for (std::size_t k = 0; k <= i; k++) {
+			peers[i].recv_from();
+			REQUIRE(recv_plain(hub) == 3);
+		}
+
+	// Peeks, truncation, zero length, an IPv4-mapped peer, GSO.
+	Udp v6any(AF_INET6);
+	v6any.bind("::", 41009);
+	v6any.send_to(SockAddr::parse("::ffff:127.0.0.1", 41002), 40);
+	REQUIRE(recv_plain(s4, 65536, MSG_PEEK) == 40);
+	REQUIRE(recv_plain(s4, 10) == 10);
+	hub.send_to(s4.local(), 0);
+	REQUIRE(recv_plain(s4, 65536, MSG_TRUNC) == 0);
+	const int seg = 100;
+	REQUIRE(setsockopt(hub.fd(), SOL_UDP, UDP_SEGMENT, &seg, sizeof(seg)) == 0);
+	hub.send_to(peers[0].local(), 450);
+	for (int i = 0; i < 5; i++)
+		peers[0].recv_from();
+}
+
+// Flows with their counters, one line each, sorted: comparable across backends.
+std::string run_under(Backend b)
+{
+	testutil::enter_fresh_netns();
+	Options o;
+	o.backend = b;
+	o.pid = static_cast<std::uint32_t>(getpid());
+	Recorder rec(o);
+	traffic();
+	rec.stop();
+	std::ostringstream out;
+	for (const auto &[name, e] : rec.last_by_flow())
+		out << to_string(e.family) << ' ' << name.local << " -> " << name.remote << " tx " << e.tx_packets
+		    << '/' << e.tx_bytes << " rx " << e.rx_packets << '/' << e.rx_bytes << ' ' << to_string(e.kind)
+		    << '\n';
+	out << "peer_unknown " << rec.tracer().stats().peer_unknown << '\n';
+	return out.str();
+}
+
+bool available(Backend b)
+{
+	try {
+		Options o;
+		o.backend = b;
+		Tracer t(o);
+		return true;
+	} catch (const Error &) {
+		return false;
+	}
+}
+
+} // namespace
+
+TEST_CASE("every backend gives the same flows and counters for the same traffic", "[compare]")
+{
+	std::vector<Backend> backends;
+	if (const char *want = std::getenv("UDPI_COMPARE_BACKENDS")) {
+		std::istringstream names(want);
+		std::string name;
+		while (names >> name) {
+			const auto b = parse_backend(name);
+			REQUIRE(b);
+			INFO("backend " << name << " must be available here");
+			REQUIRE(available(*b));
+			backends.push_back(*b);
+		}
+	} else {
+		for (Backend b : {Backend::fentry, Backend::kprobe, Backend::tracepoint})
+			if (available(b))
+				backends.push_back(b);
+	}
+	REQUIRE(!backends.empty());
+
+	const std::string reference = run_under(backends.front());
+	INFO("under " << to_string(backends.front()) << ":\n" << reference);
+	// 14 flows: both ends of the two connected pairs, the hub and its three peers, the
+	// zero-length and IPv4-mapped senders to s4; then the peer_unknown line.
+	CHECK(std::count(reference.begin(), reference.end(), '\n') == 15);
+	CHECK(reference.find("peer_unknown 0") != std::string::npos);
+	for (std::size_t i = 1; i < backends.size(); i++) {
+		INFO("backend " << to_string(backends[i]));
+		CHECK(run_under(backends[i]) == reference);
+	}
+}
