@@ -361,7 +361,7 @@ TEST_CASE("many threads on one socket", "[accuracy][threads]")
 		accuracy::run([&](Ledger &l, Recorder &) {
 			Udp rx = bound(f), tx = bound(f);
 			int rcvbuf = 4 << 20;
-			setsockopt(rx.fd(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+			REQUIRE(setsockopt(rx.fd(), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) == 0); // past rmem_max: nothing may drop
 			constexpr int kThreads = 8, kEach = 100;
 			std::vector<std::thread> senders;
 			for (int t = 0; t < kThreads; t++)
@@ -431,8 +431,9 @@ TEST_CASE("a socket storm: every short-lived socket reported, the flow table bac
 	accuracy::run([&](Ledger &l, Recorder &rec) {
 		Udp rx = bound(kFamilies[0]);
 		int rcvbuf = 8 << 20;
-		setsockopt(rx.fd(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-		constexpr int kSockets = 3000;
+		REQUIRE(setsockopt(rx.fd(), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) == 0); // past rmem_max: nothing may drop
+		// Thousands; the kernel matrix, under emulation, sets fewer.
+		const int kSockets = std::getenv("UDPI_STORM_SOCKETS") ? std::atoi(std::getenv("UDPI_STORM_SOCKETS")) : 3000;
 		for (int i = 0; i < kSockets; i++) {
 			// Distinct ports, so that no two sockets share a flow's name.
 			Udp s(AF_INET);
@@ -448,9 +449,9 @@ TEST_CASE("a socket storm: every short-lived socket reported, the flow table bac
 		std::size_t closes = 0;
 		for (const auto &e : rec.events)
 			closes += e.kind == udpintercept::EventKind::close;
-		CHECK(closes == kSockets);
+		CHECK(closes == static_cast<std::size_t>(kSockets));
 		// Only the receiver's flows are open; then it closes too.
-		CHECK(rec.tracer().stats().flows_active == kSockets);
+		CHECK(rec.tracer().stats().flows_active == static_cast<std::uint64_t>(kSockets));
 		rx.close();
 		rec.pump(500ms);
 		CHECK(rec.tracer().stats().flows_active == 0);

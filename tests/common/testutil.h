@@ -125,6 +125,9 @@ public:
 	{
 		if (fd_ < 0)
 			die("socket");
+		// A datagram that never comes fails the test instead of hanging it.
+		timeval tv{20, 0};
+		setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	}
 	Udp(const Udp &) = delete;
 	Udp &operator=(const Udp &) = delete;
