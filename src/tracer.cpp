@@ -75,10 +75,12 @@ public:
 	{
 		g_libbpf_capture = &text_;
 		g_libbpf_log = &log;
-		libbpf_set_print(libbpf_print);
+		previous_ = libbpf_set_print(libbpf_print);
 	}
+	// The program's own libbpf printer comes back: this library may be unloaded.
 	~LibbpfCapture()
 	{
+		libbpf_set_print(previous_);
 		g_libbpf_capture = nullptr;
 		g_libbpf_log = nullptr;
 	}
@@ -94,6 +96,7 @@ public:
 private:
 	std::lock_guard<std::mutex> lock_;
 	std::string text_;
+	libbpf_print_fn_t previous_ = nullptr;
 };
 
 // ---- privileges ----
@@ -274,7 +277,8 @@ std::vector<Tracer::Impl::Candidate> Tracer::Impl::candidates()
 	}
 	if (out.empty() && options.backend != Backend::automatic)
 		throw Error("backend", EOPNOTSUPP,
-			    fmt::format("backend '{}' is not available on this kernel: {} (try --backend auto)",
+			    fmt::format("backend '{}' is not available on this kernel: {} (the automatic choice "
+					"picks one this kernel has)",
 					to_string(options.backend), rejected.front()));
 	if (out.empty())
 		throw Error("backend", EOPNOTSUPP,
@@ -520,6 +524,8 @@ void Tracer::Impl::sweep()
 			continue;
 		if (known && now - std::max<std::uint64_t>(st.last_emit_ns, flow.last_emit_ns) < interval_ns)
 			continue; // the kernel will send it, or the next sweep will
+		if (known && !interval_ns && now - flow.last_ns < sweep_period_ns)
+			continue; // per-operation mode: its snapshot may still be in the ring buffer
 		st.reported_changes = flow.changes;
 		st.last_emit_ns = now;
 		deliver(flow.changes ? EventKind::update : EventKind::connect, key, flow);

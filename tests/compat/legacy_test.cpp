@@ -14,8 +14,7 @@
 using namespace udpintercept;
 using udpevent::to_legacy;
 
-namespace
-{
+namespace {
 
 Address parse_address(const char *text)
 {

@@ -43,8 +43,7 @@
 
 #include "testutil.h"
 
-namespace
-{
+namespace {
 
 constexpr const char *kLegacyDir = "/opt/RealTimeKql/lib";
 constexpr const char *kLegacyPath = "/opt/RealTimeKql/lib/libudpEvent.so";
@@ -99,8 +98,7 @@ void enter_namespaces(const char *library)
 	// Nothing mounted from here on propagates back to the host.
 	if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
 		die("making / private: {}", std::strerror(errno));
-	struct stat st {
-	};
+	struct stat st = {};
 	if (stat("/opt", &st) != 0 || !S_ISDIR(st.st_mode))
 		die("/opt is not a directory: there is nothing to mount the private tmpfs over");
 	if (mount("tmpfs", "/opt", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0)

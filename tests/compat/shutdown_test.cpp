@@ -44,8 +44,7 @@
 #include "common.h"
 #include "testutil.h"
 
-namespace
-{
+namespace {
 
 using Clock = std::chrono::steady_clock;
 

@@ -36,8 +36,7 @@
 #include "testutil.h"
 #include "udpEvent.h"
 
-namespace
-{
+namespace {
 
 using Clock = std::chrono::steady_clock;
 
@@ -151,8 +150,7 @@ int queue_mode()
 	udpevent::EventQueue blocked;
 	blocked.reopen(8);
 	g_queue = &blocked;
-	struct sigaction sa {
-	};
+	struct sigaction sa = {};
 	sa.sa_handler = close_from_handler;
 	sigaction(SIGUSR1, &sa, nullptr);
 	std::atomic<int> woken{0};
