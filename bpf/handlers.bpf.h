@@ -20,6 +20,7 @@
 #define UDPI_MSG_PEEK 0x2
 #define UDPI_MSG_ERRQUEUE 0x2000
 #define UDPI_EEXIST 17
+#define UDPI_EBUSY 16
 
 /* Knobs set by user space between open and load (rodata). */
 const volatile __u64 interval_ns = 1000000000ULL; /* 0: a snapshot per operation */
@@ -189,6 +190,22 @@ static __always_inline bool peer_filtered_out(struct sock *sk, const struct udpi
 	return false;
 }
 
+/*
+ * Inserts key -> value unless present. Before 5.13 or so, a hash map's
+ * update fails with -EBUSY when another task on this CPU was preempted
+ * between marking the map locked and taking the bucket lock (the per-CPU
+ * map_locked counter of kernel/bpf/hashtab.c): a spurious failure that
+ * passes when retried, so it is, a few times.
+ */
+static __always_inline long insert_new(void *map, const void *key, const void *value)
+{
+	long err = -UDPI_EBUSY;
+
+	for (int i = 0; i < 4 && err == -UDPI_EBUSY; i++)
+		err = bpf_map_update_elem(map, key, value, BPF_NOEXIST);
+	return err;
+}
+
 static __always_inline __u64 new_sock_id(void)
 {
 	__u32 zero = 0;
@@ -213,7 +230,7 @@ static __always_inline struct udpi_sock *sock_get(__u64 skaddr)
 	if (!fresh.id)
 		return NULL;
 	/* Losing a creation race to another CPU is fine: take the winner's id. */
-	err = bpf_map_update_elem(&socks, &skaddr, &fresh, BPF_NOEXIST);
+	err = insert_new(&socks, &skaddr, &fresh);
 	if (err && err != -UDPI_EEXIST) {
 		stat_add(UDPI_STAT_SOCKS_UNTRACKED, 1);
 		return NULL;
@@ -254,21 +271,23 @@ static __always_inline void note_task(struct udpi_flow *f, __u64 now)
  * call made it, so that exactly one CPU reports the birth.
  */
 static __always_inline struct udpi_flow *flow_get(struct sock *sk, const struct udpi_flow_key *key,
-						 bool *created)
+						 bool *created, bool *busy)
 {
 	struct udpi_flow *f = bpf_map_lookup_elem(&flows, key);
 	struct udpi_flow fresh = {};
 	long err;
 
 	*created = false;
+	*busy = false;
 	if (f)
 		return f;
 	sk_local(sk, &fresh);
 	fresh.netns = udpi_sk_netns(sk);
-	err = bpf_map_update_elem(&flows, key, &fresh, BPF_NOEXIST);
+	err = insert_new(&flows, key, &fresh);
+	*created = !err;
+	*busy = err == -UDPI_EBUSY;
 	if (err && err != -UDPI_EEXIST)
 		return NULL;
-	*created = !err;
 	return bpf_map_lookup_elem(&flows, key);
 }
 
@@ -283,6 +302,38 @@ static __always_inline void make_key(struct udpi_flow_key *key, __u64 sock_id,
 }
 
 /*
+ * The flow table refused a new flow only because it was busy (insert_new()):
+ * the operation goes to user space, which adds the flow or its counts.
+ */
+static __always_inline void defer(struct sock *sk, const struct udpi_flow_key *key, __u64 bytes,
+				  __u64 packets, bool tx)
+{
+	struct udpi_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+
+	if (!r) {
+		stat_add(UDPI_STAT_FLOWS_UNTRACKED, 1);
+		stat_add(UDPI_STAT_UNTRACKED_PACKETS, packets);
+		stat_add(UDPI_STAT_UNTRACKED_BYTES, bytes);
+		return;
+	}
+	__builtin_memset(r, 0, sizeof(*r));
+	r->kind = UDPI_REC_DEFERRED;
+	__builtin_memcpy(&r->key, key, sizeof(*key));
+	sk_local(sk, &r->flow);
+	r->flow.netns = udpi_sk_netns(sk);
+	if (tx) {
+		r->flow.tx_bytes = bytes;
+		r->flow.tx_packets = packets;
+	} else {
+		r->flow.rx_bytes = bytes;
+		r->flow.rx_packets = packets;
+	}
+	note_task(&r->flow, bpf_ktime_get_ns());
+	r->flow.changes = 1;
+	bpf_ringbuf_submit(r, 0);
+}
+
+/*
  * Count one operation of `packets` datagrams and `bytes` bytes on the flow
  * (sk, peer), and send a snapshot when the emission policy says so: at once
  * for a flow's first operation, then at most once per interval.
@@ -293,7 +344,7 @@ static __always_inline void handle_count(struct sock *sk, const struct udpi_peer
 	struct udpi_flow_key key;
 	struct udpi_flow *f;
 	struct udpi_sock *s;
-	bool created, first;
+	bool created, first, busy;
 	__u64 now;
 
 	if (peer_filtered_out(sk, p))
@@ -302,7 +353,11 @@ static __always_inline void handle_count(struct sock *sk, const struct udpi_peer
 	if (!s)
 		goto untracked;
 	make_key(&key, s->id, p);
-	f = flow_get(sk, &key, &created);
+	f = flow_get(sk, &key, &created, &busy);
+	if (!f && busy) {
+		defer(sk, &key, bytes, packets, tx);
+		return;
+	}
 	if (!f)
 		goto untracked;
 
@@ -337,7 +392,7 @@ static __always_inline void handle_connect(struct sock *sk, const struct udpi_pe
 	struct udpi_flow_key key;
 	struct udpi_flow *f;
 	struct udpi_sock *s;
-	bool created;
+	bool created, busy;
 	__u64 now;
 
 	if (peer_filtered_out(sk, p))
@@ -346,7 +401,7 @@ static __always_inline void handle_connect(struct sock *sk, const struct udpi_pe
 	if (!s)
 		return;
 	make_key(&key, s->id, p);
-	f = flow_get(sk, &key, &created);
+	f = flow_get(sk, &key, &created, &busy);
 	if (!f)
 		return;
 	now = bpf_ktime_get_ns();

@@ -20,6 +20,7 @@ enum udpi_record_kind {
 	UDPI_REC_UPDATE = 2,  /* counters changed (rate limited per flow) */
 	UDPI_REC_CONNECT = 3, /* connect() set this peer */
 	UDPI_REC_SOCK_CLOSE = 4, /* a socket went away: close its flows */
+	UDPI_REC_DEFERRED = 5,   /* one operation the busy flow table could not take: user space adds it */
 };
 
 /* Indexes into the per-CPU statistics array (struct udpi_stats slots). */

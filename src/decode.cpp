@@ -26,6 +26,7 @@ static_assert(offsetof(udpi_flow, lport) == 76);
 static_assert(offsetof(udpi_flow, laddr) == 80);
 static_assert(offsetof(udpi_flow, comm) == 96);
 static_assert(sizeof(udpi_record) == 152);
+static_assert(UDPI_REC_DEFERRED == 5);
 static_assert(offsetof(udpi_record, key) == 8);
 static_assert(offsetof(udpi_record, flow) == 40);
 static_assert(sizeof(udpi_sock) == 16);

@@ -170,6 +170,7 @@ struct KeyEq {
 struct FlowState {
 	std::uint64_t reported_changes = 0;
 	std::uint64_t last_emit_ns = 0; // CLOCK_MONOTONIC
+	udpi_flow extra{};              // counts of deferred operations the kernel's entry lacks
 };
 
 } // namespace
@@ -228,6 +229,7 @@ struct Tracer::Impl {
 
 	static int on_record(void *ctx, void *data, size_t size) noexcept;
 	void handle_record(const udpi_record &rec);
+	void apply_deferred(const udpi_record &rec);
 	void deliver(EventKind kind, const udpi_flow_key &key, const udpi_flow &flow);
 	void remember(const udpi_flow_key &key);
 	void close_socket(std::uint64_t sock_id, std::uint64_t close_ns);
@@ -428,12 +430,42 @@ void Tracer::Impl::remember(const udpi_flow_key &key)
 		flows_of_socket[key.sock_id].push_back(key);
 }
 
-void Tracer::Impl::deliver(EventKind kind, const udpi_flow_key &key, const udpi_flow &flow)
+void Tracer::Impl::deliver(EventKind kind, const udpi_flow_key &key, const udpi_flow &kernel_flow)
 {
+	udpi_flow flow = kernel_flow;
+	if (auto it = flows.find(key); it != flows.end()) {
+		flow.tx_bytes += it->second.extra.tx_bytes;
+		flow.tx_packets += it->second.extra.tx_packets;
+		flow.rx_bytes += it->second.extra.rx_bytes;
+		flow.rx_packets += it->second.extra.rx_packets;
+	}
 	counted.events++;
 	delivered++;
 	if (callback)
 		callback(detail::decode(kind, key, flow, clock));
+}
+
+// An operation the kernel could not add to its flow table: it enters the table
+// from here if the flow is still missing, else its counts ride along in user
+// space (the kernel's own additions to an entry cannot be merged atomically).
+void Tracer::Impl::apply_deferred(const udpi_record &rec)
+{
+	counted.deferred_operations++;
+	const int fd = bpf_map__fd(skel->maps.flows);
+	remember(rec.key);
+	FlowState &st = flows[rec.key];
+	if (bpf_map_update_elem(fd, &rec.key, &rec.flow, BPF_NOEXIST) == 0) {
+		deliver(EventKind::update, rec.key, rec.flow);
+		st.reported_changes = std::max<std::uint64_t>(st.reported_changes, rec.flow.changes);
+		return;
+	}
+	st.extra.tx_bytes += rec.flow.tx_bytes;
+	st.extra.tx_packets += rec.flow.tx_packets;
+	st.extra.rx_bytes += rec.flow.rx_bytes;
+	st.extra.rx_packets += rec.flow.rx_packets;
+	udpi_flow now{};
+	if (bpf_map_lookup_elem(fd, &rec.key, &now) == 0)
+		deliver(EventKind::update, rec.key, now);
 }
 
 void Tracer::Impl::handle_record(const udpi_record &rec)
@@ -441,6 +473,9 @@ void Tracer::Impl::handle_record(const udpi_record &rec)
 	switch (rec.kind) {
 	case UDPI_REC_SOCK_CLOSE:
 		close_socket(rec.key.sock_id, detail::monotonic_ns());
+		return;
+	case UDPI_REC_DEFERRED:
+		apply_deferred(rec);
 		return;
 	case UDPI_REC_NEW:
 	case UDPI_REC_UPDATE:
@@ -474,8 +509,8 @@ void Tracer::Impl::close_socket(std::uint64_t sock_id, std::uint64_t close_ns)
 			continue;
 		bpf_map_delete_elem(flows_fd, &key);
 		flow.last_ns = std::max<std::uint64_t>(flow.last_ns, close_ns);
-		flows.erase(key);
 		deliver(EventKind::close, key, flow);
+		flows.erase(key);
 	}
 	flows_of_socket.erase(it);
 }

@@ -22,7 +22,8 @@ struct Stats {
 	std::uint64_t untracked_packets = 0; ///< datagrams of those operations
 	std::uint64_t untracked_bytes = 0;   ///< bytes of those operations
 	std::uint64_t sockets_untracked = 0; ///< sockets the full socket table could not admit
-	std::uint64_t peer_unknown = 0;      ///< receives with no address on an unconnected socket (peer not known)
+	std::uint64_t peer_unknown = 0;      ///< receives whose sender could not be known (see the README's limits)
+	std::uint64_t deferred_operations = 0; ///< operations a busy flow table handed to user space (counted exactly)
 	std::uint64_t flows_active = 0;      ///< flows in the kernel's flow table now (0 once stopped)
 };
 
