@@ -28,6 +28,7 @@
 #include "backend.h"
 #include "decode.h"
 #include "fd.h"
+#include "kretprobe.h"
 #include "udpintercept.skel.h"
 
 namespace udpintercept {
@@ -196,6 +197,8 @@ struct Tracer::Impl {
 	bool kfree_skb_has_sk = false;
 
 	std::unique_ptr<udpintercept_bpf, SkelDeleter> skel;
+	// Destroyed after the links that use them (members go in reverse order).
+	std::vector<std::unique_ptr<detail::TracefsKretprobe>> kretprobes;
 	std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links;
 	std::unique_ptr<ring_buffer, RingBufferDeleter> rb;
 	UniqueFd epoll;
@@ -225,6 +228,7 @@ struct Tracer::Impl {
 	void configure();
 	void load(LibbpfCapture &capture);
 	void attach(LibbpfCapture &capture);
+	bpf_link *attach_kretprobe(bpf_program *prog, const std::string &function);
 	void setup_delivery();
 
 	static int on_record(void *ctx, void *data, size_t size) noexcept;
@@ -361,15 +365,43 @@ void Tracer::Impl::attach(LibbpfCapture &capture)
 		const bpf_prog_type type = bpf_program__type(prog);
 		// Links attach with multi-attach semantics, so other users' cgroup
 		// programs keep working.
-		bpf_link *link = (type == BPF_PROG_TYPE_CGROUP_SOCK_ADDR || type == BPF_PROG_TYPE_CGROUP_SOCK ||
-				  type == BPF_PROG_TYPE_CGROUP_SKB)
-					 ? bpf_program__attach_cgroup(prog, cgroup.get())
-					 : bpf_program__attach(prog);
+		const std::string_view section = bpf_program__section_name(prog);
+		bpf_link *link = nullptr;
+		if (type == BPF_PROG_TYPE_CGROUP_SOCK_ADDR || type == BPF_PROG_TYPE_CGROUP_SOCK ||
+		    type == BPF_PROG_TYPE_CGROUP_SKB)
+			link = bpf_program__attach_cgroup(prog, cgroup.get());
+		else if (section.rfind("kretprobe/", 0) == 0)
+			link = attach_kretprobe(prog, std::string(section.substr(10)));
+		else
+			link = bpf_program__attach(prog);
 		if (!link)
 			fail("attach", errno,
 			     fmt::format("cannot attach {} ({} backend)", bpf_program__name(prog), to_string(backend)),
 			     capture.tail(4));
 		links.emplace_back(link);
+	}
+}
+
+// Return probes get room for kKretprobeMaxactive concurrent calls (see
+// kretprobe.h); without tracefs, the kernel's default, said in the log.
+bpf_link *Tracer::Impl::attach_kretprobe(bpf_program *prog, const std::string &function)
+{
+	constexpr int kKretprobeMaxactive = 1024;
+	try {
+		auto probe = std::make_unique<detail::TracefsKretprobe>(function, kKretprobeMaxactive);
+		const int pfd = probe->release_perf_fd();
+		bpf_link *link = bpf_program__attach_perf_event(prog, pfd);
+		if (!link) {
+			const int err = errno;
+			close(pfd);
+			errno = err;
+			return nullptr;
+		}
+		kretprobes.push_back(std::move(probe));
+		return link;
+	} catch (const Error &e) {
+		log(fmt::format("{}; {} gets the kernel's default room for concurrent calls", e.what(), function));
+		return bpf_program__attach(prog);
 	}
 }
 
@@ -595,6 +627,7 @@ int Tracer::Impl::process()
 void Tracer::Impl::detach() noexcept
 {
 	links.clear();
+	kretprobes.clear();
 }
 
 void Tracer::Impl::drain()
@@ -721,6 +754,7 @@ Tracer::Tracer(Options options, Callback callback)
 			break;
 		} catch (const Error &e) {
 			d.links.clear();
+			d.kretprobes.clear();
 			d.skel.reset();
 			if (d.options.backend != Backend::automatic)
 				throw Error("backend", e.code().value(),

@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "kretprobe.h"
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <linux/perf_event.h>
+#include <sys/mount.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <udpintercept/error.h>
+
+namespace udpintercept::detail {
+
+namespace {
+
+bool append(const std::string &path, const std::string &line)
+{
+	UniqueFd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+	return fd && ::write(fd.get(), line.data(), line.size()) == static_cast<ssize_t>(line.size());
+}
+
+} // namespace
+
+std::string TracefsKretprobe::tracefs()
+{
+	for (const char *dir : {"/sys/kernel/tracing", "/sys/kernel/debug/tracing"})
+		if (access((std::string(dir) + "/kprobe_events").c_str(), W_OK) == 0)
+			return dir;
+	// Not mounted (a bare system): mount it where it belongs.
+	if (mount("nodev", "/sys/kernel/tracing", "tracefs", 0, nullptr) == 0 &&
+	    access("/sys/kernel/tracing/kprobe_events", W_OK) == 0)
+		return "/sys/kernel/tracing";
+	return {};
+}
+
+TracefsKretprobe::TracefsKretprobe(const std::string &function, int maxactive) : tracefs_(tracefs())
+{
+	static std::atomic<unsigned> serial{0};
+	if (tracefs_.empty())
+		throw Error("attach", ENOENT, "tracefs is not available for return probes");
+	event_ = fmt::format("udpi_{}_{}_{}", getpid(), serial++, function);
+	if (!append(tracefs_ + "/kprobe_events", fmt::format("r{}:kprobes/{} {}\n", maxactive, event_, function)))
+		throw Error("attach", errno,
+			    fmt::format("cannot create a return probe on {} through {}/kprobe_events: {}", function,
+					tracefs_, std::strerror(errno)));
+	std::ifstream idfile(tracefs_ + "/events/kprobes/" + event_ + "/id");
+	unsigned long long id = 0;
+	if (!(idfile >> id)) {
+		append(tracefs_ + "/kprobe_events", "-:kprobes/" + event_ + "\n");
+		throw Error("attach", ENOENT, fmt::format("no id for the return probe on {}", function));
+	}
+	perf_event_attr attr{};
+	attr.size = sizeof(attr);
+	attr.type = PERF_TYPE_TRACEPOINT;
+	attr.config = id;
+	// A BPF program on a tracepoint event runs on every CPU; cpu 0 only owns the event.
+	perf_ = UniqueFd(static_cast<int>(syscall(SYS_perf_event_open, &attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)));
+	if (!perf_) {
+		const int err = errno;
+		append(tracefs_ + "/kprobe_events", "-:kprobes/" + event_ + "\n");
+		throw Error("attach", err,
+			    fmt::format("cannot open the return probe on {}: {}", function, std::strerror(err)));
+	}
+}
+
+int TracefsKretprobe::release_perf_fd() noexcept
+{
+	const int fd = perf_.get();
+	perf_ = UniqueFd(-1);
+	return fd;
+}
+
+TracefsKretprobe::~TracefsKretprobe()
+{
+	perf_.reset();
+	// The event can only go once nothing uses it: the BPF link was destroyed first.
+	append(tracefs_ + "/kprobe_events", "-:kprobes/" + event_ + "\n");
+}
+
+} // namespace udpintercept::detail
