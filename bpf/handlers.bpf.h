@@ -191,19 +191,36 @@ static __always_inline bool peer_filtered_out(struct sock *sk, const struct udpi
 }
 
 /*
- * Inserts key -> value unless present. Before 5.13 or so, a hash map's
- * update fails with -EBUSY when another task on this CPU was preempted
- * between marking the map locked and taking the bucket lock (the per-CPU
- * map_locked counter of kernel/bpf/hashtab.c): a spurious failure that
- * passes when retried, so it is, a few times.
+ * Inserts key -> value unless present; 0 or a negative errno.
+ *
+ * Only the low 32 bits of the result are the error: before 6.4 the map
+ * operations returned int, and the verifier calls them directly in place of
+ * the helper, so -EEXIST arrives zero-extended (0x00000000ffffffef).
+ *
+ * Before about 6.1, an update also fails with -EBUSY when this CPU's
+ * map_locked counter is held by an interrupted update (kernel/bpf/hashtab.c):
+ * a spurious failure that is retried a few times, then left to the caller.
  */
-static __always_inline long insert_new(void *map, const void *key, const void *value)
+static __always_inline int insert_new(void *map, const void *key, const void *value)
 {
-	long err = -UDPI_EBUSY;
+	int err = -UDPI_EBUSY;
 
 	for (int i = 0; i < 4 && err == -UDPI_EBUSY; i++)
-		err = bpf_map_update_elem(map, key, value, BPF_NOEXIST);
+		err = (int)bpf_map_update_elem(map, key, value, BPF_NOEXIST);
 	return err;
+}
+
+static __always_inline void note_insert_failure(int err)
+{
+	__u32 idx = UDPI_STAT_INSERT_LAST_ERRNO;
+	__u64 *v;
+
+	if (err == -7 /* E2BIG: the table is full, counted as untracked */)
+		return;
+	stat_add(UDPI_STAT_INSERT_FAILED, 1);
+	v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v = -err;
 }
 
 static __always_inline __u64 new_sock_id(void)
@@ -222,7 +239,7 @@ static __always_inline struct udpi_sock *sock_get(__u64 skaddr)
 {
 	struct udpi_sock *s = bpf_map_lookup_elem(&socks, &skaddr);
 	struct udpi_sock fresh = {};
-	long err;
+	int err;
 
 	if (s)
 		return s;
@@ -232,6 +249,7 @@ static __always_inline struct udpi_sock *sock_get(__u64 skaddr)
 	/* Losing a creation race to another CPU is fine: take the winner's id. */
 	err = insert_new(&socks, &skaddr, &fresh);
 	if (err && err != -UDPI_EEXIST) {
+		note_insert_failure(err);
 		stat_add(UDPI_STAT_SOCKS_UNTRACKED, 1);
 		return NULL;
 	}
@@ -275,7 +293,7 @@ static __always_inline struct udpi_flow *flow_get(struct sock *sk, const struct 
 {
 	struct udpi_flow *f = bpf_map_lookup_elem(&flows, key);
 	struct udpi_flow fresh = {};
-	long err;
+	int err;
 
 	*created = false;
 	*busy = false;
@@ -286,8 +304,10 @@ static __always_inline struct udpi_flow *flow_get(struct sock *sk, const struct 
 	err = insert_new(&flows, key, &fresh);
 	*created = !err;
 	*busy = err == -UDPI_EBUSY;
-	if (err && err != -UDPI_EEXIST)
+	if (err && err != -UDPI_EEXIST) {
+		note_insert_failure(err);
 		return NULL;
+	}
 	return bpf_map_lookup_elem(&flows, key);
 }
 

@@ -32,6 +32,8 @@ enum udpi_stat {
 	UDPI_STAT_UNTRACKED_BYTES,    /* bytes of such flows */
 	UDPI_STAT_SOCKS_UNTRACKED,    /* sockets the full socket table could not admit */
 	UDPI_STAT_PEER_UNKNOWN,       /* receives whose peer could not be determined */
+	UDPI_STAT_INSERT_FAILED,      /* socket/flow inserts the kernel refused for a reason other than a full table */
+	UDPI_STAT_INSERT_LAST_ERRNO,  /* the errno of the last of those (not a sum) */
 	UDPI_STAT_MAX,
 };
 

@@ -70,9 +70,7 @@ TracefsKretprobe::TracefsKretprobe(const std::string &function, int maxactive) :
 
 int TracefsKretprobe::release_perf_fd() noexcept
 {
-	const int fd = perf_.get();
-	perf_ = UniqueFd(-1);
-	return fd;
+	return perf_.release();
 }
 
 TracefsKretprobe::~TracefsKretprobe()

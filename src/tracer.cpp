@@ -244,6 +244,7 @@ struct Tracer::Impl {
 	void detach() noexcept;
 	void stop();
 	std::uint64_t stat_sum(udpi_stat idx) const;
+	std::uint64_t stat_max(udpi_stat idx) const;
 	std::uint64_t kernel_flow_count() const;
 	std::vector<std::pair<udpi_flow_key, udpi_flow>> read_flows() const;
 	void log(const std::string &line) const
@@ -661,6 +662,18 @@ void Tracer::Impl::stop()
 	flows_of_socket.clear();
 }
 
+std::uint64_t Tracer::Impl::stat_max(udpi_stat idx) const
+{
+	const int ncpu = libbpf_num_possible_cpus();
+	if (ncpu <= 0)
+		return 0;
+	std::vector<std::uint64_t> values(static_cast<size_t>(ncpu));
+	__u32 key = idx;
+	if (bpf_map_lookup_elem(bpf_map__fd(skel->maps.stats), &key, values.data()) != 0)
+		return 0;
+	return *std::max_element(values.begin(), values.end());
+}
+
 std::uint64_t Tracer::Impl::stat_sum(udpi_stat idx) const
 {
 	const int ncpu = libbpf_num_possible_cpus();
@@ -827,6 +840,8 @@ Stats Tracer::stats() const
 	s.untracked_bytes = impl_->stat_sum(UDPI_STAT_UNTRACKED_BYTES);
 	s.sockets_untracked = impl_->stat_sum(UDPI_STAT_SOCKS_UNTRACKED);
 	s.peer_unknown = impl_->stat_sum(UDPI_STAT_PEER_UNKNOWN);
+	s.insert_failures = impl_->stat_sum(UDPI_STAT_INSERT_FAILED);
+	s.insert_last_errno = static_cast<int>(impl_->stat_max(UDPI_STAT_INSERT_LAST_ERRNO));
 	s.flows_active = impl_->kernel_flow_count();
 	return s;
 }

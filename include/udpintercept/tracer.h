@@ -24,6 +24,8 @@ struct Stats {
 	std::uint64_t sockets_untracked = 0; ///< sockets the full socket table could not admit
 	std::uint64_t peer_unknown = 0;      ///< receives whose sender could not be known (see the README's limits)
 	std::uint64_t deferred_operations = 0; ///< operations a busy flow table handed to user space (counted exactly)
+	std::uint64_t insert_failures = 0;   ///< socket/flow inserts refused for a reason other than a full table
+	int insert_last_errno = 0;           ///< the errno of the last of those
 	std::uint64_t flows_active = 0;      ///< flows in the kernel's flow table now (0 once stopped)
 };
 

@@ -154,6 +154,9 @@ void run(Scenario scenario, MibCheck check = MibCheck::both_sides, udpintercept:
 			CHECK(traced.out6 == ledger.out6);
 		}
 		CHECK(rec.tracer().stats().peer_unknown == 0);
+		INFO("insert failures " << rec.tracer().stats().insert_failures << ", last errno "
+					<< rec.tracer().stats().insert_last_errno << ", deferred "
+					<< rec.tracer().stats().deferred_operations);
 		CHECK(rec.tracer().stats().flows_untracked == 0);
 	}
 
