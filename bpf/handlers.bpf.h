@@ -273,6 +273,7 @@ static __always_inline void emit(__u32 kind, const struct udpi_flow_key *key,
 	else
 		__builtin_memset(&r->flow, 0, sizeof(r->flow));
 	bpf_ringbuf_submit(r, 0);
+	stat_add(UDPI_STAT_RB_SUBMITTED, 1);
 }
 
 static __always_inline void note_task(struct udpi_flow *f, __u64 now)
@@ -351,6 +352,7 @@ static __always_inline void defer(struct sock *sk, const struct udpi_flow_key *k
 	note_task(&r->flow, bpf_ktime_get_ns());
 	r->flow.changes = 1;
 	bpf_ringbuf_submit(r, 0);
+	stat_add(UDPI_STAT_RB_SUBMITTED, 1);
 }
 
 /*
@@ -452,6 +454,7 @@ static __always_inline void handle_close(__u64 skaddr)
 		r->kind = UDPI_REC_SOCK_CLOSE;
 		r->key.sock_id = key.sock_id;
 		bpf_ringbuf_submit(r, 0);
+	stat_add(UDPI_STAT_RB_SUBMITTED, 1);
 	} else {
 		now = bpf_ktime_get_ns();
 		bpf_map_update_elem(&closed, &key.sock_id, &now, BPF_ANY);

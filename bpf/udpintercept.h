@@ -34,6 +34,7 @@ enum udpi_stat {
 	UDPI_STAT_PEER_UNKNOWN,       /* receives whose peer could not be determined */
 	UDPI_STAT_INSERT_FAILED,      /* socket/flow inserts the kernel refused for a reason other than a full table */
 	UDPI_STAT_INSERT_LAST_ERRNO,  /* the errno of the last of those (not a sum) */
+	UDPI_STAT_RB_SUBMITTED,       /* records put in the ring buffer */
 	UDPI_STAT_MAX,
 };
 

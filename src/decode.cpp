@@ -31,7 +31,7 @@ static_assert(offsetof(udpi_record, key) == 8);
 static_assert(offsetof(udpi_record, flow) == 40);
 static_assert(sizeof(udpi_sock) == 16);
 static_assert(sizeof(udpi_peer_stash) == 32);
-static_assert(UDPI_STAT_MAX == 9);
+static_assert(UDPI_STAT_MAX == 10);
 
 namespace {
 

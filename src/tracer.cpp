@@ -443,6 +443,7 @@ void Tracer::Impl::setup_delivery()
 int Tracer::Impl::on_record(void *ctx, void *data, size_t size) noexcept
 {
 	auto *self = static_cast<Impl *>(ctx);
+	self->counted.records_received++;
 	if (size < sizeof(udpi_record))
 		return 0;
 	try {
@@ -840,6 +841,7 @@ Stats Tracer::stats() const
 	s.untracked_bytes = impl_->stat_sum(UDPI_STAT_UNTRACKED_BYTES);
 	s.sockets_untracked = impl_->stat_sum(UDPI_STAT_SOCKS_UNTRACKED);
 	s.peer_unknown = impl_->stat_sum(UDPI_STAT_PEER_UNKNOWN);
+	s.records_sent = impl_->stat_sum(UDPI_STAT_RB_SUBMITTED);
 	s.insert_failures = impl_->stat_sum(UDPI_STAT_INSERT_FAILED);
 	s.insert_last_errno = static_cast<int>(impl_->stat_max(UDPI_STAT_INSERT_LAST_ERRNO));
 	s.flows_active = impl_->kernel_flow_count();

@@ -16,6 +16,8 @@ namespace udpintercept {
 /// Loss and load counters. Every figure is cumulative since construction.
 struct Stats {
 	std::uint64_t events = 0;            ///< snapshots delivered to the callback
+	std::uint64_t records_sent = 0;      ///< records the kernel put in the ring buffer
+	std::uint64_t records_received = 0;  ///< records user space took from it (equal to records_sent once drained)
 	std::uint64_t lost = 0;              ///< snapshots the ring buffer had no room for (counts stay exact: later snapshots are cumulative)
 	std::uint64_t closes_deferred = 0;   ///< socket closes that missed the ring buffer and were collected from the kernel later
 	std::uint64_t flows_untracked = 0;   ///< operations on flows the full flow table could not admit
