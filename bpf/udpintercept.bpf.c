@@ -521,40 +521,42 @@ static __always_inline struct rx_ring *rx_ring_get(struct sock *sk)
 	return bpf_map_lookup_elem(&rx_rings, &skaddr);
 }
 
+/* The sender, from the headers at the skb's start (an ingress skb begins at its IP header). */
 static __always_inline bool skb_source_ctx(struct __sk_buff *skb, struct udpi_peer *p)
 {
-	__u8 version;
+	/* One load covers IPv4 without options and its UDP header, or IPv6 and its UDP header. */
+	union {
+		struct {
+			struct iphdr ip;
+			struct udphdr udp;
+		} v4;
+		struct {
+			struct ipv6hdr ip;
+			struct udphdr udp;
+		} v6;
+	} h;
+	struct udphdr uh;
 
-	if (bpf_skb_load_bytes(skb, 0, &version, 1))
+	if (bpf_skb_load_bytes(skb, 0, &h, sizeof(h.v4)))
 		return false;
-	version >>= 4;
-	if (version == 4) {
-		struct iphdr iph;
-		struct udphdr uh;
-
-		if (bpf_skb_load_bytes(skb, 0, &iph, sizeof(iph)) || iph.protocol != UDPI_IPPROTO_UDP)
+	if (h.v4.ip.version == 4) {
+		if (h.v4.ip.protocol != UDPI_IPPROTO_UDP)
 			return false;
-		if (bpf_skb_load_bytes(skb, iph.ihl * 4, &uh, sizeof(uh)))
+		uh = h.v4.udp;
+		if (h.v4.ip.ihl != 5 && bpf_skb_load_bytes(skb, h.v4.ip.ihl * 4, &uh, sizeof(uh)))
 			return false;
-		set_v4(p->addr, iph.saddr);
+		set_v4(p->addr, h.v4.ip.saddr);
 		p->family = UDPI_AF_INET;
 		p->port = bpf_ntohs(uh.source);
 		return true;
 	}
-	if (version == 6) {
-		struct ipv6hdr ip6h;
-		struct udphdr uh;
-
-		/* Extension headers before UDP are not followed. */
-		if (bpf_skb_load_bytes(skb, 0, &ip6h, sizeof(ip6h)) || ip6h.nexthdr != UDPI_IPPROTO_UDP)
-			return false;
-		if (bpf_skb_load_bytes(skb, sizeof(ip6h), &uh, sizeof(uh)))
-			return false;
-		set_v6(p->addr, &p->family, ip6h.saddr.in6_u.u6_addr32);
-		p->port = bpf_ntohs(uh.source);
-		return true;
-	}
-	return false;
+	/* Extension headers before UDP are not followed. */
+	if (h.v4.ip.version != 6 || bpf_skb_load_bytes(skb, 0, &h, sizeof(h.v6)) ||
+	    h.v6.ip.nexthdr != UDPI_IPPROTO_UDP)
+		return false;
+	set_v6(p->addr, &p->family, h.v6.ip.saddr.in6_u.u6_addr32);
+	p->port = bpf_ntohs(h.v6.udp.source);
+	return true;
 }
 
 SEC("cgroup_skb/ingress")
@@ -572,13 +574,11 @@ int cg_skb_ingress(struct __sk_buff *skb)
 	bsk = bpf_sk_fullsock(bsk);
 	if (!bsk || bsk->protocol != UDPI_IPPROTO_UDP || bsk->dst_port)
 		return 1; /* a connected socket's peer is the socket's */
-	if (!skb_source_ctx(skb, &p))
-		return 1;
 	sk = launder_sk(bsk);
 	if (!sk)
 		return 1;
 	r = rx_ring_get(sk);
-	if (!r)
+	if (!r || !skb_source_ctx(skb, &p))
 		return 1;
 	n = __sync_fetch_and_add(&r->tail, 1);
 	e = &r->e[n % UDPI_RX_RING];
@@ -659,6 +659,14 @@ struct {
 	__type(value, struct gso_note);
 } gso_notes SEC(".maps");
 
+/* GSO notes not yet taken: most sends need not look (a hash lookup each). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} gso_pending SEC(".maps");
+
 SEC("raw_tp/net_dev_queue")
 int BPF_PROG(tp_net_dev_queue, struct sk_buff *skb)
 {
@@ -682,7 +690,13 @@ int BPF_PROG(tp_net_dev_queue, struct sk_buff *skb)
 	}
 	fresh.sk = (__u64)sk;
 	fresh.extra = segs - 1;
-	bpf_map_update_elem(&gso_notes, &tid, &fresh, BPF_ANY);
+	if (!bpf_map_update_elem(&gso_notes, &tid, &fresh, BPF_ANY)) {
+		__u32 zero = 0;
+		__u64 *pending = bpf_map_lookup_elem(&gso_pending, &zero);
+
+		if (pending)
+			__sync_fetch_and_add(pending, 1);
+	}
 	return 0;
 }
 
@@ -690,14 +704,19 @@ int BPF_PROG(tp_net_dev_queue, struct sk_buff *skb)
 static __always_inline __u64 take_gso_extra(struct sock *sk)
 {
 	__u64 tid = bpf_get_current_pid_tgid();
-	struct gso_note *n = bpf_map_lookup_elem(&gso_notes, &tid);
+	__u32 zero = 0;
+	__u64 *pending = bpf_map_lookup_elem(&gso_pending, &zero);
+	struct gso_note *n;
 	__u64 extra;
 
+	if (!pending || !*pending)
+		return 0;
+	n = bpf_map_lookup_elem(&gso_notes, &tid);
 	if (!n || n->sk != (__u64)sk)
 		return 0;
 	extra = n->extra;
-	n->sk = 0;
-	n->extra = 0;
+	bpf_map_delete_elem(&gso_notes, &tid);
+	__sync_fetch_and_add(pending, -1);
 	return extra;
 }
 
@@ -750,6 +769,21 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 	return 0;
 }
 
+/*
+ * A thread keeps its stash entry: it is rewritten in place, and only a
+ * thread's first stash inserts (an LRU insert per datagram costs several
+ * times the lookup).
+ */
+static __always_inline void put_stash(void *map, __u64 tid, const struct udpi_peer_stash *st)
+{
+	struct udpi_peer_stash *slot = bpf_map_lookup_elem(map, &tid);
+
+	if (slot)
+		*slot = *st;
+	else
+		bpf_map_update_elem(map, &tid, st, BPF_ANY);
+}
+
 static __always_inline void stash_v4(void *map, struct bpf_sock_addr *ctx)
 {
 	__u64 tid = bpf_get_current_pid_tgid();
@@ -760,7 +794,7 @@ static __always_inline void stash_v4(void *map, struct bpf_sock_addr *ctx)
 	set_v4(st.addr, ctx->user_ip4);
 	st.port = bpf_ntohs((__u16)ctx->user_port);
 	st.family = UDPI_AF_INET;
-	bpf_map_update_elem(map, &tid, &st, BPF_ANY);
+	put_stash(map, tid, &st);
 }
 
 static __always_inline void stash_v6(void *map, struct bpf_sock_addr *ctx)
@@ -776,7 +810,7 @@ static __always_inline void stash_v6(void *map, struct bpf_sock_addr *ctx)
 	a[3] = ctx->user_ip6[3];
 	set_v6(st.addr, &st.family, a);
 	st.port = bpf_ntohs((__u16)ctx->user_port);
-	bpf_map_update_elem(map, &tid, &st, BPF_ANY);
+	put_stash(map, tid, &st);
 }
 
 /* cgroup programs on the root cgroup see every process: always allow (return 1). */

@@ -325,6 +325,16 @@ void Tracer::Impl::configure()
 		ro->filter_cgroup = st.st_ino; // a cgroup v2 directory's inode number is its id
 	}
 
+	// Maps only another backend's programs use shrink to their least (an LRU
+	// map keeps a list per CPU).
+	const auto least = static_cast<__u32>(std::max(1, libbpf_num_possible_cpus()));
+	if (backend != Backend::kprobe)
+		for (bpf_map *m : {skel->maps.kp_send4, skel->maps.kp_send6, skel->maps.kp_connect})
+			bpf_map__set_max_entries(m, least);
+	if (backend != Backend::tracepoint)
+		for (bpf_map *m : {skel->maps.send_stash, skel->maps.recv_stash, skel->maps.rx_rings,
+				   skel->maps.gso_notes})
+			bpf_map__set_max_entries(m, least);
 	bpf_map__set_max_entries(skel->maps.flows, options.max_flows);
 	bpf_map__set_max_entries(skel->maps.socks, options.max_sockets);
 	bpf_map__set_max_entries(skel->maps.events, options.ring_buffer_bytes);
