@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Programs that do nothing, on the hooks the tracepoint backend uses: the
+ * benchmark's floor. What a traced flood loses beyond these is the cost of
+ * udpintercept's own work; what it loses to these is the price of the hooks.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+SEC("raw_tp/sock_send_length")
+int empty_send_length(void *ctx)
+{
+	return 0;
+}
+
+SEC("raw_tp/sock_recv_length")
+int empty_recv_length(void *ctx)
+{
+	return 0;
+}
+
+/* cgroup programs on the root cgroup see every process: they must allow (1). */
+SEC("cgroup/sendmsg4")
+int empty_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return 1;
+}
+
+SEC("cgroup/sendmsg6")
+int empty_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return 1;
+}
+
+SEC("cgroup/recvmsg4")
+int empty_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return 1;
+}
+
+SEC("cgroup/recvmsg6")
+int empty_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return 1;
+}
+
+SEC("cgroup/sock_release")
+int empty_sock_release(struct bpf_sock *ctx)
+{
+	return 1;
+}

@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// empty_probe: attaches do-nothing BPF programs to the tracepoint backend's
+// hooks and holds them until SIGINT/SIGTERM, so that bench/run_bench can
+// tell the cost of the hooks apart from the cost of udpintercept's work.
+#include <cerrno>
+#include <csignal>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <getopt.h>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+#include <bpf/libbpf.h>
+#include <fmt/format.h>
+
+#include "empty_probe.skel.h"
+
+namespace {
+
+constexpr const char *kUsage = R"(Usage: empty_probe [--with-cgroup]
+Attach BPF programs that do nothing to raw_tp/sock_send_length and
+raw_tp/sock_recv_length (the hooks of udpintercept's tracepoint backend),
+print "attached" on stderr, and hold them until SIGINT or SIGTERM.
+
+      --with-cgroup  also attach empty cgroup/sendmsg4, sendmsg6, recvmsg4,
+                     recvmsg6 and sock_release programs to the cgroup v2 root
+  -v, --verbose      show libbpf's warnings
+  -h, --help         this text
+
+Needs CAP_BPF, CAP_PERFMON and (with --with-cgroup) CAP_NET_ADMIN: run as root.
+)";
+
+bool g_verbose = false;
+
+int libbpf_print(enum libbpf_print_level level, const char *format, va_list args)
+{
+	if (level == LIBBPF_DEBUG || (!g_verbose && level == LIBBPF_INFO))
+		return 0;
+	return std::vfprintf(stderr, format, args);
+}
+
+std::string cgroup2_mount()
+{
+	std::ifstream mounts("/proc/self/mounts");
+	std::string line;
+	while (std::getline(mounts, line)) {
+		std::istringstream fields(line);
+		std::string dev, dir, type;
+		fields >> dev >> dir >> type;
+		if (type == "cgroup2")
+			return dir;
+	}
+	return {};
+}
+
+struct SkelDeleter {
+	void operator()(empty_probe_bpf *skel) const noexcept { empty_probe_bpf__destroy(skel); }
+};
+
+struct LinkDeleter {
+	void operator()(bpf_link *link) const noexcept { bpf_link__destroy(link); }
+};
+
+int fail(const std::string &what, int err)
+{
+	const char *hint = (err == EPERM || err == EACCES)
+				   ? " (needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN: run as root)"
+				   : "";
+	fmt::print(stderr, "empty_probe: {}: {}{}\n", what, std::strerror(err), hint);
+	return 1;
+}
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+	static const option longopts[] = {
+		{"with-cgroup", no_argument, nullptr, 'c'},
+		{"verbose", no_argument, nullptr, 'v'},
+		{"help", no_argument, nullptr, 'h'},
+		{nullptr, 0, nullptr, 0},
+	};
+	bool with_cgroup = false;
+	int c;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "vh", longopts, nullptr)) != -1) {
+		switch (c) {
+		case 'c':
+			with_cgroup = true;
+			break;
+		case 'v':
+			g_verbose = true;
+			break;
+		case 'h':
+			fmt::print("{}", kUsage);
+			return 0;
+		default:
+			fmt::print(stderr, "empty_probe: unknown option '{}'\nTry 'empty_probe --help'.\n",
+				   argv[optind - 1]);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fmt::print(stderr, "empty_probe: unexpected argument '{}'\nTry 'empty_probe --help'.\n",
+			   argv[optind]);
+		return 2;
+	}
+	libbpf_set_print(libbpf_print);
+
+	// Blocked before attaching, so that a signal sent as soon as "attached"
+	// is read still detaches cleanly.
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigprocmask(SIG_BLOCK, &mask, nullptr);
+
+	std::unique_ptr<empty_probe_bpf, SkelDeleter> skel(empty_probe_bpf__open());
+	if (!skel)
+		return fail("cannot open the embedded BPF object", errno);
+	const std::vector<bpf_program *> cgroup_progs = {
+		skel->progs.empty_sendmsg4, skel->progs.empty_sendmsg6, skel->progs.empty_recvmsg4,
+		skel->progs.empty_recvmsg6, skel->progs.empty_sock_release,
+	};
+	for (bpf_program *prog : cgroup_progs)
+		bpf_program__set_autoload(prog, with_cgroup);
+	if (int err = empty_probe_bpf__load(skel.get()); err)
+		return fail("the kernel refused the empty programs (run with -v for libbpf's log)", -err);
+
+	std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links;
+	for (bpf_program *prog : {skel->progs.empty_send_length, skel->progs.empty_recv_length}) {
+		bpf_link *link = bpf_program__attach(prog);
+		if (!link)
+			return fail(fmt::format("cannot attach {} (the sock_*_length tracepoints need Linux 6.3 "
+						"or later)",
+						bpf_program__name(prog)),
+				    errno);
+		links.emplace_back(link);
+	}
+	std::string root;
+	if (with_cgroup) {
+		root = cgroup2_mount();
+		if (root.empty()) {
+			fmt::print(stderr, "empty_probe: cgroup v2 is not mounted: mount it (mount -t cgroup2 "
+					   "none /sys/fs/cgroup) or drop --with-cgroup\n");
+			return 1;
+		}
+		const int fd = open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			return fail(fmt::format("cannot open the cgroup v2 root '{}'", root), errno);
+		for (bpf_program *prog : cgroup_progs) {
+			// A link attaches with multi-attach semantics: other programs on the
+			// root cgroup keep running.
+			bpf_link *link = bpf_program__attach_cgroup(prog, fd);
+			if (!link) {
+				const int err = errno;
+				close(fd);
+				return fail(fmt::format("cannot attach {} to '{}'", bpf_program__name(prog), root),
+					    err);
+			}
+			links.emplace_back(link);
+		}
+		close(fd);
+	}
+
+	fmt::print(stderr, "empty_probe: attached {} empty programs{}; Ctrl-C to detach\n", links.size(),
+		   with_cgroup ? fmt::format(" (cgroup programs on {})", root) : std::string());
+	int sig = 0;
+	sigwait(&mask, &sig);
+	links.clear();
+	fmt::print(stderr, "empty_probe: detached\n");
+	return 0;
+}

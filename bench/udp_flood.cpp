@@ -1,0 +1,482 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// udp_flood: a bounded loopback UDP flood that keeps its own ledger, so that
+// bench/run_bench can measure throughput and check a tracer's counters
+// against what really happened, flow by flow.
+#include <arpa/inet.h>
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <string>
+#include <string_view>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+namespace {
+
+constexpr const char *kUsage = R"(Usage: udp_flood [OPTION]...
+Send UDP datagrams over loopback for a fixed time from one thread and receive
+them in another thread of the same process, then print one JSON line with
+the ledger: what was sent and received, per flow, and the ports used.
+
+  -s, --size BYTES     payload of each datagram (default 64)
+  -t, --seconds S      how long to send (default 2); the receiver then drains
+  -f, --family FAMILY  ipv4 (127.0.0.1, default) or ipv6 (::1)
+      --sockets N      N sender sockets, round robin, all to one receiver:
+                       N flows (default 1)
+      --flows N        one sender socket to N receiver sockets: N flows
+                       (default 1); cannot be combined with --sockets
+  -w, --window N       at most N datagrams in flight between sender and
+                       receiver (default 1024; 0 = no limit, the sender
+                       then outruns the receiver and the kernel drops)
+  -h, --help           this text
+
+Every sender socket sends with sendto() on an unconnected socket; receivers
+use recvfrom(). The JSON line carries: sent/sent_bytes (successful sendto
+calls), received/received_bytes, elapsed (seconds from the first send to the
+last datagram received), rate (received datagrams per second), the ports,
+and "flows": one entry per (local port, remote port) with the counters a
+tracer should report for it.
+)";
+
+[[noreturn]] void usage_error(const std::string &msg)
+{
+	fmt::print(stderr, "udp_flood: {}\nTry 'udp_flood --help' for more information.\n", msg);
+	std::exit(2);
+}
+
+[[noreturn]] void die(const std::string &what)
+{
+	fmt::print(stderr, "udp_flood: {}: {}\n", what, std::strerror(errno));
+	std::exit(1);
+}
+
+template <typename T> T parse_number(std::string_view text, const char *what, T min, T max)
+{
+	T value{};
+	const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+	if (ec != std::errc() || end != text.data() + text.size() || value < min || value > max)
+		usage_error(fmt::format("invalid {} '{}': expected a number from {} to {}", what, text, min,
+					max));
+	return value;
+}
+
+struct Config {
+	std::size_t size = 64;
+	double seconds = 2;
+	int family = AF_INET;
+	unsigned sockets = 1;
+	unsigned flows = 1;
+	std::uint64_t window = 1024;
+};
+
+Config parse(int argc, char **argv)
+{
+	enum { kSockets = 1000, kFlows };
+	static const option longopts[] = {
+		{"size", required_argument, nullptr, 's'},
+		{"seconds", required_argument, nullptr, 't'},
+		{"family", required_argument, nullptr, 'f'},
+		{"sockets", required_argument, nullptr, kSockets},
+		{"flows", required_argument, nullptr, kFlows},
+		{"window", required_argument, nullptr, 'w'},
+		{"help", no_argument, nullptr, 'h'},
+		{nullptr, 0, nullptr, 0},
+	};
+	Config cfg;
+	int c;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":s:t:f:w:h", longopts, nullptr)) != -1) {
+		const std::string_view arg = optarg ? optarg : "";
+		switch (c) {
+		case 's':
+			cfg.size = parse_number<std::size_t>(arg, "size", 0, 65000);
+			break;
+		case 't':
+			cfg.seconds = parse_number<double>(arg, "seconds", 0.001, 3600);
+			break;
+		case 'f':
+			if (arg == "ipv4" || arg == "4")
+				cfg.family = AF_INET;
+			else if (arg == "ipv6" || arg == "6")
+				cfg.family = AF_INET6;
+			else
+				usage_error(fmt::format("invalid family '{}': expected ipv4 or ipv6", arg));
+			break;
+		case kSockets:
+			cfg.sockets = parse_number<unsigned>(arg, "--sockets", 1, 4096);
+			break;
+		case kFlows:
+			cfg.flows = parse_number<unsigned>(arg, "--flows", 1, 4096);
+			break;
+		case 'w':
+			cfg.window = parse_number<std::uint64_t>(arg, "window", 0, 1u << 20);
+			break;
+		case 'h':
+			fmt::print("{}", kUsage);
+			std::exit(0);
+		case ':':
+			usage_error(fmt::format("option '{}' needs a value", argv[optind - 1]));
+		default:
+			usage_error(fmt::format("unknown option '{}'", argv[optind - 1]));
+		}
+	}
+	if (optind < argc)
+		usage_error(fmt::format("unexpected argument '{}'", argv[optind]));
+	if (cfg.sockets > 1 && cfg.flows > 1)
+		usage_error("--sockets and --flows cannot be combined: pick many senders or many receivers");
+	return cfg;
+}
+
+struct Address {
+	sockaddr_storage ss{};
+	socklen_t len = 0;
+};
+
+Address loopback(int family, std::uint16_t port)
+{
+	Address a;
+	if (family == AF_INET) {
+		auto *sin = reinterpret_cast<sockaddr_in *>(&a.ss);
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		a.len = sizeof(*sin);
+	} else {
+		auto *sin6 = reinterpret_cast<sockaddr_in6 *>(&a.ss);
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(port);
+		sin6->sin6_addr = in6addr_loopback;
+		a.len = sizeof(*sin6);
+	}
+	return a;
+}
+
+std::uint16_t port_of(const sockaddr_storage &ss)
+{
+	if (ss.ss_family == AF_INET)
+		return ntohs(reinterpret_cast<const sockaddr_in *>(&ss)->sin_port);
+	return ntohs(reinterpret_cast<const sockaddr_in6 *>(&ss)->sin6_port);
+}
+
+// A socket bound to loopback with a kernel-chosen port. Senders are bound
+// too, so that their ports are known before the first send and the ledger
+// can be keyed by port from the start.
+int bound_socket(int family, std::uint16_t *port)
+{
+	const int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		die("socket");
+	const Address a = loopback(family, 0);
+	if (bind(fd, reinterpret_cast<const sockaddr *>(&a.ss), a.len) != 0)
+		die("bind to loopback");
+	sockaddr_storage ss{};
+	socklen_t len = sizeof(ss);
+	if (getsockname(fd, reinterpret_cast<sockaddr *>(&ss), &len) != 0)
+		die("getsockname");
+	*port = port_of(ss);
+	return fd;
+}
+
+// Room for the whole window, so that the flow control, not the kernel,
+// limits the sender and no datagram is dropped: a drop would be counted
+// as sent and never received. FORCE works as root; otherwise the
+// rmem_max-capped size is the best there is.
+void grow_receive_buffer(int fd)
+{
+	const int bytes = 8 << 20;
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof(bytes)) != 0)
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+}
+
+struct Count {
+	std::uint64_t packets = 0;
+	std::uint64_t bytes = 0;
+};
+
+using Clock = std::chrono::steady_clock;
+
+struct Flood {
+	Config cfg;
+	std::vector<int> send_fds, recv_fds;
+	std::vector<std::uint16_t> send_ports, recv_ports;
+	std::vector<Address> dests;
+	// Sender index + 1 by source port: the receiver's ledger lookup.
+	std::vector<std::uint16_t> sender_of_port = std::vector<std::uint16_t>(65536, 0);
+
+	// Ledger, indexed [receiver * senders + sender].
+	std::vector<Count> tx, rx;
+	std::uint64_t send_errors = 0;
+	int first_send_errno = 0;
+	std::uint64_t foreign = 0; // datagrams from ports that are not ours
+
+	// The receiver publishes its count for the sender's flow control; each
+	// side writes its own cache line.
+	alignas(64) std::atomic<std::uint64_t> received{0};
+	alignas(64) std::atomic<bool> sender_done{false};
+	std::atomic<std::uint64_t> sent_total{0};
+	std::atomic<bool> receiver_ready{false};
+	Clock::time_point start, last_receive, send_end;
+
+	std::size_t flow_index(std::size_t receiver, std::size_t sender) const
+	{
+		return receiver * send_fds.size() + sender;
+	}
+
+	void setup()
+	{
+		for (unsigned i = 0; i < cfg.sockets; i++) {
+			std::uint16_t port;
+			send_fds.push_back(bound_socket(cfg.family, &port));
+			send_ports.push_back(port);
+			sender_of_port[port] = static_cast<std::uint16_t>(i + 1);
+		}
+		for (unsigned i = 0; i < cfg.flows; i++) {
+			std::uint16_t port;
+			recv_fds.push_back(bound_socket(cfg.family, &port));
+			grow_receive_buffer(recv_fds.back());
+			recv_ports.push_back(port);
+			dests.push_back(loopback(cfg.family, port));
+		}
+		tx.resize(send_fds.size() * recv_fds.size());
+		rx.resize(send_fds.size() * recv_fds.size());
+	}
+
+	void send_loop()
+	{
+		std::vector<char> buf(cfg.size ? cfg.size : 1, 'u');
+		const std::size_t nsend = send_fds.size(), nrecv = recv_fds.size();
+		const auto deadline = start + std::chrono::duration_cast<Clock::duration>(
+						      std::chrono::duration<double>(cfg.seconds));
+		std::size_t si = 0, ri = 0;
+		std::uint64_t sent = 0, seen_received = 0;
+		bool running = true;
+		while (running) {
+			for (int batch = 0; batch < 64; batch++) {
+				// Wait for the receiver only when the window looks full: the
+				// shared counter is read as rarely as possible.
+				if (cfg.window && sent - seen_received >= cfg.window) {
+					unsigned spins = 0;
+					while ((seen_received = received.load(std::memory_order_acquire)),
+					       sent - seen_received >= cfg.window) {
+						if (++spins % 64 == 0) {
+							if (Clock::now() >= deadline)
+								goto out;
+							sched_yield();
+						}
+					}
+				}
+				const Address &d = dests[ri];
+				const ssize_t n = sendto(send_fds[si], buf.data(), cfg.size, 0,
+							 reinterpret_cast<const sockaddr *>(&d.ss), d.len);
+				if (n >= 0) {
+					Count &c = tx[flow_index(ri, si)];
+					c.packets++;
+					c.bytes += static_cast<std::uint64_t>(n);
+					sent++;
+				} else {
+					if (!first_send_errno)
+						first_send_errno = errno;
+					send_errors++;
+				}
+				if (nsend > 1)
+					si = si + 1 == nsend ? 0 : si + 1;
+				else if (nrecv > 1)
+					ri = ri + 1 == nrecv ? 0 : ri + 1;
+			}
+			running = Clock::now() < deadline;
+		}
+	out:
+		send_end = Clock::now();
+		sent_total.store(sent, std::memory_order_relaxed);
+		sender_done.store(true, std::memory_order_release);
+	}
+
+	// Returns false when the receiver should stop: everything sent arrived, or
+	// the sender is done and nothing came for a while (a datagram was lost).
+	bool keep_receiving(std::uint64_t got, Clock::time_point idle_since) const
+	{
+		if (!sender_done.load(std::memory_order_acquire))
+			return true;
+		if (got >= sent_total.load(std::memory_order_relaxed))
+			return false;
+		return Clock::now() - idle_since < std::chrono::milliseconds(300);
+	}
+
+	void account(std::size_t receiver, const sockaddr_storage &from, ssize_t n)
+	{
+		const std::uint16_t s = sender_of_port[port_of(from)];
+		if (!s) {
+			foreign++;
+			return;
+		}
+		Count &c = rx[flow_index(receiver, s - 1u)];
+		c.packets++;
+		c.bytes += static_cast<std::uint64_t>(n);
+	}
+
+	void receive_loop()
+	{
+		std::vector<char> buf(65536);
+		std::uint64_t got = 0;
+		auto idle_since = Clock::now();
+		auto last = idle_since;
+
+		// A timeout lets the receiver notice the end of the flood.
+		const timeval tv{0, 50000};
+		for (int fd : recv_fds)
+			setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+
+		if (recv_fds.size() == 1) {
+			// The common case: one blocking recvfrom() per datagram.
+			receiver_ready.store(true, std::memory_order_release);
+			for (;;) {
+				sockaddr_storage from{};
+				socklen_t len = sizeof(from);
+				const ssize_t n = recvfrom(recv_fds[0], buf.data(), buf.size(), 0,
+							   reinterpret_cast<sockaddr *>(&from), &len);
+				if (n >= 0) {
+					account(0, from, n);
+					received.store(++got, std::memory_order_release);
+					last = Clock::now();
+					continue;
+				}
+				if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+					die("recvfrom");
+				if (got)
+					idle_since = last;
+				if (!keep_receiving(got, idle_since))
+					break;
+			}
+			last_receive = last;
+			return;
+		}
+
+		const int ep = epoll_create1(EPOLL_CLOEXEC);
+		if (ep < 0)
+			die("epoll_create1");
+		for (std::size_t i = 0; i < recv_fds.size(); i++) {
+			epoll_event ev{};
+			ev.events = EPOLLIN;
+			ev.data.u64 = i;
+			if (epoll_ctl(ep, EPOLL_CTL_ADD, recv_fds[i], &ev) != 0)
+				die("epoll_ctl");
+		}
+		receiver_ready.store(true, std::memory_order_release);
+		std::vector<epoll_event> ready(recv_fds.size());
+		for (;;) {
+			const int k = epoll_wait(ep, ready.data(), static_cast<int>(ready.size()), 50);
+			if (k < 0 && errno != EINTR)
+				die("epoll_wait");
+			for (int j = 0; j < k; j++) {
+				const std::size_t i = ready[j].data.u64;
+				for (;;) {
+					sockaddr_storage from{};
+					socklen_t len = sizeof(from);
+					const ssize_t n =
+						recvfrom(recv_fds[i], buf.data(), buf.size(), MSG_DONTWAIT,
+							 reinterpret_cast<sockaddr *>(&from), &len);
+					if (n < 0) {
+						if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+							die("recvfrom");
+						break;
+					}
+					account(i, from, n);
+					received.store(++got, std::memory_order_release);
+					last = Clock::now();
+				}
+			}
+			if (got)
+				idle_since = last;
+			if (k <= 0 && !keep_receiving(got, idle_since))
+				break;
+		}
+		close(ep);
+		last_receive = last;
+	}
+
+	void run()
+	{
+		std::thread receiver([this] { receive_loop(); });
+		while (!receiver_ready.load(std::memory_order_acquire))
+			std::this_thread::yield();
+		start = Clock::now();
+		send_loop();
+		receiver.join();
+	}
+
+	void report() const
+	{
+		Count sent, got;
+		for (const auto &c : tx) {
+			sent.packets += c.packets;
+			sent.bytes += c.bytes;
+		}
+		for (const auto &c : rx) {
+			got.packets += c.packets;
+			got.bytes += c.bytes;
+		}
+		const Clock::time_point end = got.packets ? last_receive : send_end;
+		const double elapsed = std::chrono::duration<double>(end - start).count();
+		const double send_seconds = std::chrono::duration<double>(send_end - start).count();
+
+		// One entry per (local socket, remote port), as a tracer reports flows.
+		std::vector<std::string> flows;
+		for (std::size_t r = 0; r < recv_fds.size(); r++)
+			for (std::size_t s = 0; s < send_fds.size(); s++) {
+				const Count &t = tx[flow_index(r, s)], &g = rx[flow_index(r, s)];
+				if (t.packets)
+					flows.push_back(fmt::format(
+						"{{\"local_port\":{},\"remote_port\":{},\"tx_packets\":{},"
+						"\"tx_bytes\":{},\"rx_packets\":0,\"rx_bytes\":0}}",
+						send_ports[s], recv_ports[r], t.packets, t.bytes));
+				if (g.packets)
+					flows.push_back(fmt::format(
+						"{{\"local_port\":{},\"remote_port\":{},\"tx_packets\":0,"
+						"\"tx_bytes\":0,\"rx_packets\":{},\"rx_bytes\":{}}}",
+						recv_ports[r], send_ports[s], g.packets, g.bytes));
+			}
+		fmt::print("{{\"pid\":{},\"family\":\"{}\",\"size\":{},\"seconds\":{},\"sockets\":{},"
+			   "\"flows_requested\":{},\"window\":{},\"sent\":{},\"sent_bytes\":{},"
+			   "\"send_errors\":{},\"send_errno\":{},\"received\":{},\"received_bytes\":{},"
+			   "\"foreign\":{},\"send_seconds\":{:.6f},\"elapsed\":{:.6f},\"rate\":{:.1f},"
+			   "\"sender_ports\":[{}],\"receiver_ports\":[{}],\"flows\":[{}]}}\n",
+			   getpid(), cfg.family == AF_INET ? "ipv4" : "ipv6", cfg.size, cfg.seconds,
+			   cfg.sockets, cfg.flows, cfg.window, sent.packets, sent.bytes, send_errors,
+			   first_send_errno, got.packets, got.bytes, foreign, send_seconds, elapsed,
+			   elapsed > 0 ? got.packets / elapsed : 0.0, fmt::join(send_ports, ","),
+			   fmt::join(recv_ports, ","), fmt::join(flows, ","));
+		std::fflush(stdout);
+	}
+};
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+	Flood flood;
+	flood.cfg = parse(argc, argv);
+	// Bounded whatever happens: a stuck flood must not hang a benchmark run.
+	alarm(static_cast<unsigned>(flood.cfg.seconds) + 30);
+	flood.setup();
+	flood.run();
+	flood.report();
+	for (int fd : flood.send_fds)
+		close(fd);
+	for (int fd : flood.recv_fds)
+		close(fd);
+	return 0;
+}
