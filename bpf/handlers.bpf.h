@@ -256,19 +256,6 @@ static __always_inline struct udpi_sock *sock_get(__u64 skaddr)
 	return bpf_map_lookup_elem(&socks, &skaddr);
 }
 
-/*
- * A flow's first snapshot wakes the consumer at once. Later updates wake it
- * only once a batch has gathered: a wake-up per record costs the sender an
- * irq_work and the consumer a poll round, while the consumer's sweep timer
- * (at most a quarter interval, 100 ms at interval 0) collects the rest.
- */
-static __always_inline __u64 update_wakeup(void)
-{
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= 64 * sizeof(struct udpi_record)
-		       ? BPF_RB_FORCE_WAKEUP
-		       : BPF_RB_NO_WAKEUP;
-}
-
 static __always_inline void emit(__u32 kind, const struct udpi_flow_key *key,
 				 const struct udpi_flow *f)
 {
@@ -285,7 +272,7 @@ static __always_inline void emit(__u32 kind, const struct udpi_flow_key *key,
 		__builtin_memcpy(&r->flow, f, sizeof(*f));
 	else
 		__builtin_memset(&r->flow, 0, sizeof(r->flow));
-	bpf_ringbuf_submit(r, kind == UDPI_REC_UPDATE ? update_wakeup() : 0);
+	bpf_ringbuf_submit(r, 0);
 	stat_add(UDPI_STAT_RB_SUBMITTED, 1);
 }
 
