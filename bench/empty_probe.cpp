@@ -8,16 +8,16 @@
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
-#include <fstream>
 #include <getopt.h>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <unistd.h>
 #include <vector>
 
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
+
+#include "backend.h"
 
 #include "empty_probe.skel.h"
 
@@ -43,20 +43,6 @@ int libbpf_print(enum libbpf_print_level level, const char *format, va_list args
 	if (level == LIBBPF_DEBUG || (!g_verbose && level == LIBBPF_INFO))
 		return 0;
 	return std::vfprintf(stderr, format, args);
-}
-
-std::string cgroup2_mount()
-{
-	std::ifstream mounts("/proc/self/mounts");
-	std::string line;
-	while (std::getline(mounts, line)) {
-		std::istringstream fields(line);
-		std::string dev, dir, type;
-		fields >> dev >> dir >> type;
-		if (type == "cgroup2")
-			return dir;
-	}
-	return {};
 }
 
 struct SkelDeleter {
@@ -145,7 +131,7 @@ int main(int argc, char **argv)
 	}
 	std::string root;
 	if (with_cgroup) {
-		root = cgroup2_mount();
+		root = udpintercept::detail::cgroup2_mount();
 		if (root.empty()) {
 			fmt::print(stderr, "empty_probe: cgroup v2 is not mounted: mount it (mount -t cgroup2 "
 					   "none /sys/fs/cgroup) or drop --with-cgroup\n");

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <mutex>
+#include <numeric>
 #include <sys/epoll.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -243,6 +244,7 @@ struct Tracer::Impl {
 	void drain();
 	void detach() noexcept;
 	void stop();
+	std::vector<std::uint64_t> stat_values(udpi_stat idx) const;
 	std::uint64_t stat_sum(udpi_stat idx) const;
 	std::uint64_t stat_max(udpi_stat idx) const;
 	std::uint64_t kernel_flow_count() const;
@@ -673,31 +675,29 @@ void Tracer::Impl::stop()
 	flows_of_socket.clear();
 }
 
-std::uint64_t Tracer::Impl::stat_max(udpi_stat idx) const
+// One statistic's per-CPU values (empty if it cannot be read).
+std::vector<std::uint64_t> Tracer::Impl::stat_values(udpi_stat idx) const
 {
 	const int ncpu = libbpf_num_possible_cpus();
 	if (ncpu <= 0)
-		return 0;
+		return {};
 	std::vector<std::uint64_t> values(static_cast<size_t>(ncpu));
 	__u32 key = idx;
 	if (bpf_map_lookup_elem(bpf_map__fd(skel->maps.stats), &key, values.data()) != 0)
-		return 0;
-	return *std::max_element(values.begin(), values.end());
+		return {};
+	return values;
 }
 
 std::uint64_t Tracer::Impl::stat_sum(udpi_stat idx) const
 {
-	const int ncpu = libbpf_num_possible_cpus();
-	if (ncpu <= 0)
-		return 0;
-	std::vector<std::uint64_t> values(static_cast<size_t>(ncpu));
-	__u32 key = idx;
-	if (bpf_map_lookup_elem(bpf_map__fd(skel->maps.stats), &key, values.data()) != 0)
-		return 0;
-	std::uint64_t sum = 0;
-	for (auto v : values)
-		sum += v;
-	return sum;
+	const auto values = stat_values(idx);
+	return std::accumulate(values.begin(), values.end(), std::uint64_t{0});
+}
+
+std::uint64_t Tracer::Impl::stat_max(udpi_stat idx) const
+{
+	const auto values = stat_values(idx);
+	return values.empty() ? 0 : *std::max_element(values.begin(), values.end());
 }
 
 // The flow table as the kernel holds it (not user space's view of it).
