@@ -81,7 +81,7 @@ struct udpi_record {
 /* Value of the socket table, keyed by the kernel address of struct sock. */
 struct udpi_sock {
 	__u64 id;        /* becomes udpi_flow_key.sock_id */
-	__u64 closed_ns; /* non-zero: closed, but the close record was not delivered */
+	__u64 reserved; /* zero (undelivered closes go to the `closed` map) */
 };
 
 /*

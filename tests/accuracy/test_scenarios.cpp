@@ -14,10 +14,6 @@ using testutil::Recorder;
 using testutil::SockAddr;
 using testutil::Udp;
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-
 namespace {
 
 // Both families, as the scenarios run each where it applies.
@@ -32,16 +28,6 @@ Udp bound(const Fam &f)
 	Udp s(f.af);
 	s.bind(f.loopback);
 	return s;
-}
-
-// recv() without an address: the peer must come from the datagram.
-std::size_t plain_recv(Udp &s, std::size_t buf_size = 65536, int flags = 0)
-{
-	std::vector<char> buf(buf_size ? buf_size : 1);
-	ssize_t n = ::recv(s.fd(), buf.data(), buf_size, flags);
-	if (n < 0)
-		testutil::die("recv");
-	return static_cast<std::size_t>(n);
 }
 
 } // namespace
@@ -98,15 +84,15 @@ TEST_CASE("a server reading with recv() learns each peer from the datagram", "[a
 			}
 			// Queued in arrival order, read without asking for the sender.
 			for (int i = 0; i < 5; i++) {
-				l.received(server.local(), a.local(), plain_recv(server));
-				l.received(server.local(), b.local(), plain_recv(server));
+				l.received(server.local(), a.local(), server.recv());
+				l.received(server.local(), b.local(), server.recv());
 			}
 			// And one that arrives while the reader is blocked.
 			std::thread late([&] {
 				std::this_thread::sleep_for(50ms);
 				b.send_to(server.local(), 32);
 			});
-			l.received(server.local(), b.local(), plain_recv(server));
+			l.received(server.local(), b.local(), server.recv());
 			late.join();
 			l.sent(b.local(), server.local(), 32);
 		});
@@ -157,14 +143,14 @@ TEST_CASE("MSG_PEEK counts nothing; the read after it counts once", "[accuracy][
 			Udp rx = bound(f), tx = bound(f);
 			tx.send_to(rx.local(), 40);
 			l.sent(tx.local(), rx.local(), 40);
-			REQUIRE(plain_recv(rx, 65536, MSG_PEEK) == 40);
-			REQUIRE(plain_recv(rx, 65536, MSG_PEEK) == 40);
+			REQUIRE(rx.recv(65536, MSG_PEEK) == 40);
+			REQUIRE(rx.recv(65536, MSG_PEEK) == 40);
 			SockAddr from;
 			l.received(rx.local(), tx.local(), rx.recv_from(from));
 			// A zero-length datagram peeked, then read.
 			tx.send_to(rx.local(), 0);
 			l.sent(tx.local(), rx.local(), 0);
-			REQUIRE(plain_recv(rx, 65536, MSG_PEEK) == 0);
+			REQUIRE(rx.recv(65536, MSG_PEEK) == 0);
 			l.received(rx.local(), tx.local(), rx.recv_from(from));
 		});
 }
@@ -179,9 +165,9 @@ TEST_CASE("a short buffer counts the bytes copied, or the full length under MSG_
 			tx.send_to(rx.local(), 500);
 			l.sent(tx.local(), rx.local(), 500);
 			l.sent(tx.local(), rx.local(), 500);
-			REQUIRE(plain_recv(rx, 100) == 100);
+			REQUIRE(rx.recv(100) == 100);
 			l.received(rx.local(), tx.local(), 100);
-			REQUIRE(plain_recv(rx, 100, MSG_TRUNC) == 500);
+			REQUIRE(rx.recv(100, MSG_TRUNC) == 500);
 			l.received(rx.local(), tx.local(), 500);
 		});
 }

@@ -21,6 +21,10 @@
 #include <unistd.h>
 #include <vector>
 
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103 /* linux/udp.h; netinet/udp.h lacks it before glibc 2.34 */
+#endif
+
 namespace testutil {
 
 [[noreturn]] inline void die(const std::string &what)
@@ -187,6 +191,15 @@ public:
 	{
 		SockAddr from;
 		return recv_from(from);
+	}
+	/// recv() without asking for the sender, into a buffer of `size` bytes.
+	std::size_t recv(std::size_t size = 65536, int flags = 0)
+	{
+		std::vector<char> buf(size ? size : 1);
+		const ssize_t n = ::recv(fd_, buf.data(), size, flags);
+		if (n < 0)
+			die("recv");
+		return static_cast<std::size_t>(n);
 	}
 
 private:

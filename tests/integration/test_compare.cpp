@@ -16,10 +16,6 @@ using testutil::Recorder;
 using testutil::SockAddr;
 using testutil::Udp;
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-
 namespace {
 
 Udp at(const std::string &ip, std::uint16_t port)
@@ -27,15 +23,6 @@ Udp at(const std::string &ip, std::uint16_t port)
 	Udp s(ip.find(':') == std::string::npos ? AF_INET : AF_INET6);
 	s.bind(ip, port);
 	return s;
-}
-
-std::size_t recv_plain(Udp &s, std::size_t size = 65536, int flags = 0)
-{
-	std::vector<char> buf(size);
-	const ssize_t n = ::recv(s.fd(), buf.data(), size, flags);
-	if (n < 0)
-		testutil::die("recv");
-	return static_cast<std::size_t>(n);
 }
 
 // Fixed ports in a fresh namespace: every run names its flows the same way.
@@ -53,7 +40,7 @@ void traffic()
 	for (int i = 0; i < 5; i++)
 		c6.send(77);
 	for (int i = 0; i < 5; i++)
-		recv_plain(s6); // recv() without an address
+		s6.recv(); // recv() without an address
 
 	Udp hub = at("127.0.0.1", 41005);
 	std::vector<Udp> peers;
@@ -68,17 +55,17 @@ void traffic()
 	for (std::size_t i = 0; i < peers.size(); i++)
 		for (std::size_t k = 0; k <= i; k++) {
 			peers[i].recv_from();
-			REQUIRE(recv_plain(hub) == 3);
+			REQUIRE(hub.recv() == 3);
 		}
 
 	// Peeks, truncation, zero length, an IPv4-mapped peer, GSO.
 	Udp v6any(AF_INET6);
 	v6any.bind("::", 41009);
 	v6any.send_to(SockAddr::parse("::ffff:127.0.0.1", 41002), 40);
-	REQUIRE(recv_plain(s4, 65536, MSG_PEEK) == 40);
-	REQUIRE(recv_plain(s4, 10) == 10);
+	REQUIRE(s4.recv(65536, MSG_PEEK) == 40);
+	REQUIRE(s4.recv(10) == 10);
 	hub.send_to(s4.local(), 0);
-	REQUIRE(recv_plain(s4, 65536, MSG_TRUNC) == 0);
+	REQUIRE(s4.recv(65536, MSG_TRUNC) == 0);
 	const int seg = 100;
 	REQUIRE(setsockopt(hub.fd(), SOL_UDP, UDP_SEGMENT, &seg, sizeof(seg)) == 0);
 	hub.send_to(peers[0].local(), 450);
