@@ -29,6 +29,48 @@ static __always_inline __u16 udpi_sk_type(const struct sock *sk)
 }
 
 /*
+ * Whether sk is a datagram socket of protocol UDP, in one read where the
+ * two u16 fields sit side by side (every kernel with the tracepoint
+ * backend's hooks), else in two.
+ */
+static __always_inline bool udpi_sk_is_udp_dgram(const struct sock *sk)
+{
+	const __u32 off_type = bpf_core_field_offset(sk->sk_type);
+	__u16 tp[2];
+
+	if (bpf_core_field_size(sk->sk_type) == 2 && bpf_core_field_size(sk->sk_protocol) == 2 &&
+	    bpf_core_field_offset(sk->sk_protocol) == off_type + 2) {
+		if (bpf_probe_read_kernel(tp, sizeof(tp), (const void *)sk + off_type))
+			return false;
+		return tp[0] == 2 /* SOCK_DGRAM */ && tp[1] == 17 /* IPPROTO_UDP */;
+	}
+	return udpi_sk_type(sk) == 2 && udpi_sk_protocol(sk) == 17;
+}
+
+/*
+ * skc_dport, skc_num and skc_family: adjacent in struct sock_common since
+ * long before 5.10, read as one 6-byte block when the offsets agree.
+ */
+static __always_inline void udpi_sk_ports_family(const struct sock *sk, __be16 *dport, __u16 *num,
+						 __u16 *family)
+{
+	const __u32 off = bpf_core_field_offset(sk->__sk_common.skc_dport);
+	__u16 w[3] = {};
+
+	if (bpf_core_field_offset(sk->__sk_common.skc_num) == off + 2 &&
+	    bpf_core_field_offset(sk->__sk_common.skc_family) == off + 4) {
+		bpf_probe_read_kernel(w, sizeof(w), (const void *)sk + off);
+		*dport = w[0];
+		*num = w[1];
+		*family = w[2];
+		return;
+	}
+	*dport = BPF_CORE_READ(sk, __sk_common.skc_dport);
+	*num = BPF_CORE_READ(sk, __sk_common.skc_num);
+	*family = BPF_CORE_READ(sk, __sk_common.skc_family);
+}
+
+/*
  * possible_net_t holds `struct net *net` only with CONFIG_NET_NS (every
  * distribution kernel has it); without it there is one namespace, reported
  * as 0.

@@ -127,15 +127,12 @@ static __always_inline void set_v6(__u8 *addr, __u16 *family, const __u32 *v6)
 }
 
 /*
- * The connected peer of a socket, or false if it has none. The remote
- * fields of an unconnected socket are zero, so they are only trusted with a
- * non-zero port.
+ * The connected peer of a socket whose family and remote port were read
+ * already, or false if it has none. The remote fields of an unconnected
+ * socket are zero, so they are only trusted with a non-zero port.
  */
-static __always_inline bool sk_connected_peer(struct sock *sk, struct udpi_peer *p)
+static __always_inline bool sk_peer_of(struct sock *sk, __u16 family, __be16 dport, struct udpi_peer *p)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	__be16 dport = BPF_CORE_READ(sk, __sk_common.skc_dport);
-
 	if (!dport)
 		return false;
 	p->port = bpf_ntohs(dport);
@@ -149,6 +146,16 @@ static __always_inline bool sk_connected_peer(struct sock *sk, struct udpi_peer 
 	bpf_core_read(p->addr, sizeof(p->addr), &sk->__sk_common.skc_v6_daddr);
 	p->family = family_of_v6(p->addr);
 	return true;
+}
+
+/* The connected peer of a socket, or false if it has none. */
+static __always_inline bool sk_connected_peer(struct sock *sk, struct udpi_peer *p)
+{
+	__be16 dport;
+	__u16 num, family;
+
+	udpi_sk_ports_family(sk, &dport, &num, &family);
+	return sk_peer_of(sk, family, dport, p);
 }
 
 static __always_inline void sk_local(struct sock *sk, struct udpi_flow *f)
@@ -235,25 +242,67 @@ static __always_inline __u64 new_sock_id(void)
 	return (*seq << 12) | (bpf_get_smp_processor_id() & 0xfff);
 }
 
-static __always_inline struct udpi_sock *sock_get(__u64 skaddr)
+/*
+ * The last socket each CPU looked up, valid while no UDP socket has closed
+ * since (close_epoch): a flood on one socket skips the socket table. A
+ * closed socket's address may come back as a new socket, which must get a
+ * new id; every close moves the epoch, so no cached entry outlives one.
+ */
+struct sock_cache {
+	__u64 sk;
+	__u64 id;
+	__u64 epoch;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sock_cache);
+} sock_cache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} close_epoch SEC(".maps");
+
+/* The id of the socket at skaddr, made if new; 0 if the table refused it. */
+static __always_inline __u64 sock_id_of(__u64 skaddr)
 {
-	struct udpi_sock *s = bpf_map_lookup_elem(&socks, &skaddr);
-	struct udpi_sock fresh = {};
+	__u32 zero = 0;
+	struct sock_cache *c = bpf_map_lookup_elem(&sock_cache, &zero);
+	__u64 *epoch = bpf_map_lookup_elem(&close_epoch, &zero);
+	struct udpi_sock fresh = {}, *s;
+	__u64 seen;
 	int err;
 
-	if (s)
-		return s;
-	fresh.id = new_sock_id();
-	if (!fresh.id)
-		return NULL;
-	/* Losing a creation race to another CPU is fine: take the winner's id. */
-	err = insert_new(&socks, &skaddr, &fresh);
-	if (err && err != -UDPI_EEXIST) {
-		note_insert_failure(err);
-		stat_add(UDPI_STAT_SOCKS_UNTRACKED, 1);
-		return NULL;
+	if (!c || !epoch)
+		return 0;
+	seen = *(volatile __u64 *)epoch;
+	if (c->sk == skaddr && c->epoch == seen)
+		return c->id;
+	s = bpf_map_lookup_elem(&socks, &skaddr);
+	if (!s) {
+		fresh.id = new_sock_id();
+		if (!fresh.id)
+			return 0;
+		/* Losing a creation race to another CPU is fine: take the winner's id. */
+		err = insert_new(&socks, &skaddr, &fresh);
+		if (err && err != -UDPI_EEXIST) {
+			note_insert_failure(err);
+			stat_add(UDPI_STAT_SOCKS_UNTRACKED, 1);
+			return 0;
+		}
+		s = bpf_map_lookup_elem(&socks, &skaddr);
+		if (!s)
+			return 0;
 	}
-	return bpf_map_lookup_elem(&socks, &skaddr);
+	c->sk = skaddr;
+	c->id = s->id;
+	c->epoch = seen;
+	return s->id;
 }
 
 static __always_inline void emit(__u32 kind, const struct udpi_flow_key *key,
@@ -365,16 +414,15 @@ static __always_inline void handle_count(struct sock *sk, const struct udpi_peer
 {
 	struct udpi_flow_key key;
 	struct udpi_flow *f;
-	struct udpi_sock *s;
-	bool created, first, busy;
-	__u64 now;
+	bool created, first, busy, due;
+	__u64 now, id, tick;
 
 	if (peer_filtered_out(sk, p))
 		return;
-	s = sock_get((__u64)sk);
-	if (!s)
+	id = sock_id_of((__u64)sk);
+	if (!id)
 		goto untracked;
-	make_key(&key, s->id, p);
+	make_key(&key, id, p);
 	f = flow_get(sk, &key, &created, &busy);
 	if (!f && busy) {
 		defer(sk, &key, bytes, packets, tx);
@@ -383,7 +431,6 @@ static __always_inline void handle_count(struct sock *sk, const struct udpi_peer
 	if (!f)
 		goto untracked;
 
-	now = bpf_ktime_get_ns();
 	first = f->changes == 0;
 	if (tx) {
 		__sync_fetch_and_add(&f->tx_bytes, bytes);
@@ -392,11 +439,31 @@ static __always_inline void handle_count(struct sock *sk, const struct udpi_peer
 		__sync_fetch_and_add(&f->rx_bytes, bytes);
 		__sync_fetch_and_add(&f->rx_packets, packets);
 	}
-	note_task(f, now);
 	__sync_fetch_and_add(&f->changes, 1);
+	/*
+	 * Reading the clock costs more than the rest of the update: a flow reads
+	 * it once per scheduler tick (bpf_jiffies64() is a plain load), so its
+	 * time is that of its newest change to within a tick, never later.
+	 */
+	tick = bpf_jiffies64();
+	if (tick != f->last_tick) {
+		now = bpf_ktime_get_ns();
+		f->last_tick = tick;
+		f->last_ns = now;
+	} else {
+		now = f->last_ns;
+	}
+	due = created || first || now - f->last_emit_ns >= interval_ns;
+	/*
+	 * The task's identity is taken when a snapshot is due or another
+	 * process touches the flow; in between only the time moves (uid, cgroup
+	 * and command changes of the same process show at its next snapshot).
+	 */
+	if (due || f->pid != bpf_get_current_pid_tgid() >> 32)
+		note_task(f, now);
 	if (first && !f->lport)
 		sk_local(sk, f); /* a connect() before the first send bound the port */
-	if (created || first || now - f->last_emit_ns >= interval_ns) {
+	if (due) {
 		f->last_emit_ns = now;
 		emit(created ? UDPI_REC_NEW : UDPI_REC_UPDATE, &key, f);
 	}
@@ -413,16 +480,15 @@ static __always_inline void handle_connect(struct sock *sk, const struct udpi_pe
 {
 	struct udpi_flow_key key;
 	struct udpi_flow *f;
-	struct udpi_sock *s;
 	bool created, busy;
-	__u64 now;
+	__u64 now, id;
 
 	if (peer_filtered_out(sk, p))
 		return;
-	s = sock_get((__u64)sk);
-	if (!s)
+	id = sock_id_of((__u64)sk);
+	if (!id)
 		return;
-	make_key(&key, s->id, p);
+	make_key(&key, id, p);
 	f = flow_get(sk, &key, &created, &busy);
 	if (!f)
 		return;
@@ -443,10 +509,15 @@ static __always_inline void handle_close(__u64 skaddr)
 	struct udpi_flow_key key = {};
 	struct udpi_sock *s = bpf_map_lookup_elem(&socks, &skaddr);
 	struct udpi_record *r;
-	__u64 now;
+	__u32 zero = 0;
+	__u64 now, *epoch;
 
 	if (!s)
 		return;
+	/* Before the address can be reused: no CPU's cached id outlives this. */
+	epoch = bpf_map_lookup_elem(&close_epoch, &zero);
+	if (epoch)
+		__sync_fetch_and_add(epoch, 1);
 	key.sock_id = s->id;
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (r) {

@@ -35,6 +35,25 @@ struct {
 	__type(value, struct udpi_peer_stash);
 } recv_stash SEC(".maps");
 
+/*
+ * Where the kernel lets cgroup programs reach task storage (user space
+ * probes it), the stashes live with the thread instead: no hashing, no
+ * LRU lists, and gone with the thread.
+ */
+struct task_stash {
+	struct udpi_peer_stash send;
+	struct udpi_peer_stash recv;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_stash);
+} task_stashes SEC(".maps");
+
+const volatile bool stash_in_task = false;
+
 /* One slot per CPU to turn a verifier-typed socket pointer into a plain value. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -61,22 +80,26 @@ static __always_inline struct sock *launder_sk(void *p)
 	return (struct sock *)*(volatile __u64 *)slot;
 }
 
-static __always_inline bool sk_is_udp(struct sock *sk)
+/* The stash of this thread's operation on sk, if one was left (and takes it). */
+static __always_inline bool take_stash(bool send, struct sock *sk, struct udpi_peer *p)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	struct udpi_peer_stash *st;
 
-	if (family != UDPI_AF_INET && family != UDPI_AF_INET6)
-		return false;
-	return udpi_sk_protocol(sk) == UDPI_IPPROTO_UDP && udpi_sk_type(sk) == UDPI_SOCK_DGRAM;
-}
+	if (stash_in_task) {
+		struct task_stash *ts =
+			bpf_task_storage_get(&task_stashes, bpf_get_current_task_btf(), 0, 0);
 
-/* Takes the stashed peer if it was left for this socket by this thread. */
-static __always_inline bool take_stash(void *map, struct sock *sk, struct udpi_peer *p)
-{
-	__u64 tid = bpf_get_current_pid_tgid();
-	struct udpi_peer_stash *st = bpf_map_lookup_elem(map, &tid);
+		if (!ts)
+			return false;
+		st = send ? &ts->send : &ts->recv;
+	} else {
+		__u64 tid = bpf_get_current_pid_tgid();
 
-	if (!st || st->sk != (__u64)sk)
+		st = bpf_map_lookup_elem(send ? (void *)&send_stash : (void *)&recv_stash, &tid);
+		if (!st)
+			return false;
+	}
+	if (st->sk != (__u64)sk)
 		return false;
 	__builtin_memcpy(p->addr, st->addr, 16);
 	p->port = st->port;
@@ -474,10 +497,13 @@ struct rx_entry {
 	__u32 dropped;
 };
 
+/* The consumer's and the producer's counters on separate cache lines. */
 struct rx_ring {
 	__u64 head;	/* next arrival number to consume */
-	__u64 tail;	/* next arrival number to note */
 	__u64 skip;	/* datagrams queued before tracking began: their senders are not known */
+	__u64 consumer_pad[6];
+	__u64 tail;	/* next arrival number to note */
+	__u64 producer_pad[7];
 	struct rx_entry e[UDPI_RX_RING];
 };
 
@@ -582,7 +608,8 @@ int cg_skb_ingress(struct __sk_buff *skb)
 		return 1;
 	n = __sync_fetch_and_add(&r->tail, 1);
 	e = &r->e[n % UDPI_RX_RING];
-	e->skb = (__u64)launder_sk(skb);
+	if (kfree_skb_has_sk)
+		e->skb = (__u64)launder_sk(skb);
 	e->peer = p;
 	e->dropped = 0;
 	e->seq = n + 1;
@@ -667,20 +694,43 @@ struct {
 	__type(value, __u64);
 } gso_pending SEC(".maps");
 
+/*
+ * The skb's shared info (skb->head + skb->end): one read where end (an
+ * offset on 64-bit kernels) sits just before head, as it has for years.
+ */
+static __always_inline struct skb_shared_info *skb_shinfo_of(struct sk_buff *skb)
+{
+	const __u32 off_end = bpf_core_field_offset(skb->end);
+	struct {
+		__u32 end;
+		__u32 head_lo;
+		__u32 head_hi;
+	} w;
+
+	if (bpf_core_field_size(skb->end) == 4 && bpf_core_field_offset(skb->head) == off_end + 4) {
+		if (bpf_probe_read_kernel(&w, sizeof(w), (void *)skb + off_end))
+			return NULL;
+		return (struct skb_shared_info *)((((__u64)w.head_hi << 32) | w.head_lo) + w.end);
+	}
+	return (struct skb_shared_info *)(BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end));
+}
+
 SEC("raw_tp/net_dev_queue")
 int BPF_PROG(tp_net_dev_queue, struct sk_buff *skb)
 {
-	struct sock *sk = BPF_CORE_READ(skb, sk);
-	struct skb_shared_info *shinfo;
+	struct skb_shared_info *shinfo = skb_shinfo_of(skb);
 	struct gso_note fresh = {}, *n;
+	struct sock *sk;
 	__u64 tid;
 	__u16 segs;
 
-	if (!sk)
+	/* Nearly every skb is one datagram: two reads decide that. */
+	if (!shinfo || bpf_probe_read_kernel(&segs, sizeof(segs), &shinfo->gso_segs) || segs <= 1)
 		return 0;
-	shinfo = (struct skb_shared_info *)(BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end));
-	segs = BPF_CORE_READ(shinfo, gso_segs);
-	if (segs <= 1 || !(BPF_CORE_READ(shinfo, gso_type) & SKB_GSO_UDP_L4))
+	if (!(BPF_CORE_READ(shinfo, gso_type) & SKB_GSO_UDP_L4))
+		return 0;
+	sk = BPF_CORE_READ(skb, sk);
+	if (!sk)
 		return 0;
 	tid = bpf_get_current_pid_tgid();
 	n = bpf_map_lookup_elem(&gso_notes, &tid);
@@ -725,17 +775,22 @@ SEC("raw_tp/sock_send_length")
 int BPF_PROG(tp_send_length, struct sock *sk, int ret, int flags)
 {
 	struct udpi_peer p = {};
+	__be16 dport;
+	__u16 num, family;
 
-	if (!sk_is_udp(sk) || task_filtered_out())
+	if (!udpi_sk_is_udp_dgram(sk) || task_filtered_out())
 		return 0;
 	/* Consume the notes even for a refused send, so they cannot go stale. */
-	bool given = take_stash(&send_stash, sk, &p);
+	bool given = take_stash(true, sk, &p);
 	__u64 extra = take_gso_extra(sk);
 
-	if (!given && !sk_connected_peer(sk, &p))
-		return 0;
 	if (ret < 0)
 		return 0; /* refused sends count nothing */
+	if (!given) {
+		udpi_sk_ports_family(sk, &dport, &num, &family);
+		if (!sk_peer_of(sk, family, dport, &p))
+			return 0;
+	}
 	handle_count(sk, &p, (__u64)ret, 1 + extra, true);
 	return 0;
 }
@@ -745,14 +800,19 @@ SEC("raw_tp/sock_recv_length")
 int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 {
 	struct udpi_peer p = {};
+	__be16 dport;
+	__u16 num, family;
 	bool have;
 
-	if (!sk_is_udp(sk) || task_filtered_out())
+	if (!udpi_sk_is_udp_dgram(sk) || task_filtered_out())
 		return 0;
-	have = take_stash(&recv_stash, sk, &p);
+	have = take_stash(false, sk, &p);
 	if (ret < 0 || (flags & (UDPI_MSG_PEEK | UDPI_MSG_ERRQUEUE)))
 		return 0; /* errors, peeks and the error queue consume no datagram */
-	if (!BPF_CORE_READ(sk, __sk_common.skc_dport)) {
+	udpi_sk_ports_family(sk, &dport, &num, &family);
+	if (family != UDPI_AF_INET && family != UDPI_AF_INET6)
+		return 0;
+	if (!dport) {
 		struct udpi_peer noted = {};
 
 		if (rx_ring_take(sk, &noted) && !have) {
@@ -760,33 +820,47 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 			have = true;
 		}
 	}
-	if (!have && !sk_connected_peer(sk, &p)) {
+	if (!have && !sk_peer_of(sk, family, dport, &p)) {
 		/* recv() without an address on an unconnected socket */
 		stat_add(UDPI_STAT_PEER_UNKNOWN, 1);
-		p.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		p.family = family;
 	}
 	handle_count(sk, &p, (__u64)ret, 1, false);
 	return 0;
 }
 
 /*
- * A thread keeps its stash entry: it is rewritten in place, and only a
- * thread's first stash inserts (an LRU insert per datagram costs several
- * times the lookup).
+ * A thread keeps its stash: it is rewritten in place, and only a thread's
+ * first stash inserts (an LRU insert per datagram costs several times the
+ * lookup).
  */
-static __always_inline void put_stash(void *map, __u64 tid, const struct udpi_peer_stash *st)
+static __always_inline void put_stash(bool send, const struct udpi_peer_stash *st)
 {
-	struct udpi_peer_stash *slot = bpf_map_lookup_elem(map, &tid);
+	struct udpi_peer_stash *slot;
+	__u64 tid;
 
+	if (stash_in_task) {
+		struct task_stash *ts = bpf_task_storage_get(&task_stashes, bpf_get_current_task_btf(), 0,
+							     BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+		if (ts) {
+			if (send)
+				ts->send = *st;
+			else
+				ts->recv = *st;
+		}
+		return;
+	}
+	tid = bpf_get_current_pid_tgid();
+	slot = bpf_map_lookup_elem(send ? (void *)&send_stash : (void *)&recv_stash, &tid);
 	if (slot)
 		*slot = *st;
 	else
-		bpf_map_update_elem(map, &tid, st, BPF_ANY);
+		bpf_map_update_elem(send ? (void *)&send_stash : (void *)&recv_stash, &tid, st, BPF_ANY);
 }
 
-static __always_inline void stash_v4(void *map, struct bpf_sock_addr *ctx)
+static __always_inline void stash_v4(bool send, struct bpf_sock_addr *ctx)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
 	struct udpi_peer_stash st = {};
 
 	/* The sock pointer is only a key here, never dereferenced. */
@@ -794,12 +868,11 @@ static __always_inline void stash_v4(void *map, struct bpf_sock_addr *ctx)
 	set_v4(st.addr, ctx->user_ip4);
 	st.port = bpf_ntohs((__u16)ctx->user_port);
 	st.family = UDPI_AF_INET;
-	put_stash(map, tid, &st);
+	put_stash(send, &st);
 }
 
-static __always_inline void stash_v6(void *map, struct bpf_sock_addr *ctx)
+static __always_inline void stash_v6(bool send, struct bpf_sock_addr *ctx)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
 	struct udpi_peer_stash st = {};
 	__u32 a[4];
 
@@ -810,7 +883,7 @@ static __always_inline void stash_v6(void *map, struct bpf_sock_addr *ctx)
 	a[3] = ctx->user_ip6[3];
 	set_v6(st.addr, &st.family, a);
 	st.port = bpf_ntohs((__u16)ctx->user_port);
-	put_stash(map, tid, &st);
+	put_stash(send, &st);
 }
 
 /* cgroup programs on the root cgroup see every process: always allow (return 1). */
@@ -818,7 +891,7 @@ SEC("cgroup/sendmsg4")
 int cg_sendmsg4(struct bpf_sock_addr *ctx)
 {
 	if (ctx->protocol == UDPI_IPPROTO_UDP && !task_filtered_out())
-		stash_v4(&send_stash, ctx);
+		stash_v4(true, ctx);
 	return 1;
 }
 
@@ -826,7 +899,7 @@ SEC("cgroup/sendmsg6")
 int cg_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	if (ctx->protocol == UDPI_IPPROTO_UDP && !task_filtered_out())
-		stash_v6(&send_stash, ctx);
+		stash_v6(true, ctx);
 	return 1;
 }
 
@@ -834,7 +907,7 @@ SEC("cgroup/recvmsg4")
 int cg_recvmsg4(struct bpf_sock_addr *ctx)
 {
 	if (ctx->protocol == UDPI_IPPROTO_UDP && !task_filtered_out())
-		stash_v4(&recv_stash, ctx);
+		stash_v4(false, ctx);
 	return 1;
 }
 
@@ -842,7 +915,7 @@ SEC("cgroup/recvmsg6")
 int cg_recvmsg6(struct bpf_sock_addr *ctx)
 {
 	if (ctx->protocol == UDPI_IPPROTO_UDP && !task_filtered_out())
-		stash_v6(&recv_stash, ctx);
+		stash_v6(false, ctx);
 	return 1;
 }
 

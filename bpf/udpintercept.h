@@ -61,6 +61,7 @@ struct udpi_flow {
 	__u64 last_emit_ns; /* CLOCK_MONOTONIC of the last snapshot the kernel sent */
 	__u64 cgroup_id;    /* cgroup v2 id of the task of the newest change */
 	__u64 changes;      /* number of operations counted; user space compares it to find unreported flows */
+	__u64 last_tick;    /* jiffies when last_ns was read: it is read once per tick, not per operation */
 	__u32 pid;          /* tgid of the task of the newest change */
 	__u32 uid;          /* its uid */
 	__u32 netns;        /* inode number of the socket's network namespace */

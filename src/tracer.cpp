@@ -337,6 +337,21 @@ void Tracer::Impl::configure()
 		for (bpf_map *m : {skel->maps.send_stash, skel->maps.recv_stash, skel->maps.rx_rings,
 				   skel->maps.gso_notes})
 			bpf_map__set_max_entries(m, least);
+	// The tracepoint backend's peer stashes live in task storage where cgroup
+	// programs may use it (a kernel-version question the verifier answers),
+	// else in the LRU maps above. Task storage maps exist since 5.11: other
+	// backends, which run on 5.10 too, do not create one.
+	const bool stash_in_task = backend == Backend::tracepoint &&
+				   libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+							   BPF_FUNC_task_storage_get, nullptr) == 1 &&
+				   libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+							   BPF_FUNC_get_current_task_btf, nullptr) == 1;
+	ro->stash_in_task = stash_in_task;
+	if (stash_in_task)
+		for (bpf_map *m : {skel->maps.send_stash, skel->maps.recv_stash})
+			bpf_map__set_max_entries(m, least);
+	bpf_map__set_autocreate(skel->maps.task_stashes, backend == Backend::tracepoint);
+	log(fmt::format("peer stashes in {}", stash_in_task ? "task storage" : "LRU hash maps"));
 	bpf_map__set_max_entries(skel->maps.flows, options.max_flows);
 	bpf_map__set_max_entries(skel->maps.socks, options.max_sockets);
 	bpf_map__set_max_entries(skel->maps.events, options.ring_buffer_bytes);

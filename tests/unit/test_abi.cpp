@@ -21,8 +21,8 @@ static_assert(sizeof(udpi_record) % 8 == 0, "ring buffer records stay 8-byte ali
 TEST_CASE("shared structures have the sizes the BPF object was built with", "[abi]")
 {
 	CHECK(sizeof(udpi_flow_key) == 32);
-	CHECK(sizeof(udpi_flow) == 112);
-	CHECK(sizeof(udpi_record) == 152);
+	CHECK(sizeof(udpi_flow) == 120);
+	CHECK(sizeof(udpi_record) == 160);
 	CHECK(offsetof(udpi_flow_key, rport) == 24);
 	CHECK(offsetof(udpi_flow, laddr) == 80);
 }
