@@ -497,11 +497,22 @@ struct rx_entry {
 	__u32 dropped;
 };
 
+/*
+ * A socket whose application has read this many datagrams in a row with
+ * their addresses (recvfrom, recvmsg with msg_name) goes quiet: arrivals are
+ * no longer noted, which is most of the cost of this path. Its first recv()
+ * without an address wakes the ring; the datagrams queued at that moment
+ * count as peer unknown, later ones are noted again.
+ */
+#define UDPI_RX_QUIET_AFTER 256
+
 /* The consumer's and the producer's counters on separate cache lines. */
 struct rx_ring {
 	__u64 head;	/* next arrival number to consume */
 	__u64 skip;	/* datagrams queued before tracking began: their senders are not known */
-	__u64 consumer_pad[6];
+	__u32 quiet;	/* arrivals are not noted (see UDPI_RX_QUIET_AFTER) */
+	__u32 streak;	/* consecutive receives that named their sender */
+	__u64 consumer_pad[5];
 	__u64 tail;	/* next arrival number to note */
 	__u64 producer_pad[7];
 	struct rx_entry e[UDPI_RX_RING];
@@ -604,7 +615,7 @@ int cg_skb_ingress(struct __sk_buff *skb)
 	if (!sk)
 		return 1;
 	r = rx_ring_get(sk);
-	if (!r || !skb_source_ctx(skb, &p))
+	if (!r || r->quiet || !skb_source_ctx(skb, &p))
 		return 1;
 	n = __sync_fetch_and_add(&r->tail, 1);
 	e = &r->e[n % UDPI_RX_RING];
@@ -616,14 +627,32 @@ int cg_skb_ingress(struct __sk_buff *skb)
 	return 1;
 }
 
-/* The sender of the datagram this receive consumed, from the ring. */
-static __always_inline bool rx_ring_take(struct sock *sk, struct udpi_peer *p)
+/*
+ * The sender of the datagram this receive consumed, from the ring. `named`:
+ * the receive named its sender itself (a cgroup recvmsg hook's stash).
+ */
+static __always_inline bool rx_ring_take(struct sock *sk, bool named, struct udpi_peer *p)
 {
 	__u64 skaddr = (__u64)sk;
 	struct rx_ring *r = bpf_map_lookup_elem(&rx_rings, &skaddr);
 
 	if (!r)
 		return false;
+	if (named) {
+		if (r->quiet)
+			return false;
+		if (++r->streak >= UDPI_RX_QUIET_AFTER)
+			r->quiet = 1; /* this entry is still taken below */
+	} else {
+		r->streak = 0;
+		if (r->quiet) {
+			/* Wake the ring: what is queued now was not noted. */
+			__sync_fetch_and_and(&r->quiet, 0);
+			r->skip = sk_queued(sk);
+			r->head = *(volatile __u64 *)&r->tail;
+			return false;
+		}
+	}
 	if (r->skip) {
 		r->skip--;
 		return false;
@@ -815,7 +844,7 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 	if (!dport) {
 		struct udpi_peer noted = {};
 
-		if (rx_ring_take(sk, &noted) && !have) {
+		if (rx_ring_take(sk, have, &noted) && !have) {
 			p = noted;
 			have = true;
 		}

@@ -24,5 +24,5 @@ TEST_CASE("shared structures have the sizes the BPF object was built with", "[ab
 	CHECK(sizeof(udpi_flow) == 120);
 	CHECK(sizeof(udpi_record) == 160);
 	CHECK(offsetof(udpi_flow_key, rport) == 24);
-	CHECK(offsetof(udpi_flow, laddr) == 80);
+	CHECK(offsetof(udpi_flow, laddr) == 88);
 }
