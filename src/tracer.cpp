@@ -54,11 +54,21 @@ int libbpf_print(enum libbpf_print_level level, const char *format, va_list args
 {
 	if (level == LIBBPF_DEBUG)
 		return 0;
-	char buf[1024];
-	const int n = vsnprintf(buf, sizeof(buf), format, args);
+	// A verifier log arrives as one message of any length: format it whole.
+	va_list again;
+	va_copy(again, args);
+	const int n = vsnprintf(nullptr, 0, format, args);
+	std::string buf;
+	try {
+		buf.resize(n < 0 ? 0 : static_cast<size_t>(n));
+	} catch (...) {
+	}
+	if (!buf.empty())
+		vsnprintf(buf.data(), buf.size() + 1, format, again);
+	va_end(again);
 	try {
 		if (g_libbpf_capture)
-			g_libbpf_capture->append(buf, std::min<size_t>(n < 0 ? 0 : n, sizeof(buf) - 1));
+			g_libbpf_capture->append(buf);
 		if (g_libbpf_log && *g_libbpf_log) {
 			std::string_view line(buf);
 			while (!line.empty() && line.back() == '\n')
