@@ -80,8 +80,12 @@ static __always_inline struct sock *launder_sk(void *p)
 	return (struct sock *)*(volatile __u64 *)slot;
 }
 
-/* The stash of this thread's operation on sk, if one was left (and takes it). */
-static __always_inline bool take_stash(bool send, struct sock *sk, struct udpi_peer *p)
+/*
+ * The stash of this thread's operation on sk, if one was left (and takes
+ * it). A stash is only ever left for a UDP socket, so finding one also
+ * settles what the socket is. *connected: the socket had a peer of its own.
+ */
+static __always_inline bool take_stash(bool send, struct sock *sk, struct udpi_peer *p, bool *connected)
 {
 	struct udpi_peer_stash *st;
 
@@ -104,6 +108,7 @@ static __always_inline bool take_stash(bool send, struct sock *sk, struct udpi_p
 	__builtin_memcpy(p->addr, st->addr, 16);
 	p->port = st->port;
 	p->family = st->family;
+	*connected = st->connected;
 	st->sk = 0;
 	return true;
 }
@@ -804,16 +809,17 @@ SEC("raw_tp/sock_send_length")
 int BPF_PROG(tp_send_length, struct sock *sk, int ret, int flags)
 {
 	struct udpi_peer p = {};
+	bool given, connected;
 	__be16 dport;
 	__u16 num, family;
+	__u64 extra;
 
-	if (!udpi_sk_is_udp_dgram(sk) || task_filtered_out())
-		return 0;
 	/* Consume the notes even for a refused send, so they cannot go stale. */
-	bool given = take_stash(true, sk, &p);
-	__u64 extra = take_gso_extra(sk);
-
-	if (ret < 0)
+	given = take_stash(true, sk, &p, &connected);
+	if (!given && !udpi_sk_is_udp_dgram(sk))
+		return 0;
+	extra = take_gso_extra(sk);
+	if (ret < 0 || task_filtered_out())
 		return 0; /* refused sends count nothing */
 	if (!given) {
 		udpi_sk_ports_family(sk, &dport, &num, &family);
@@ -829,19 +835,22 @@ SEC("raw_tp/sock_recv_length")
 int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 {
 	struct udpi_peer p = {};
-	__be16 dport;
-	__u16 num, family;
-	bool have;
+	bool have, connected = false;
+	__be16 dport = 0;
+	__u16 num, family = 0;
 
-	if (!udpi_sk_is_udp_dgram(sk) || task_filtered_out())
+	have = take_stash(false, sk, &p, &connected);
+	if (!have && !udpi_sk_is_udp_dgram(sk))
 		return 0;
-	have = take_stash(false, sk, &p);
-	if (ret < 0 || (flags & (UDPI_MSG_PEEK | UDPI_MSG_ERRQUEUE)))
+	if (ret < 0 || (flags & (UDPI_MSG_PEEK | UDPI_MSG_ERRQUEUE)) || task_filtered_out())
 		return 0; /* errors, peeks and the error queue consume no datagram */
-	udpi_sk_ports_family(sk, &dport, &num, &family);
-	if (family != UDPI_AF_INET && family != UDPI_AF_INET6)
-		return 0;
-	if (!dport) {
+	if (!have) {
+		udpi_sk_ports_family(sk, &dport, &num, &family);
+		if (family != UDPI_AF_INET && family != UDPI_AF_INET6)
+			return 0;
+		connected = dport != 0;
+	}
+	if (!connected) {
 		struct udpi_peer noted = {};
 
 		if (rx_ring_take(sk, have, &noted) && !have) {
@@ -888,12 +897,22 @@ static __always_inline void put_stash(bool send, const struct udpi_peer_stash *s
 		bpf_map_update_elem(send ? (void *)&send_stash : (void *)&recv_stash, &tid, st, BPF_ANY);
 }
 
+/* Whether the hook's socket has a connected peer (its remote port is set). */
+static __always_inline __u16 ctx_connected(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+
+	return sk && sk->dst_port;
+}
+
 static __always_inline void stash_v4(bool send, struct bpf_sock_addr *ctx)
 {
 	struct udpi_peer_stash st = {};
 
 	/* The sock pointer is only a key here, never dereferenced. */
 	st.sk = (__u64)ctx->sk;
+	if (!send)
+		st.connected = ctx_connected(ctx);
 	set_v4(st.addr, ctx->user_ip4);
 	st.port = bpf_ntohs((__u16)ctx->user_port);
 	st.family = UDPI_AF_INET;
@@ -906,6 +925,8 @@ static __always_inline void stash_v6(bool send, struct bpf_sock_addr *ctx)
 	__u32 a[4];
 
 	st.sk = (__u64)ctx->sk;
+	if (!send)
+		st.connected = ctx_connected(ctx);
 	a[0] = ctx->user_ip6[0];
 	a[1] = ctx->user_ip6[1];
 	a[2] = ctx->user_ip6[2];

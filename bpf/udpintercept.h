@@ -87,14 +87,15 @@ struct udpi_sock {
 
 /*
  * Peer stashed by a cgroup sock_addr hook for the sendmsg/recvmsg that
- * follows in the same thread (keyed by pid_tgid).
+ * follows in the same thread (in task storage, or keyed by pid_tgid).
  */
 struct udpi_peer_stash {
-	__u64 sk;       /* struct sock the peer belongs to; 0 = consumed */
-	__u8 addr[16];  /* as in udpi_flow_key */
-	__u16 port;     /* host byte order */
+	__u64 sk;        /* struct sock (UDP) the peer belongs to; 0 = consumed */
+	__u8 addr[16];   /* as in udpi_flow_key */
+	__u16 port;      /* host byte order */
 	__u16 family;
-	__u32 pad;
+	__u16 connected; /* the socket had a connected peer (its remote port was set) */
+	__u16 pad;
 };
 
 #endif /* UDPINTERCEPT_BPF_UDPINTERCEPT_H */
