@@ -804,6 +804,109 @@ static __always_inline __u64 take_gso_extra(struct sock *sk)
 	return extra;
 }
 
+/*
+ * Sends counted on their way out (where the kernel lets cgroup_skb programs
+ * see the current task: user space probes it). cgroup_skb/egress runs in
+ * ip_finish_output()/ip6_finish_output() for every skb of a socket, in the
+ * sender's context, before fragmentation and GSO segmentation: one program
+ * sees the destination (the headers), the payload and, for a UDP_SEGMENT
+ * send, the datagrams it leaves as (gso_segs). It replaces the cgroup
+ * sendmsg hooks, sock_send_length and net_dev_queue, three programs per
+ * send. A send the kernel refuses builds no skb and counts nothing; a corked
+ * send counts as the one datagram it becomes.
+ */
+const volatile bool send_at_egress = false;
+
+#define UDPI_IPV6_HOPOPTS 0
+#define UDPI_IPV6_ROUTING 43
+#define UDPI_IPV6_DSTOPTS 60
+#define UDPI_IPV6_MAX_EXT 4
+
+/* The receiver and the payload bytes of an outgoing UDP skb (it begins at its IP header). */
+static __always_inline bool skb_dest_ctx(struct __sk_buff *skb, struct udpi_peer *p, __u64 *bytes)
+{
+	union {
+		struct {
+			struct iphdr ip;
+			struct udphdr udp;
+		} v4;
+		struct {
+			struct ipv6hdr ip;
+			struct udphdr udp;
+		} v6;
+	} h;
+	struct udphdr uh;
+	__u32 off;
+	__u8 next;
+
+	if (bpf_skb_load_bytes(skb, 0, &h, sizeof(h.v4)))
+		return false;
+	if (h.v4.ip.version == 4) {
+		off = h.v4.ip.ihl * 4;
+		if (h.v4.ip.protocol != UDPI_IPPROTO_UDP)
+			return false;
+		uh = h.v4.udp;
+		if (off != sizeof(struct iphdr) && bpf_skb_load_bytes(skb, off, &uh, sizeof(uh)))
+			return false;
+		set_v4(p->addr, h.v4.ip.daddr);
+		p->family = UDPI_AF_INET;
+	} else {
+		if (h.v4.ip.version != 6 || bpf_skb_load_bytes(skb, 0, &h, sizeof(h.v6)))
+			return false;
+		off = sizeof(struct ipv6hdr);
+		next = h.v6.ip.nexthdr;
+		uh = h.v6.udp;
+		for (int i = 0; i < UDPI_IPV6_MAX_EXT && next != UDPI_IPPROTO_UDP; i++) {
+			__u8 eh[2];
+
+			if (next != UDPI_IPV6_HOPOPTS && next != UDPI_IPV6_ROUTING && next != UDPI_IPV6_DSTOPTS)
+				return false;
+			if (bpf_skb_load_bytes(skb, off, eh, sizeof(eh)))
+				return false;
+			next = eh[0];
+			off += (eh[1] + 1) * 8;
+		}
+		if (next != UDPI_IPPROTO_UDP)
+			return false;
+		if (off != sizeof(struct ipv6hdr) && bpf_skb_load_bytes(skb, off & 0xffff, &uh, sizeof(uh)))
+			return false;
+		set_v6(p->addr, &p->family, h.v6.ip.daddr.in6_u.u6_addr32);
+	}
+	if (skb->len < off + sizeof(uh))
+		return false;
+	p->port = bpf_ntohs(uh.dest);
+	*bytes = skb->len - off - sizeof(uh);
+	return true;
+}
+
+SEC("cgroup_skb/egress")
+int cg_skb_egress(struct __sk_buff *skb)
+{
+	struct bpf_sock *bsk = skb->sk;
+	struct udpi_peer p = {};
+	struct sock *sk;
+	__u64 bytes, segs;
+
+	if (!bsk)
+		return 1;
+	bsk = bpf_sk_fullsock(bsk);
+	if (!bsk || bsk->protocol != UDPI_IPPROTO_UDP || bsk->type != UDPI_SOCK_DGRAM ||
+	    task_filtered_out())
+		return 1;
+	segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
+	if (!skb_dest_ctx(skb, &p, &bytes)) {
+		/* headers this program cannot read: counted, not attributed */
+		stat_add(UDPI_STAT_FLOWS_UNTRACKED, 1);
+		stat_add(UDPI_STAT_UNTRACKED_PACKETS, segs);
+		stat_add(UDPI_STAT_UNTRACKED_BYTES, skb->len);
+		return 1;
+	}
+	sk = launder_sk(bsk);
+	if (sk)
+		handle_count(sk, &p, bytes, segs, true);
+	return 1;
+}
+
 /* sock_sendmsg_nosec(): trace_sock_send_length(sk, ret, 0) after every send. */
 SEC("raw_tp/sock_send_length")
 int BPF_PROG(tp_send_length, struct sock *sk, int ret, int flags)

@@ -101,9 +101,12 @@ Availability probe_kprobe(const KernelFeatures &k)
 	return {true, "kprobes and every hooked function are present"};
 }
 
-constexpr std::array<std::string_view, 12> kTracepointPrograms = {
+// Sends go either through cg_skb_egress or through the three programs it
+// replaces (Tracer::Impl::configure() picks by what the kernel allows).
+constexpr std::array<std::string_view, 13> kTracepointPrograms = {
 	"tp_send_length", "tp_recv_length",  "cg_sendmsg4",    "cg_sendmsg6",  "cg_recvmsg4",	   "cg_recvmsg6",
 	"cg_connect4",	  "cg_connect6",     "cg_sock_release", "cg_skb_ingress", "tp_kfree_skb", "tp_net_dev_queue",
+	"cg_skb_egress",
 };
 
 // Preference of `auto`: fentry first (a trampoline is the cheapest hook and

@@ -362,6 +362,19 @@ void Tracer::Impl::configure()
 			bpf_map__set_max_entries(m, least);
 	bpf_map__set_autocreate(skel->maps.task_stashes, backend == Backend::tracepoint);
 	log(fmt::format("peer stashes in {}", stash_in_task ? "task storage" : "LRU hash maps"));
+	// The tracepoint backend counts sends in one cgroup_skb/egress program
+	// where the kernel lets those see the current task (bpf_get_current_*),
+	// else with the sendmsg hooks, sock_send_length and net_dev_queue.
+	bool egress_sees_task = backend == Backend::tracepoint;
+	for (const auto helper : {BPF_FUNC_get_current_pid_tgid, BPF_FUNC_get_current_uid_gid,
+				  BPF_FUNC_get_current_cgroup_id, BPF_FUNC_get_current_comm, BPF_FUNC_jiffies64})
+		egress_sees_task = egress_sees_task &&
+				   libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SKB, helper, nullptr) == 1;
+	ro->send_at_egress = egress_sees_task && !options.sends_at_tracepoint;
+	if (backend == Backend::tracepoint)
+		log(ro->send_at_egress ? "sends counted at cgroup_skb/egress"
+				       : "sends counted at sock_send_length (with cgroup sendmsg hooks and "
+					 "net_dev_queue)");
 	bpf_map__set_max_entries(skel->maps.flows, options.max_flows);
 	bpf_map__set_max_entries(skel->maps.socks, options.max_sockets);
 	bpf_map__set_max_entries(skel->maps.events, options.ring_buffer_bytes);
@@ -374,6 +387,11 @@ void Tracer::Impl::configure()
 		bool wanted = std::find(spec.programs.begin(), spec.programs.end(), name) != spec.programs.end();
 		if (name == "tp_kfree_skb" && !kfree_skb_has_sk)
 			wanted = false;
+		if (name == "cg_skb_egress")
+			wanted = wanted && ro->send_at_egress;
+		if (name == "tp_send_length" || name == "cg_sendmsg4" || name == "cg_sendmsg6" ||
+		    name == "tp_net_dev_queue")
+			wanted = wanted && !ro->send_at_egress;
 		bpf_program__set_autoload(prog, wanted);
 	}
 }

@@ -43,6 +43,11 @@ struct Options {
 	std::uint32_t max_sockets = 65536;           ///< socket table entries
 	std::uint32_t ring_buffer_bytes = 4u << 20;  ///< power of two, at least one page
 
+	/// Tracepoint backend only: count sends at sock_send_length (with the
+	/// cgroup sendmsg hooks and net_dev_queue) even where one cgroup_skb/egress
+	/// program could (the default wherever the kernel allows it, and cheaper).
+	bool sends_at_tracepoint = false;
+
 	/// Receives a line for each decision worth logging (backend probing, choices).
 	std::function<void(std::string_view)> log;
 

@@ -54,6 +54,15 @@ inline std::string test_backend()
 	return b && *b ? b : "auto";
 }
 
+/// UDPI_TEST_SENDS=tracepoint: the tracepoint backend counts sends at
+/// sock_send_length (Options::sends_at_tracepoint), the path kernels take whose
+/// cgroup_skb programs cannot see the current task.
+inline bool test_sends_at_tracepoint()
+{
+	const char *s = std::getenv("UDPI_TEST_SENDS");
+	return s && std::string(s) == "tracepoint";
+}
+
 /// Moves the calling process into a fresh network namespace with `lo` up.
 inline void enter_fresh_netns()
 {

@@ -36,6 +36,7 @@ inline udpintercept::Options with_test_backend(udpintercept::Options o)
 {
 	if (o.backend == udpintercept::Backend::automatic)
 		o.backend = udpintercept::parse_backend(test_backend()).value();
+	o.sends_at_tracepoint = o.sends_at_tracepoint || test_sends_at_tracepoint();
 	return o;
 }
 

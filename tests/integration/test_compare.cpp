@@ -74,11 +74,12 @@ void traffic()
 }
 
 // Flows with their counters, one line each, sorted: comparable across backends.
-std::string run_under(Backend b)
+std::string run_under(Backend b, bool sends_at_tracepoint = false)
 {
 	testutil::enter_fresh_netns();
 	Options o;
 	o.backend = b;
+	o.sends_at_tracepoint = sends_at_tracepoint;
 	o.pid = static_cast<std::uint32_t>(getpid());
 	Recorder rec(o);
 	traffic();
@@ -136,4 +137,16 @@ TEST_CASE("every backend gives the same flows and counters for the same traffic"
 		INFO("backend " << to_string(backends[i]));
 		CHECK(run_under(backends[i]) == reference);
 	}
+}
+
+TEST_CASE("the tracepoint backend's two send paths give the same flows and counters", "[compare]")
+{
+	if (!available(Backend::tracepoint)) {
+		WARN("no tracepoint backend on this kernel");
+		return;
+	}
+	const std::string egress = run_under(Backend::tracepoint);
+	INFO("sends at cgroup_skb/egress (or the kernel's only path):\n" << egress);
+	CHECK(std::count(egress.begin(), egress.end(), '\n') == 15);
+	CHECK(run_under(Backend::tracepoint, true) == egress);
 }
