@@ -243,15 +243,16 @@ static __always_inline __u64 new_sock_id(void)
 }
 
 /*
- * The last socket each CPU looked up, valid while no UDP socket has closed
- * since (close_epoch): a flood on one socket skips the socket table. A
- * closed socket's address may come back as a new socket, which must get a
- * new id; every close moves the epoch, so no cached entry outlives one.
+ * The last socket each CPU looked up, valid while cache_epoch has not moved:
+ * a flood on one socket skips the socket table. Every close moves the epoch
+ * (a closed socket's address may come back as a new socket, which must get
+ * a new id), and so does anything else that changes what an entry says.
  */
 struct sock_cache {
 	__u64 sk;
 	__u64 id;
 	__u64 epoch;
+	__u64 rx_quiet; /* tracepoint backend: the socket's receive ring was quiet */
 };
 
 struct {
@@ -266,14 +267,36 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u64);
-} close_epoch SEC(".maps");
+} cache_epoch SEC(".maps");
+
+/* This CPU's cache entry if it is for skaddr and still valid. */
+static __always_inline struct sock_cache *sock_cache_of(__u64 skaddr)
+{
+	__u32 zero = 0;
+	struct sock_cache *c = bpf_map_lookup_elem(&sock_cache, &zero);
+	__u64 *epoch = bpf_map_lookup_elem(&cache_epoch, &zero);
+
+	if (!c || !epoch || c->sk != skaddr || c->epoch != *(volatile __u64 *)epoch)
+		return NULL;
+	return c;
+}
+
+/* Every CPU's cache entry stops being valid. */
+static __always_inline void sock_caches_expire(void)
+{
+	__u32 zero = 0;
+	__u64 *epoch = bpf_map_lookup_elem(&cache_epoch, &zero);
+
+	if (epoch)
+		__sync_fetch_and_add(epoch, 1);
+}
 
 /* The id of the socket at skaddr, made if new; 0 if the table refused it. */
 static __always_inline __u64 sock_id_of(__u64 skaddr)
 {
 	__u32 zero = 0;
 	struct sock_cache *c = bpf_map_lookup_elem(&sock_cache, &zero);
-	__u64 *epoch = bpf_map_lookup_elem(&close_epoch, &zero);
+	__u64 *epoch = bpf_map_lookup_elem(&cache_epoch, &zero);
 	struct udpi_sock fresh = {}, *s;
 	__u64 seen;
 	int err;
@@ -302,6 +325,7 @@ static __always_inline __u64 sock_id_of(__u64 skaddr)
 	c->sk = skaddr;
 	c->id = s->id;
 	c->epoch = seen;
+	c->rx_quiet = 0;
 	return s->id;
 }
 
@@ -509,15 +533,12 @@ static __always_inline void handle_close(__u64 skaddr)
 	struct udpi_flow_key key = {};
 	struct udpi_sock *s = bpf_map_lookup_elem(&socks, &skaddr);
 	struct udpi_record *r;
-	__u32 zero = 0;
-	__u64 now, *epoch;
+	__u64 now;
 
 	if (!s)
 		return;
 	/* Before the address can be reused: no CPU's cached id outlives this. */
-	epoch = bpf_map_lookup_elem(&close_epoch, &zero);
-	if (epoch)
-		__sync_fetch_and_add(epoch, 1);
+	sock_caches_expire();
 	key.sock_id = s->id;
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (r) {

@@ -635,8 +635,10 @@ int cg_skb_ingress(struct __sk_buff *skb)
 /*
  * The sender of the datagram this receive consumed, from the ring. `named`:
  * the receive named its sender itself (a cgroup recvmsg hook's stash).
+ * *quiet: the ring was quiet, which this CPU's socket cache may remember
+ * (a wake expires every cache).
  */
-static __always_inline bool rx_ring_take(struct sock *sk, bool named, struct udpi_peer *p)
+static __always_inline bool rx_ring_take(struct sock *sk, bool named, struct udpi_peer *p, bool *quiet)
 {
 	__u64 skaddr = (__u64)sk;
 	struct rx_ring *r = bpf_map_lookup_elem(&rx_rings, &skaddr);
@@ -644,6 +646,7 @@ static __always_inline bool rx_ring_take(struct sock *sk, bool named, struct udp
 	if (!r)
 		return false;
 	if (named) {
+		*quiet = r->quiet;
 		if (r->quiet)
 			return false;
 		if (++r->streak >= UDPI_RX_QUIET_AFTER)
@@ -653,6 +656,7 @@ static __always_inline bool rx_ring_take(struct sock *sk, bool named, struct udp
 		if (r->quiet) {
 			/* Wake the ring: what is queued now was not noted. */
 			__sync_fetch_and_and(&r->quiet, 0);
+			sock_caches_expire();
 			r->skip = sk_queued(sk);
 			r->head = *(volatile __u64 *)&r->tail;
 			return false;
@@ -938,7 +942,7 @@ SEC("raw_tp/sock_recv_length")
 int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 {
 	struct udpi_peer p = {};
-	bool have, connected = false;
+	bool have, connected = false, quiet = false;
 	__be16 dport = 0;
 	__u16 num, family = 0;
 
@@ -954,11 +958,15 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 		connected = dport != 0;
 	}
 	if (!connected) {
+		struct sock_cache *c = have ? sock_cache_of((__u64)sk) : NULL;
 		struct udpi_peer noted = {};
 
-		if (rx_ring_take(sk, have, &noted) && !have) {
-			p = noted;
-			have = true;
+		/* A named receive on a quiet ring has nothing to keep in step. */
+		if (!c || !c->rx_quiet) {
+			if (rx_ring_take(sk, have, &noted, &quiet) && !have) {
+				p = noted;
+				have = true;
+			}
 		}
 	}
 	if (!have && !sk_peer_of(sk, family, dport, &p)) {
@@ -967,6 +975,13 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 		p.family = family;
 	}
 	handle_count(sk, &p, (__u64)ret, 1, false);
+	if (quiet) {
+		/* handle_count() just made this CPU's cache entry this socket's */
+		struct sock_cache *c = sock_cache_of((__u64)sk);
+
+		if (c)
+			c->rx_quiet = 1;
+	}
 	return 0;
 }
 

@@ -148,6 +148,48 @@ TEST_CASE("an unconnected socket talking to several peers has one flow per peer"
 	}
 }
 
+TEST_CASE("a socket that read its senders' addresses for long, then calls recv(), stays exact", "[flows][recv]")
+{
+	Recorder rec;
+	Udp server(AF_INET), a(AF_INET);
+	server.bind("127.0.0.1");
+	a.bind("127.0.0.1");
+	// 300 reads that name the sender: the tracepoint backend stops noting arrivals.
+	for (int i = 0; i < 300; i++) {
+		a.send_to(server.local(), 20);
+		SockAddr from;
+		REQUIRE(server.recv_from(from) == 20);
+	}
+	// The first recv() without an address wakes the noting: on the tracepoint
+	// backend, the datagram it reads (queued while nothing was noted) has no
+	// known sender. Every later one does.
+	a.send_to(server.local(), 21);
+	REQUIRE(server.recv() == 21);
+	for (int i = 0; i < 3; i++) {
+		a.send_to(server.local(), 22);
+		REQUIRE(server.recv() == 22);
+	}
+	rec.stop();
+
+	const bool tracepoint = rec.tracer().backend() == Backend::tracepoint;
+	const auto flows = rec.last_by_flow();
+	const auto &in = flows.at({endpoint(server.local()), endpoint(a.local())});
+	CHECK(in.rx_packets == (tracepoint ? 303u : 304u));
+	CHECK(in.rx_bytes == 300u * 20 + 3 * 22 + (tracepoint ? 0 : 21));
+	CHECK(rec.tracer().stats().peer_unknown == (tracepoint ? 1u : 0u));
+	if (tracepoint) {
+		const auto unknown = std::find_if(flows.begin(), flows.end(), [&](const auto &kv) {
+			return kv.first.local == endpoint(server.local()) && kv.second.remote.port == 0;
+		});
+		REQUIRE(unknown != flows.end());
+		CHECK(unknown->second.rx_packets == 1);
+		CHECK(unknown->second.rx_bytes == 21);
+	}
+	const auto &out = flows.at({endpoint(a.local()), endpoint(server.local())});
+	CHECK(out.tx_packets == 304);
+	CHECK(out.tx_bytes == 300u * 20 + 21 + 3 * 22);
+}
+
 TEST_CASE("closing a socket reports its flows' totals as close events", "[flows][close]")
 {
 	Recorder rec;
