@@ -322,10 +322,14 @@ static __always_inline __u64 sock_id_of(__u64 skaddr)
 		if (!s)
 			return 0;
 	}
-	c->sk = skaddr;
+	/* The address last: a program interrupting this one on the CPU misses, never mismatches. */
+	*(volatile __u64 *)&c->sk = 0;
+	asm volatile("" ::: "memory");
 	c->id = s->id;
 	c->epoch = seen;
 	c->rx_quiet = 0;
+	asm volatile("" ::: "memory");
+	*(volatile __u64 *)&c->sk = skaddr;
 	return s->id;
 }
 
