@@ -2,7 +2,10 @@
 #include "backend.h"
 
 #include <array>
+#include <bpf/bpf.h>
 #include <bpf/btf.h>
+#include <cstring>
+#include <linux/bpf.h>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -33,6 +36,34 @@ int KernelFeatures::tracepoint_arity(std::string_view name) const
 		return -1;
 	t = btf__type_by_id(vmlinux_, t->type);
 	return t && btf_is_func_proto(t) ? btf_vlen(t) - 1 : -1;
+}
+
+bool helper_allowed(int type, int attach, int helper)
+{
+	// r1..r5 = 0; call helper; r0 = 1; exit. Arguments of the wrong kind are a
+	// different complaint from an unknown or forbidden helper.
+	const bpf_insn insns[] = {
+		{BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_1, 0, 0, 0},
+		{BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_2, 0, 0, 0},
+		{BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_3, 0, 0, 0},
+		{BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_4, 0, 0, 0},
+		{BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_5, 0, 0, 0},
+		{BPF_JMP | BPF_CALL, 0, 0, 0, helper},
+		{BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1},
+		{BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+	};
+	std::string log(16384, '\0');
+	LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = static_cast<bpf_attach_type>(attach),
+		    .log_level = 1, .log_size = static_cast<__u32>(log.size()), .log_buf = log.data());
+	const int fd = bpf_prog_load(static_cast<bpf_prog_type>(type), nullptr, "GPL", insns, std::size(insns),
+				     &opts);
+	if (fd >= 0) {
+		close(fd);
+		return true;
+	}
+	log.resize(std::strlen(log.c_str()));
+	return log.find("unknown func") == std::string::npos && log.find("invalid func") == std::string::npos &&
+	       log.find("cannot use helper") == std::string::npos && !log.empty();
 }
 
 std::string cgroup2_mount()

@@ -48,6 +48,14 @@ std::span<const BackendSpec> backend_table();
 /// The row of `backend` (not Backend::automatic).
 const BackendSpec &backend_spec(Backend backend);
 
+/**
+ * Whether programs of `type` (attached as `attach`) may call `helper` on this
+ * kernel: a one-call program is loaded and the verifier's verdict read.
+ * (libbpf 1.1's probe takes newer kernels' "program of this type cannot use
+ * helper" for a yes.) Needs CAP_BPF.
+ */
+bool helper_allowed(int type, int attach, int helper);
+
 /// Where cgroup v2 is mounted, from /proc/self/mounts; empty if nowhere.
 std::string cgroup2_mount();
 

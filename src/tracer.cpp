@@ -351,17 +351,19 @@ void Tracer::Impl::configure()
 	// programs may use it (a kernel-version question the verifier answers),
 	// else in the LRU maps above. Task storage maps exist since 5.11: other
 	// backends, which run on 5.10 too, do not create one.
+	const auto sock_addr_may = [](bpf_func_id helper) {
+		return detail::helper_allowed(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_UDP4_RECVMSG, helper);
+	};
 	const bool stash_in_task = backend == Backend::tracepoint &&
-				   libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
-							   BPF_FUNC_task_storage_get, nullptr) == 1 &&
-				   libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
-							   BPF_FUNC_get_current_task_btf, nullptr) == 1;
+				   sock_addr_may(BPF_FUNC_task_storage_get) &&
+				   sock_addr_may(BPF_FUNC_get_current_task_btf);
 	ro->stash_in_task = stash_in_task;
 	if (stash_in_task)
 		for (bpf_map *m : {skel->maps.send_stash, skel->maps.recv_stash})
 			bpf_map__set_max_entries(m, least);
 	bpf_map__set_autocreate(skel->maps.task_stashes, backend == Backend::tracepoint);
-	log(fmt::format("peer stashes in {}", stash_in_task ? "task storage" : "LRU hash maps"));
+	if (backend == Backend::tracepoint)
+		log(fmt::format("peer stashes in {}", stash_in_task ? "task storage" : "LRU hash maps"));
 	// The tracepoint backend counts sends in one cgroup_skb/egress program
 	// where the kernel lets those see the current task (bpf_get_current_*),
 	// else with the sendmsg hooks, sock_send_length and net_dev_queue.
@@ -369,7 +371,7 @@ void Tracer::Impl::configure()
 	for (const auto helper : {BPF_FUNC_get_current_pid_tgid, BPF_FUNC_get_current_uid_gid,
 				  BPF_FUNC_get_current_cgroup_id, BPF_FUNC_get_current_comm, BPF_FUNC_jiffies64})
 		egress_sees_task = egress_sees_task &&
-				   libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SKB, helper, nullptr) == 1;
+				   detail::helper_allowed(BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_EGRESS, helper);
 	ro->send_at_egress = egress_sees_task && !options.sends_at_tracepoint;
 	if (backend == Backend::tracepoint)
 		log(ro->send_at_egress ? "sends counted at cgroup_skb/egress"

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <fstream>
+#include <linux/bpf.h>
 #include <set>
 #include <sys/wait.h>
 
@@ -231,4 +232,14 @@ TEST_CASE("auto picks a backend and says why", "[backend]")
 	Tracer t(testutil::with_test_backend({}));
 	CHECK(t.backend() != Backend::automatic);
 	CHECK(!t.backend_reason().empty());
+}
+
+TEST_CASE("the helper probe tells an allowed helper from a forbidden one", "[backend]")
+{
+	// Raw tracepoints may read the precise clock, not the coarse one (which
+	// older kernels do not know at all): both answers come from the verifier.
+	CHECK(detail::helper_allowed(BPF_PROG_TYPE_RAW_TRACEPOINT, 0, BPF_FUNC_ktime_get_ns));
+	CHECK(!detail::helper_allowed(BPF_PROG_TYPE_RAW_TRACEPOINT, 0, BPF_FUNC_ktime_get_coarse_ns));
+	// A helper number no kernel has.
+	CHECK(!detail::helper_allowed(BPF_PROG_TYPE_RAW_TRACEPOINT, 0, 100000));
 }

@@ -54,6 +54,14 @@ run() {
 	echo "[$name: $(($(date +%s) - start)) s] $(tail -n 2 "$log" | head -n 1)"
 }
 
+# Which internal paths the tracepoint backend takes on this kernel (for the log).
+case " $backends " in
+*" tracepoint "*)
+	"$cli" --backend tracepoint --verbose --duration 1 2>&1 >/dev/null |
+		grep -E "peer stashes|sends counted" | sed 's/^/[tracepoint backend: /; s/$/]/'
+	;;
+esac
+
 for b in $backends; do
 	if [ "$b" = auto ]; then
 		# auto is one of the backends above, chosen by probing: the CLI end to end suffices.
