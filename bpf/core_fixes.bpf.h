@@ -48,11 +48,10 @@ static __always_inline bool udpi_sk_is_udp_dgram(const struct sock *sk)
 }
 
 /*
- * skc_dport, skc_num and skc_family: adjacent in struct sock_common since
- * long before 5.10, read as one 6-byte block when the offsets agree.
+ * skc_dport and skc_family: with skc_num between them in struct sock_common
+ * since long before 5.10, read as one 6-byte block when the offsets agree.
  */
-static __always_inline void udpi_sk_ports_family(const struct sock *sk, __be16 *dport, __u16 *num,
-						 __u16 *family)
+static __always_inline void udpi_sk_dport_family(const struct sock *sk, __be16 *dport, __u16 *family)
 {
 	const __u32 off = bpf_core_field_offset(sk->__sk_common.skc_dport);
 	__u16 w[3] = {};
@@ -61,12 +60,10 @@ static __always_inline void udpi_sk_ports_family(const struct sock *sk, __be16 *
 	    bpf_core_field_offset(sk->__sk_common.skc_family) == off + 4) {
 		bpf_probe_read_kernel(w, sizeof(w), (const void *)sk + off);
 		*dport = w[0];
-		*num = w[1];
 		*family = w[2];
 		return;
 	}
 	*dport = BPF_CORE_READ(sk, __sk_common.skc_dport);
-	*num = BPF_CORE_READ(sk, __sk_common.skc_num);
 	*family = BPF_CORE_READ(sk, __sk_common.skc_family);
 }
 

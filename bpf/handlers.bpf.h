@@ -152,9 +152,9 @@ static __always_inline bool sk_peer_of(struct sock *sk, __u16 family, __be16 dpo
 static __always_inline bool sk_connected_peer(struct sock *sk, struct udpi_peer *p)
 {
 	__be16 dport;
-	__u16 num, family;
+	__u16 family;
 
-	udpi_sk_ports_family(sk, &dport, &num, &family);
+	udpi_sk_dport_family(sk, &dport, &family);
 	return sk_peer_of(sk, family, dport, p);
 }
 
@@ -269,14 +269,26 @@ struct {
 	__type(value, __u64);
 } cache_epoch SEC(".maps");
 
-/* This CPU's cache entry if it is for skaddr and still valid. */
-static __always_inline struct sock_cache *sock_cache_of(__u64 skaddr)
+/* This CPU's cache entry, and in *seen the epoch an entry must carry to be valid. */
+static __always_inline struct sock_cache *sock_cache_slot(__u64 *seen)
 {
 	__u32 zero = 0;
 	struct sock_cache *c = bpf_map_lookup_elem(&sock_cache, &zero);
 	__u64 *epoch = bpf_map_lookup_elem(&cache_epoch, &zero);
 
-	if (!c || !epoch || c->sk != skaddr || c->epoch != *(volatile __u64 *)epoch)
+	if (!c || !epoch)
+		return NULL;
+	*seen = *(volatile __u64 *)epoch;
+	return c;
+}
+
+/* This CPU's cache entry if it is for skaddr and still valid. */
+static __always_inline struct sock_cache *sock_cache_of(__u64 skaddr)
+{
+	__u64 seen;
+	struct sock_cache *c = sock_cache_slot(&seen);
+
+	if (!c || c->sk != skaddr || c->epoch != seen)
 		return NULL;
 	return c;
 }
@@ -294,16 +306,14 @@ static __always_inline void sock_caches_expire(void)
 /* The id of the socket at skaddr, made if new; 0 if the table refused it. */
 static __always_inline __u64 sock_id_of(__u64 skaddr)
 {
-	__u32 zero = 0;
-	struct sock_cache *c = bpf_map_lookup_elem(&sock_cache, &zero);
-	__u64 *epoch = bpf_map_lookup_elem(&cache_epoch, &zero);
 	struct udpi_sock fresh = {}, *s;
+	struct sock_cache *c;
 	__u64 seen;
 	int err;
 
-	if (!c || !epoch)
+	c = sock_cache_slot(&seen);
+	if (!c)
 		return 0;
-	seen = *(volatile __u64 *)epoch;
 	if (c->sk == skaddr && c->epoch == seen)
 		return c->id;
 	s = bpf_map_lookup_elem(&socks, &skaddr);

@@ -54,6 +54,11 @@ struct {
 
 const volatile bool stash_in_task = false;
 
+static __always_inline void *lru_stash(bool send)
+{
+	return send ? (void *)&send_stash : (void *)&recv_stash;
+}
+
 /* One slot per CPU to turn a verifier-typed socket pointer into a plain value. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -99,7 +104,7 @@ static __always_inline bool take_stash(bool send, struct sock *sk, struct udpi_p
 	} else {
 		__u64 tid = bpf_get_current_pid_tgid();
 
-		st = bpf_map_lookup_elem(send ? (void *)&send_stash : (void *)&recv_stash, &tid);
+		st = bpf_map_lookup_elem(lru_stash(send), &tid);
 		if (!st)
 			return false;
 	}
@@ -563,41 +568,72 @@ static __always_inline struct rx_ring *rx_ring_get(struct sock *sk)
 	return bpf_map_lookup_elem(&rx_rings, &skaddr);
 }
 
-/* The sender, from the headers at the skb's start (an ingress skb begins at its IP header). */
-static __always_inline bool skb_source_ctx(struct __sk_buff *skb, struct udpi_peer *p)
-{
-	/* One load covers IPv4 without options and its UDP header, or IPv6 and its UDP header. */
-	union {
-		struct {
-			struct iphdr ip;
-			struct udphdr udp;
-		} v4;
-		struct {
-			struct ipv6hdr ip;
-			struct udphdr udp;
-		} v6;
-	} h;
-	struct udphdr uh;
+#define UDPI_IPV6_HOPOPTS 0
+#define UDPI_IPV6_ROUTING 43
+#define UDPI_IPV6_DSTOPTS 60
+#define UDPI_IPV6_MAX_EXT 4
 
-	if (bpf_skb_load_bytes(skb, 0, &h, sizeof(h.v4)))
+/*
+ * One end of a UDP datagram, from the headers at the start of a cgroup_skb
+ * program's skb (its IP header): the sender (ingress) or, with `dest`, the
+ * receiver (egress); and the payload bytes behind the headers (a GSO skb
+ * carries all its segments' payload behind one set). Headers in the linear
+ * part are read in place; IPv4 options and up to UDPI_IPV6_MAX_EXT IPv6
+ * extension headers through bpf_skb_load_bytes().
+ */
+static __always_inline bool skb_udp_end(struct __sk_buff *skb, bool dest, struct udpi_peer *p, __u64 *payload)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ipv6hdr ip6;
+	struct iphdr ip4;
+	struct udphdr uh;
+	__u32 off;
+	__u8 next;
+
+	if (data + sizeof(ip4) <= end)
+		ip4 = *(struct iphdr *)data;
+	else if (bpf_skb_load_bytes(skb, 0, &ip4, sizeof(ip4)))
 		return false;
-	if (h.v4.ip.version == 4) {
-		if (h.v4.ip.protocol != UDPI_IPPROTO_UDP)
+	if (ip4.version == 4) {
+		if (ip4.protocol != UDPI_IPPROTO_UDP)
 			return false;
-		uh = h.v4.udp;
-		if (h.v4.ip.ihl != 5 && bpf_skb_load_bytes(skb, h.v4.ip.ihl * 4, &uh, sizeof(uh)))
-			return false;
-		set_v4(p->addr, h.v4.ip.saddr);
+		off = ip4.ihl * 4;
+		set_v4(p->addr, dest ? ip4.daddr : ip4.saddr);
 		p->family = UDPI_AF_INET;
-		p->port = bpf_ntohs(uh.source);
-		return true;
-	}
-	/* Extension headers before UDP are not followed. */
-	if (h.v4.ip.version != 6 || bpf_skb_load_bytes(skb, 0, &h, sizeof(h.v6)) ||
-	    h.v6.ip.nexthdr != UDPI_IPPROTO_UDP)
+	} else if (ip4.version == 6) {
+		if (data + sizeof(ip6) <= end)
+			ip6 = *(struct ipv6hdr *)data;
+		else if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
+			return false;
+		off = sizeof(ip6);
+		next = ip6.nexthdr;
+		for (int i = 0; i < UDPI_IPV6_MAX_EXT && next != UDPI_IPPROTO_UDP; i++) {
+			__u8 eh[2];
+
+			if (next != UDPI_IPV6_HOPOPTS && next != UDPI_IPV6_ROUTING && next != UDPI_IPV6_DSTOPTS)
+				return false;
+			if (bpf_skb_load_bytes(skb, off, eh, sizeof(eh)))
+				return false;
+			next = eh[0];
+			off += (eh[1] + 1) * 8;
+		}
+		if (next != UDPI_IPPROTO_UDP)
+			return false;
+		set_v6(p->addr, &p->family, dest ? ip6.daddr.in6_u.u6_addr32 : ip6.saddr.in6_u.u6_addr32);
+	} else {
 		return false;
-	set_v6(p->addr, &p->family, h.v6.ip.saddr.in6_u.u6_addr32);
-	p->port = bpf_ntohs(h.v6.udp.source);
+	}
+	if (off == sizeof(ip4) && data + sizeof(ip4) + sizeof(uh) <= end)
+		uh = *(struct udphdr *)(data + sizeof(ip4));
+	else if (off == sizeof(ip6) && data + sizeof(ip6) + sizeof(uh) <= end)
+		uh = *(struct udphdr *)(data + sizeof(ip6));
+	else if (bpf_skb_load_bytes(skb, off & 0xffff, &uh, sizeof(uh)))
+		return false;
+	if (skb->len < off + sizeof(uh))
+		return false;
+	p->port = bpf_ntohs(dest ? uh.dest : uh.source);
+	*payload = skb->len - off - sizeof(uh);
 	return true;
 }
 
@@ -609,7 +645,7 @@ int cg_skb_ingress(struct __sk_buff *skb)
 	struct rx_entry *e;
 	struct rx_ring *r;
 	struct sock *sk;
-	__u64 n;
+	__u64 n, payload;
 
 	if (!bsk)
 		return 1;
@@ -620,7 +656,7 @@ int cg_skb_ingress(struct __sk_buff *skb)
 	if (!sk)
 		return 1;
 	r = rx_ring_get(sk);
-	if (!r || r->quiet || !skb_source_ctx(skb, &p))
+	if (!r || r->quiet || !skb_udp_end(skb, false, &p, &payload))
 		return 1;
 	n = __sync_fetch_and_add(&r->tail, 1);
 	e = &r->e[n % UDPI_RX_RING];
@@ -821,110 +857,6 @@ static __always_inline __u64 take_gso_extra(struct sock *sk)
  */
 const volatile bool send_at_egress = false;
 
-#define UDPI_IPV6_HOPOPTS 0
-#define UDPI_IPV6_ROUTING 43
-#define UDPI_IPV6_DSTOPTS 60
-#define UDPI_IPV6_MAX_EXT 4
-
-/* The receiver and the payload bytes of an outgoing UDP skb (it begins at its IP header). */
-static __always_inline bool skb_dest_ctx(struct __sk_buff *skb, struct udpi_peer *p, __u64 *bytes)
-{
-	union {
-		struct {
-			struct iphdr ip;
-			struct udphdr udp;
-		} v4;
-		struct {
-			struct ipv6hdr ip;
-			struct udphdr udp;
-		} v6;
-	} h;
-	struct udphdr uh;
-	__u32 off;
-	__u8 next;
-
-	if (bpf_skb_load_bytes(skb, 0, &h, sizeof(h.v4)))
-		return false;
-	if (h.v4.ip.version == 4) {
-		off = h.v4.ip.ihl * 4;
-		if (h.v4.ip.protocol != UDPI_IPPROTO_UDP)
-			return false;
-		uh = h.v4.udp;
-		if (off != sizeof(struct iphdr) && bpf_skb_load_bytes(skb, off, &uh, sizeof(uh)))
-			return false;
-		set_v4(p->addr, h.v4.ip.daddr);
-		p->family = UDPI_AF_INET;
-	} else {
-		if (h.v4.ip.version != 6 || bpf_skb_load_bytes(skb, 0, &h, sizeof(h.v6)))
-			return false;
-		off = sizeof(struct ipv6hdr);
-		next = h.v6.ip.nexthdr;
-		uh = h.v6.udp;
-		for (int i = 0; i < UDPI_IPV6_MAX_EXT && next != UDPI_IPPROTO_UDP; i++) {
-			__u8 eh[2];
-
-			if (next != UDPI_IPV6_HOPOPTS && next != UDPI_IPV6_ROUTING && next != UDPI_IPV6_DSTOPTS)
-				return false;
-			if (bpf_skb_load_bytes(skb, off, eh, sizeof(eh)))
-				return false;
-			next = eh[0];
-			off += (eh[1] + 1) * 8;
-		}
-		if (next != UDPI_IPPROTO_UDP)
-			return false;
-		if (off != sizeof(struct ipv6hdr) && bpf_skb_load_bytes(skb, off & 0xffff, &uh, sizeof(uh)))
-			return false;
-		set_v6(p->addr, &p->family, h.v6.ip.daddr.in6_u.u6_addr32);
-	}
-	if (skb->len < off + sizeof(uh))
-		return false;
-	p->port = bpf_ntohs(uh.dest);
-	*bytes = skb->len - off - sizeof(uh);
-	return true;
-}
-
-/*
- * The same for the common case read in place (direct packet access: no
- * helper call, no copy): IPv4 without options or IPv6 without extension
- * headers, the UDP header in the linear part. False leaves it to
- * skb_dest_ctx().
- */
-static __always_inline bool skb_dest_direct(struct __sk_buff *skb, struct udpi_peer *p, __u64 *bytes)
-{
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct iphdr *ip4 = data;
-	struct ipv6hdr *ip6 = data;
-	struct udphdr *uh;
-	__u32 off;
-
-	if ((void *)(ip4 + 1) > end)
-		return false;
-	if (ip4->version == 4) {
-		if (ip4->ihl != 5 || ip4->protocol != UDPI_IPPROTO_UDP)
-			return false;
-		uh = (struct udphdr *)(ip4 + 1);
-		if ((void *)(uh + 1) > end)
-			return false;
-		set_v4(p->addr, ip4->daddr);
-		p->family = UDPI_AF_INET;
-		off = sizeof(*ip4);
-	} else {
-		if (ip4->version != 6 || (void *)(ip6 + 1) > end || ip6->nexthdr != UDPI_IPPROTO_UDP)
-			return false;
-		uh = (struct udphdr *)(ip6 + 1);
-		if ((void *)(uh + 1) > end)
-			return false;
-		set_v6(p->addr, &p->family, ip6->daddr.in6_u.u6_addr32);
-		off = sizeof(*ip6);
-	}
-	if (skb->len < off + sizeof(*uh))
-		return false;
-	p->port = bpf_ntohs(uh->dest);
-	*bytes = skb->len - off - sizeof(*uh);
-	return true;
-}
-
 SEC("cgroup_skb/egress")
 int cg_skb_egress(struct __sk_buff *skb)
 {
@@ -940,7 +872,7 @@ int cg_skb_egress(struct __sk_buff *skb)
 	    task_filtered_out())
 		return 1;
 	segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
-	if (!skb_dest_direct(skb, &p, &bytes) && !skb_dest_ctx(skb, &p, &bytes)) {
+	if (!skb_udp_end(skb, true, &p, &bytes)) {
 		/* headers this program cannot read: counted, not attributed */
 		stat_add(UDPI_STAT_FLOWS_UNTRACKED, 1);
 		stat_add(UDPI_STAT_UNTRACKED_PACKETS, segs);
@@ -960,7 +892,7 @@ int BPF_PROG(tp_send_length, struct sock *sk, int ret, int flags)
 	struct udpi_peer p = {};
 	bool given, connected;
 	__be16 dport;
-	__u16 num, family;
+	__u16 family;
 	__u64 extra;
 
 	/* Consume the notes even for a refused send, so they cannot go stale. */
@@ -971,7 +903,7 @@ int BPF_PROG(tp_send_length, struct sock *sk, int ret, int flags)
 	if (ret < 0 || task_filtered_out())
 		return 0; /* refused sends count nothing */
 	if (!given) {
-		udpi_sk_ports_family(sk, &dport, &num, &family);
+		udpi_sk_dport_family(sk, &dport, &family);
 		if (!sk_peer_of(sk, family, dport, &p))
 			return 0;
 	}
@@ -986,7 +918,7 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 	struct udpi_peer p = {};
 	bool have, connected = false, quiet = false;
 	__be16 dport = 0;
-	__u16 num, family = 0;
+	__u16 family = 0;
 
 	have = take_stash(false, sk, &p, &connected);
 	if (!have && !udpi_sk_is_udp_dgram(sk))
@@ -994,7 +926,7 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 	if (ret < 0 || (flags & (UDPI_MSG_PEEK | UDPI_MSG_ERRQUEUE)) || task_filtered_out())
 		return 0; /* errors, peeks and the error queue consume no datagram */
 	if (!have) {
-		udpi_sk_ports_family(sk, &dport, &num, &family);
+		udpi_sk_dport_family(sk, &dport, &family);
 		if (family != UDPI_AF_INET && family != UDPI_AF_INET6)
 			return 0;
 		connected = dport != 0;
@@ -1050,11 +982,11 @@ static __always_inline void put_stash(bool send, const struct udpi_peer_stash *s
 		return;
 	}
 	tid = bpf_get_current_pid_tgid();
-	slot = bpf_map_lookup_elem(send ? (void *)&send_stash : (void *)&recv_stash, &tid);
+	slot = bpf_map_lookup_elem(lru_stash(send), &tid);
 	if (slot)
 		*slot = *st;
 	else
-		bpf_map_update_elem(send ? (void *)&send_stash : (void *)&recv_stash, &tid, st, BPF_ANY);
+		bpf_map_update_elem(lru_stash(send), &tid, st, BPF_ANY);
 }
 
 /* Whether the hook's socket has a connected peer (its remote port is set). */

@@ -132,8 +132,11 @@ Availability probe_kprobe(const KernelFeatures &k)
 	return {true, "kprobes and every hooked function are present"};
 }
 
-// Sends go either through cg_skb_egress or through the three programs it
-// replaces (Tracer::Impl::configure() picks by what the kernel allows).
+// Sends go either through cg_skb_egress or through the programs it replaces
+// (Tracer::Impl::configure() picks by what the kernel allows).
+constexpr std::array<std::string_view, 1> kEgressSendPrograms = {"cg_skb_egress"};
+constexpr std::array<std::string_view, 4> kTracepointSendPrograms = {"tp_send_length", "cg_sendmsg4",
+								      "cg_sendmsg6", "tp_net_dev_queue"};
 constexpr std::array<std::string_view, 13> kTracepointPrograms = {
 	"tp_send_length", "tp_recv_length",  "cg_sendmsg4",    "cg_sendmsg6",  "cg_recvmsg4",	   "cg_recvmsg6",
 	"cg_connect4",	  "cg_connect6",     "cg_sock_release", "cg_skb_ingress", "tp_kfree_skb", "tp_net_dev_queue",
@@ -162,6 +165,16 @@ const std::array<BackendSpec, 3> kBackends = {{
 }};
 
 } // namespace
+
+std::span<const std::string_view> egress_send_programs()
+{
+	return kEgressSendPrograms;
+}
+
+std::span<const std::string_view> tracepoint_send_programs()
+{
+	return kTracepointSendPrograms;
+}
 
 std::span<const BackendSpec> backend_table()
 {

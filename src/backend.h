@@ -42,6 +42,11 @@ struct BackendSpec {
 	bool needs_cgroup;
 };
 
+/// The tracepoint backend's two ways of counting sends (one of them is loaded):
+/// one cgroup_skb/egress program, or sock_send_length with its helpers.
+std::span<const std::string_view> egress_send_programs();
+std::span<const std::string_view> tracepoint_send_programs();
+
 /// Every backend, in the order `auto` prefers them.
 std::span<const BackendSpec> backend_table();
 

@@ -382,18 +382,19 @@ void Tracer::Impl::configure()
 	bpf_map__set_max_entries(skel->maps.events, options.ring_buffer_bytes);
 
 	const auto &spec = detail::backend_spec(backend);
+	const auto among = [](std::span<const std::string_view> names, std::string_view name) {
+		return std::find(names.begin(), names.end(), name) != names.end();
+	};
 	bpf_program *prog;
 	bpf_object__for_each_program(prog, skel->obj)
 	{
 		const std::string_view name = bpf_program__name(prog);
-		bool wanted = std::find(spec.programs.begin(), spec.programs.end(), name) != spec.programs.end();
+		bool wanted = among(spec.programs, name);
 		if (name == "tp_kfree_skb" && !kfree_skb_has_sk)
 			wanted = false;
-		if (name == "cg_skb_egress")
-			wanted = wanted && ro->send_at_egress;
-		if (name == "tp_send_length" || name == "cg_sendmsg4" || name == "cg_sendmsg6" ||
-		    name == "tp_net_dev_queue")
-			wanted = wanted && !ro->send_at_egress;
+		if (among(ro->send_at_egress ? detail::tracepoint_send_programs() : detail::egress_send_programs(),
+			  name))
+			wanted = false; // the send path not taken
 		bpf_program__set_autoload(prog, wanted);
 	}
 }
