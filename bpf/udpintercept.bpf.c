@@ -911,6 +911,33 @@ int BPF_PROG(tp_send_length, struct sock *sk, int ret, int flags)
 	return 0;
 }
 
+/*
+ * Noting arrivals costs every datagram the machine receives a cgroup_skb
+ * program, for the sake of recv() without an address on unconnected sockets,
+ * which few applications do. So user space attaches cg_skb_ingress (and
+ * tp_kfree_skb) when the first such receive asks for it, unless told to from
+ * the start (then arrivals_asked starts at 1). The receives before the hook
+ * is in place, and the datagrams already queued then, count as peer unknown
+ * (rx_ring_get() skips what was queued before a socket's ring began).
+ */
+__u32 arrivals_asked = 0;
+
+static __always_inline void ask_for_arrivals(void)
+{
+	struct udpi_record *r;
+
+	arrivals_asked = 1; /* two CPUs may both ask: user space attaches once */
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		arrivals_asked = 0; /* the next such receive asks again */
+		return;
+	}
+	__builtin_memset(r, 0, sizeof(*r));
+	r->kind = UDPI_REC_WANT_ARRIVALS;
+	bpf_ringbuf_submit(r, 0);
+	stat_add(UDPI_STAT_RB_SUBMITTED, 1);
+}
+
 /* sock_recvmsg_nosec(): trace_sock_recv_length(sk, ret, flags) after every receive. */
 SEC("raw_tp/sock_recv_length")
 int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
@@ -947,6 +974,8 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 		/* recv() without an address on an unconnected socket */
 		stat_add(UDPI_STAT_PEER_UNKNOWN, 1);
 		p.family = family;
+		if (!arrivals_asked)
+			ask_for_arrivals();
 	}
 	handle_count(sk, &p, (__u64)ret, 1, false);
 	if (quiet) {

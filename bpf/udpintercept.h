@@ -21,6 +21,7 @@ enum udpi_record_kind {
 	UDPI_REC_CONNECT = 3, /* connect() set this peer */
 	UDPI_REC_SOCK_CLOSE = 4, /* a socket went away: close its flows */
 	UDPI_REC_DEFERRED = 5,   /* one operation the busy flow table could not take: user space adds it */
+	UDPI_REC_WANT_ARRIVALS = 6, /* a recv() without an address met the arrival hook detached: user space attaches it */
 };
 
 /* Indexes into the per-CPU statistics array (struct udpi_stats slots). */

@@ -137,6 +137,7 @@ Availability probe_kprobe(const KernelFeatures &k)
 constexpr std::array<std::string_view, 1> kEgressSendPrograms = {"cg_skb_egress"};
 constexpr std::array<std::string_view, 4> kTracepointSendPrograms = {"tp_send_length", "cg_sendmsg4",
 								      "cg_sendmsg6", "tp_net_dev_queue"};
+constexpr std::array<std::string_view, 2> kArrivalPrograms = {"cg_skb_ingress", "tp_kfree_skb"};
 constexpr std::array<std::string_view, 13> kTracepointPrograms = {
 	"tp_send_length", "tp_recv_length",  "cg_sendmsg4",    "cg_sendmsg6",  "cg_recvmsg4",	   "cg_recvmsg6",
 	"cg_connect4",	  "cg_connect6",     "cg_sock_release", "cg_skb_ingress", "tp_kfree_skb", "tp_net_dev_queue",
@@ -174,6 +175,11 @@ std::span<const std::string_view> egress_send_programs()
 std::span<const std::string_view> tracepoint_send_programs()
 {
 	return kTracepointSendPrograms;
+}
+
+std::span<const std::string_view> arrival_programs()
+{
+	return kArrivalPrograms;
 }
 
 std::span<const BackendSpec> backend_table()

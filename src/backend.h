@@ -47,6 +47,10 @@ struct BackendSpec {
 std::span<const std::string_view> egress_send_programs();
 std::span<const std::string_view> tracepoint_send_programs();
 
+/// The tracepoint backend's arrival hook: noting each received datagram's
+/// sender, attached on demand (see Options::recv_peers_from_start).
+std::span<const std::string_view> arrival_programs();
+
 /// Every backend, in the order `auto` prefers them.
 std::span<const BackendSpec> backend_table();
 

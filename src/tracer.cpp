@@ -208,6 +208,9 @@ struct Tracer::Impl {
 	bool kfree_skb_has_sk = false;
 
 	std::unique_ptr<udpintercept_bpf, SkelDeleter> skel;
+	UniqueFd cgroup; // the cgroup v2 root, for programs attached later
+	std::vector<bpf_program *> arrival_hook; // attached on demand (tracepoint backend)
+	bool arrivals_wanted = false;
 	// Destroyed after the links that use them (members go in reverse order).
 	std::vector<std::unique_ptr<detail::TracefsKretprobe>> kretprobes;
 	std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links;
@@ -240,6 +243,8 @@ struct Tracer::Impl {
 	void load(LibbpfCapture &capture);
 	void attach(LibbpfCapture &capture);
 	bpf_link *attach_kretprobe(bpf_program *prog, const std::string &function);
+	void attach_program(bpf_program *prog, LibbpfCapture &capture);
+	void attach_arrivals();
 	void setup_delivery();
 
 	static int on_record(void *ctx, void *data, size_t size) noexcept;
@@ -409,36 +414,61 @@ void Tracer::Impl::load(LibbpfCapture &capture)
 void Tracer::Impl::attach(LibbpfCapture &capture)
 {
 	const auto &spec = detail::backend_spec(backend);
-	UniqueFd cgroup;
 	if (spec.needs_cgroup) {
 		const std::string root = detail::cgroup2_mount();
 		cgroup = UniqueFd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 		if (!cgroup)
 			fail("attach", errno, fmt::format("cannot open the cgroup v2 root '{}'", root));
 	}
+	const auto arrivals = detail::arrival_programs();
+	const bool arrivals_now = backend != Backend::tracepoint || options.recv_peers_from_start;
+	skel->bss->arrivals_asked = arrivals_now;
 	bpf_program *prog;
 	bpf_object__for_each_program(prog, skel->obj)
 	{
 		if (!bpf_program__autoload(prog))
 			continue;
-		const bpf_prog_type type = bpf_program__type(prog);
-		// Links attach with multi-attach semantics, so other users' cgroup
-		// programs keep working.
-		const std::string_view section = bpf_program__section_name(prog);
-		bpf_link *link = nullptr;
-		if (type == BPF_PROG_TYPE_CGROUP_SOCK_ADDR || type == BPF_PROG_TYPE_CGROUP_SOCK ||
-		    type == BPF_PROG_TYPE_CGROUP_SKB)
-			link = bpf_program__attach_cgroup(prog, cgroup.get());
-		else if (section.rfind("kretprobe/", 0) == 0)
-			link = attach_kretprobe(prog, std::string(section.substr(10)));
-		else
-			link = bpf_program__attach(prog);
-		if (!link)
-			fail("attach", errno,
-			     fmt::format("cannot attach {} ({} backend)", bpf_program__name(prog), to_string(backend)),
-			     capture.tail(4));
-		links.emplace_back(link);
+		if (!arrivals_now && std::find(arrivals.begin(), arrivals.end(), bpf_program__name(prog)) != arrivals.end()) {
+			arrival_hook.push_back(prog);
+			continue;
+		}
+		attach_program(prog, capture);
 	}
+}
+
+void Tracer::Impl::attach_program(bpf_program *prog, LibbpfCapture &capture)
+{
+	const bpf_prog_type type = bpf_program__type(prog);
+	// Links attach with multi-attach semantics, so other users' cgroup
+	// programs keep working.
+	const std::string_view section = bpf_program__section_name(prog);
+	bpf_link *link = nullptr;
+	if (type == BPF_PROG_TYPE_CGROUP_SOCK_ADDR || type == BPF_PROG_TYPE_CGROUP_SOCK ||
+	    type == BPF_PROG_TYPE_CGROUP_SKB)
+		link = bpf_program__attach_cgroup(prog, cgroup.get());
+	else if (section.rfind("kretprobe/", 0) == 0)
+		link = attach_kretprobe(prog, std::string(section.substr(10)));
+	else
+		link = bpf_program__attach(prog);
+	if (!link)
+		fail("attach", errno,
+		     fmt::format("cannot attach {} ({} backend)", bpf_program__name(prog), to_string(backend)),
+		     capture.tail(4));
+	links.emplace_back(link);
+}
+
+// A recv() without an address on an unconnected socket asked for the arrival
+// hook (UDPI_REC_WANT_ARRIVALS): from now on such receives name their sender.
+void Tracer::Impl::attach_arrivals()
+{
+	arrivals_wanted = false;
+	if (arrival_hook.empty())
+		return;
+	LibbpfCapture capture(options.log);
+	for (bpf_program *prog : std::exchange(arrival_hook, {}))
+		attach_program(prog, capture);
+	log("a recv() without an address on an unconnected socket: attached the arrival hook "
+	    "(cgroup_skb/ingress); such receives before it count as peer unknown");
 }
 
 // Return probes get room for kKretprobeMaxactive concurrent calls (see
@@ -569,6 +599,9 @@ void Tracer::Impl::handle_record(const udpi_record &rec)
 	case UDPI_REC_DEFERRED:
 		apply_deferred(rec);
 		return;
+	case UDPI_REC_WANT_ARRIVALS:
+		arrivals_wanted = true; // attached by process(), outside the ring buffer's callback
+		return;
 	case UDPI_REC_NEW:
 	case UDPI_REC_UPDATE:
 	case UDPI_REC_CONNECT: {
@@ -676,6 +709,8 @@ int Tracer::Impl::process()
 	}
 	if (n < 0 && n != -ECANCELED && n != -EINTR)
 		fail("ring buffer", -n, "cannot read the ring buffer");
+	if (arrivals_wanted)
+		attach_arrivals();
 	std::uint64_t expirations;
 	while (read(timer.get(), &expirations, sizeof(expirations)) > 0) {
 	}
@@ -825,6 +860,7 @@ Tracer::Tracer(Options options, Callback callback)
 		} catch (const Error &e) {
 			d.links.clear();
 			d.kretprobes.clear();
+			d.arrival_hook.clear();
 			d.skel.reset();
 			if (d.options.backend != Backend::automatic)
 				throw Error("backend", e.code().value(),

@@ -46,6 +46,12 @@ Kernel hooks and sizes:
       --max-flows N       flow table size (default 65536)
       --max-sockets N     socket table size (default 65536)
       --ring-buffer BYTES ring buffer size, a power of two (default 4194304)
+      --recv-peers WHEN   tracepoint backend: when to start noting the sender
+                          of every arriving datagram, which recv() without an
+                          address on an unconnected socket needs: on-demand
+                          (default: at the first such receive; it, and what
+                          is queued then, count as peer unknown) or always
+                          (from the start, at some 5 % of a UDP flood's rate)
   -v, --verbose           log backend probing and libbpf warnings to stderr
   -h, --help              this text
   -V, --version           the version
@@ -62,7 +68,7 @@ Needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (run as root). Exit status: 0
 after a clean stop, 1 on a runtime error, 2 for bad usage.
 )";
 
-enum LongOnly { kMaxFlows = 1000, kMaxSockets, kRingBuffer };
+enum LongOnly { kMaxFlows = 1000, kMaxSockets, kRingBuffer, kRecvPeers };
 
 [[noreturn]] void usage_error(const std::string &msg)
 {
@@ -101,6 +107,7 @@ Cli parse(int argc, char **argv)
 		{"max-flows", required_argument, nullptr, kMaxFlows},
 		{"max-sockets", required_argument, nullptr, kMaxSockets},
 		{"ring-buffer", required_argument, nullptr, kRingBuffer},
+		{"recv-peers", required_argument, nullptr, kRecvPeers},
 		{"verbose", no_argument, nullptr, 'v'},
 		{"help", no_argument, nullptr, 'h'},
 		{"version", no_argument, nullptr, 'V'},
@@ -158,6 +165,12 @@ Cli parse(int argc, char **argv)
 		case kRingBuffer:
 			cli.options.ring_buffer_bytes =
 				parse_number<std::uint32_t>(arg, "--ring-buffer", 4096, 1u << 30);
+			break;
+		case kRecvPeers:
+			if (arg == "on-demand" || arg == "always")
+				cli.options.recv_peers_from_start = arg == "always";
+			else
+				usage_error(fmt::format("invalid --recv-peers '{}': expected on-demand or always", arg));
 			break;
 		case 'v':
 			cli.verbose = true;

@@ -48,6 +48,15 @@ struct Options {
 	/// program could (the default wherever the kernel allows it, and cheaper).
 	bool sends_at_tracepoint = false;
 
+	/// Tracepoint backend only: attach the hook that notes each arriving
+	/// datagram's sender (cgroup_skb/ingress, for recv() without an address
+	/// on an unconnected socket) at start. By default it is attached at the
+	/// first such receive (during the poll() that follows): that receive,
+	/// any before the poll, and datagrams queued at that moment count as
+	/// peer unknown. The hook costs every received datagram a program, about
+	/// 5 % of a loopback flood's rate.
+	bool recv_peers_from_start = false;
+
 	/// Receives a line for each decision worth logging (backend probing, choices).
 	std::function<void(std::string_view)> log;
 

@@ -150,7 +150,9 @@ TEST_CASE("an unconnected socket talking to several peers has one flow per peer"
 
 TEST_CASE("a socket that read its senders' addresses for long, then calls recv(), stays exact", "[flows][recv]")
 {
-	Recorder rec;
+	Options o;
+	o.recv_peers_from_start = true;
+	Recorder rec(o);
 	Udp server(AF_INET), a(AF_INET);
 	server.bind("127.0.0.1");
 	a.bind("127.0.0.1");
@@ -188,6 +190,50 @@ TEST_CASE("a socket that read its senders' addresses for long, then calls recv()
 	const auto &out = flows.at({endpoint(a.local()), endpoint(server.local())});
 	CHECK(out.tx_packets == 304);
 	CHECK(out.tx_bytes == 300u * 20 + 21 + 3 * 22);
+}
+
+TEST_CASE("the first recv() without an address attaches the arrival hook, later ones name their sender",
+	  "[flows][recv]")
+{
+	Recorder rec; // the default: arrivals noted on demand
+	Udp server(AF_INET6), a(AF_INET6), b(AF_INET6);
+	server.bind("::1");
+	a.bind("::1");
+	b.bind("::1");
+	// Both queued before anything asked for arrivals to be noted.
+	a.send_to(server.local(), 40);
+	b.send_to(server.local(), 41);
+	REQUIRE(server.recv() == 40);
+	// The tracer takes the request and attaches the hook; the datagram
+	// queued before that keeps an unknown sender.
+	rec.pump(50ms);
+	REQUIRE(server.recv() == 41);
+	for (int i = 0; i < 3; i++) {
+		a.send_to(server.local(), 42);
+		b.send_to(server.local(), 43);
+		REQUIRE(server.recv() == 42);
+		REQUIRE(server.recv() == 43);
+	}
+	rec.stop();
+
+	const bool tracepoint = rec.tracer().backend() == Backend::tracepoint;
+	const auto flows = rec.last_by_flow();
+	const auto &from_a = flows.at({endpoint(server.local()), endpoint(a.local())});
+	const auto &from_b = flows.at({endpoint(server.local()), endpoint(b.local())});
+	CHECK(from_a.rx_packets == (tracepoint ? 3u : 4u));
+	CHECK(from_a.rx_bytes == 3u * 42 + (tracepoint ? 0 : 40));
+	CHECK(from_b.rx_packets == (tracepoint ? 3u : 4u));
+	CHECK(from_b.rx_bytes == 3u * 43 + (tracepoint ? 0 : 41));
+	CHECK(rec.tracer().stats().peer_unknown == (tracepoint ? 2u : 0u));
+	if (tracepoint) {
+		// Counted all the same, on the socket's flow without a peer.
+		const auto unknown = std::find_if(flows.begin(), flows.end(), [&](const auto &kv) {
+			return kv.first.local == endpoint(server.local()) && kv.second.remote.port == 0;
+		});
+		REQUIRE(unknown != flows.end());
+		CHECK(unknown->second.rx_packets == 2);
+		CHECK(unknown->second.rx_bytes == 40u + 41);
+	}
 }
 
 TEST_CASE("closing a socket reports its flows' totals as close events", "[flows][close]")
