@@ -51,3 +51,10 @@ int empty_sock_release(struct bpf_sock *ctx)
 {
 	return 1;
 }
+
+/* A cgroup_skb program allows the packet with 1. */
+SEC("cgroup_skb/egress")
+int empty_egress(struct __sk_buff *skb)
+{
+	return 1;
+}

@@ -240,6 +240,7 @@ TEST_CASE("udpintercept rejects bad usage with exit status 2", "[cli][errors]")
 					      {"--backend", "ebpf"},
 					      {"--family", "ipx"},
 					      {"--port", "70000"},
+					      {"--recv-peers", "sometimes"},
 					      {"--bogus"},
 					      {"stray"}}) {
 		CliProcess cli(args);
@@ -253,7 +254,7 @@ TEST_CASE("udpintercept --help explains the output, filters and backends", "[cli
 	CliProcess cli({"--help"});
 	REQUIRE(cli.wait_exit(10s) == 0);
 	for (const char *s : {"--json", "--interval", "--duration", "--backend", "--pid", "--uid", "--port",
-			      "--family", "--cgroup", "tx_bytes", "final", "lost", "CAP_BPF"})
+			      "--family", "--cgroup", "--recv-peers", "tx_bytes", "final", "lost", "CAP_BPF"})
 		CHECK_THAT(cli.out_text, Catch::Contains(s));
 }
 
@@ -270,4 +271,42 @@ TEST_CASE("udpintercept exits promptly with a clear error for a backend the kern
 	CHECK(std::chrono::steady_clock::now() - start < 10s);
 	CHECK_THAT(cli.err_text, Catch::Contains("not available"));
 	CHECK_THAT(cli.err_text, Catch::Contains("kprobe"));
+}
+
+TEST_CASE("udpintercept --recv-peers: the arrival hook on demand, or from the start", "[cli]")
+{
+	for (const std::string mode : {"on-demand", "always"}) {
+		CAPTURE(mode);
+		CliProcess cli({"--json", "--verbose", "--pid", std::to_string(getpid()), "--recv-peers", mode});
+		REQUIRE(cli.wait_stderr("tracing", 30s));
+		Udp server(AF_INET), a(AF_INET);
+		server.bind("127.0.0.1");
+		a.bind("127.0.0.1");
+		a.send_to(server.local(), 50);
+		REQUIRE(server.recv() == 50); // recv() without an address, unconnected
+		std::this_thread::sleep_for(300ms); // the CLI attaches the hook on demand
+		for (int i = 0; i < 3; i++) {
+			a.send_to(server.local(), 51);
+			REQUIRE(server.recv() == 51);
+		}
+		std::this_thread::sleep_for(200ms);
+		cli.signal(SIGINT);
+		REQUIRE(cli.wait_exit(30s) == 0);
+
+		const bool tracepoint = cli.err_text.find("tracepoint backend") != std::string::npos;
+		const bool unknown_first = tracepoint && mode == "on-demand";
+		const std::string netns = std::to_string(testutil::current_netns());
+		std::map<std::pair<std::string, std::string>, JsonObject> last;
+		for (const auto &o : cli.json_lines())
+			if (o.at("netns") == netns)
+				last[{o.at("saddr") + ":" + o.at("sport"), o.at("daddr") + ":" + o.at("dport")}] = o;
+		const auto &in = last.at({endpoint(server.local()), endpoint(a.local())});
+		CHECK(in.at("rx_packets") == (unknown_first ? "3" : "4"));
+		CHECK(in.at("rx_bytes") == (unknown_first ? "153" : "203"));
+		CHECK_THAT(cli.err_text, Catch::Contains(unknown_first ? " peer_unknown=1" : " peer_unknown=0"));
+		if (unknown_first)
+			CHECK_THAT(cli.err_text, Catch::Contains("attached the arrival hook"));
+		else
+			CHECK_THAT(cli.err_text, !Catch::Contains("attached the arrival hook"));
+	}
 }
