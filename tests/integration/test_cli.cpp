@@ -293,7 +293,7 @@ TEST_CASE("udpintercept --recv-peers: the arrival hook on demand, or from the st
 		cli.signal(SIGINT);
 		REQUIRE(cli.wait_exit(30s) == 0);
 
-		const bool tracepoint = cli.err_text.find("with the tracepoint backend") != std::string::npos;
+		const bool tracepoint = cli.err_text.find("backend=tracepoint") != std::string::npos; // the exit summary
 		const bool unknown_first = tracepoint && mode == "on-demand";
 		const std::string netns = std::to_string(testutil::current_netns());
 		std::map<std::pair<std::string, std::string>, JsonObject> last;
