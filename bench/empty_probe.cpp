@@ -127,12 +127,13 @@ int main(int argc, char **argv)
 	std::vector<bpf_program *> tp_progs = {skel->progs.empty_send_length, skel->progs.empty_recv_length};
 	std::vector<bpf_program *> cgroup_progs;
 	if (with_cgroup)
-		cgroup_progs = {skel->progs.empty_sendmsg4, skel->progs.empty_sendmsg6, skel->progs.empty_recvmsg4,
-				skel->progs.empty_recvmsg6, skel->progs.empty_sock_release};
+		cgroup_progs = {skel->progs.empty_sendmsg4, skel->progs.empty_sendmsg6,
+				skel->progs.empty_recvmsg4, skel->progs.empty_recvmsg6,
+				skel->progs.empty_sock_release};
 	if (like_egress) {
 		tp_progs = {skel->progs.empty_recv_length};
-		cgroup_progs = {skel->progs.empty_egress, skel->progs.empty_recvmsg4, skel->progs.empty_recvmsg6,
-				skel->progs.empty_sock_release};
+		cgroup_progs = {skel->progs.empty_egress, skel->progs.empty_recvmsg4,
+				skel->progs.empty_recvmsg6, skel->progs.empty_sock_release};
 	}
 	bpf_object *obj = skel->obj;
 	bpf_program *each;
@@ -150,18 +151,20 @@ int main(int argc, char **argv)
 	for (bpf_program *prog : tp_progs) {
 		bpf_link *link = bpf_program__attach(prog);
 		if (!link)
-			return fail(fmt::format("cannot attach {} (the sock_*_length tracepoints need Linux 6.3 "
-						"or later)",
-						bpf_program__name(prog)),
-				    errno);
+			return fail(
+				fmt::format("cannot attach {} (the sock_*_length tracepoints need Linux 6.3 "
+					    "or later)",
+					    bpf_program__name(prog)),
+				errno);
 		links.emplace_back(link);
 	}
 	std::string root;
 	if (!cgroup_progs.empty()) {
 		root = udpintercept::detail::cgroup2_mount();
 		if (root.empty()) {
-			fmt::print(stderr, "empty_probe: cgroup v2 is not mounted: mount it (mount -t cgroup2 "
-					   "none /sys/fs/cgroup) or drop --with-cgroup/--like-egress\n");
+			fmt::print(stderr,
+				   "empty_probe: cgroup v2 is not mounted: mount it (mount -t cgroup2 "
+				   "none /sys/fs/cgroup) or drop --with-cgroup/--like-egress\n");
 			return 1;
 		}
 		const int fd = open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -174,7 +177,8 @@ int main(int argc, char **argv)
 			if (!link) {
 				const int err = errno;
 				close(fd);
-				return fail(fmt::format("cannot attach {} to '{}'", bpf_program__name(prog), root),
+				return fail(fmt::format("cannot attach {} to '{}'", bpf_program__name(prog),
+							root),
 					    err);
 			}
 			links.emplace_back(link);

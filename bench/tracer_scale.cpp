@@ -33,7 +33,8 @@ std::uint64_t bpf_map_bytes()
 	while (dirent *e = readdir(d)) {
 		char link[256] = {};
 		const std::string fd = std::string("/proc/self/fd/") + e->d_name;
-		if (readlink(fd.c_str(), link, sizeof(link) - 1) <= 0 || std::strstr(link, "bpf-map") == nullptr)
+		if (readlink(fd.c_str(), link, sizeof(link) - 1) <= 0 ||
+		    std::strstr(link, "bpf-map") == nullptr)
 			continue;
 		std::ifstream info(std::string("/proc/self/fdinfo/") + e->d_name);
 		std::string key;
@@ -103,7 +104,9 @@ int main(int argc, char **argv)
 		for (int i = 0; i < starts; i++) {
 			const auto t0 = std::chrono::steady_clock::now();
 			udpintercept::Tracer t(options);
-			ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+			ms.push_back(std::chrono::duration<double, std::milli>(
+					     std::chrono::steady_clock::now() - t0)
+					     .count());
 		}
 		std::sort(ms.begin(), ms.end());
 
@@ -137,14 +140,16 @@ int main(int argc, char **argv)
 		std::printf("%-44s %12.1f\n", "constructor to attached, min ms", ms.front());
 		std::printf("%-44s %12.1f\n", "constructor to attached, max ms", ms.back());
 		std::printf("%-44s %12u\n", "flow table size (max_flows)", options.max_flows);
-		std::printf("%-44s %12llu\n", "flows in the kernel's table", static_cast<unsigned long long>(s.flows_active));
+		std::printf("%-44s %12llu\n", "flows in the kernel's table",
+			    static_cast<unsigned long long>(s.flows_active));
 		std::printf("%-44s %12.1f\n", "BPF map memory, MiB", bpf_map_bytes() / 1048576.0);
 		std::printf("%-44s %12.1f\n", "BPF map memory before the flows, MiB", idle_maps / 1048576.0);
 		std::printf("%-44s %12.1f\n", "process RSS, MiB", rss_kib() / 1024.0);
 		std::printf("%-44s %12.1f\n", "process RSS before the flows, MiB", idle_rss / 1024.0);
 		std::printf("%-44s %12llu\n", "snapshots delivered", static_cast<unsigned long long>(events));
 		std::printf("%-44s %12llu\n", "lost", static_cast<unsigned long long>(s.lost));
-		std::printf("%-44s %12llu\n", "untracked flows", static_cast<unsigned long long>(s.flows_untracked));
+		std::printf("%-44s %12llu\n", "untracked flows",
+			    static_cast<unsigned long long>(s.flows_untracked));
 		for (int fd : socks)
 			close(fd);
 		return s.flows_active >= flows && s.flows_untracked == 0 ? 0 : 1;

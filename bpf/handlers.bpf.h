@@ -191,8 +191,7 @@ static __always_inline bool peer_filtered_out(struct sock *sk, const struct udpi
 {
 	if (filter_family && p->family != filter_family)
 		return true;
-	if (filter_port && p->port != filter_port &&
-	    BPF_CORE_READ(sk, __sk_common.skc_num) != filter_port)
+	if (filter_port && p->port != filter_port && BPF_CORE_READ(sk, __sk_common.skc_num) != filter_port)
 		return true;
 	return false;
 }
@@ -343,8 +342,7 @@ static __always_inline __u64 sock_id_of(__u64 skaddr)
 	return s->id;
 }
 
-static __always_inline void emit(__u32 kind, const struct udpi_flow_key *key,
-				 const struct udpi_flow *f)
+static __always_inline void emit(__u32 kind, const struct udpi_flow_key *key, const struct udpi_flow *f)
 {
 	struct udpi_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 
@@ -377,7 +375,7 @@ static __always_inline void note_task(struct udpi_flow *f, __u64 now)
  * call made it, so that exactly one CPU reports the birth.
  */
 static __always_inline struct udpi_flow *flow_get(struct sock *sk, const struct udpi_flow_key *key,
-						 bool *created, bool *busy)
+						  bool *created, bool *busy)
 {
 	struct udpi_flow *f = bpf_map_lookup_elem(&flows, key);
 	struct udpi_flow fresh = {};
@@ -399,8 +397,7 @@ static __always_inline struct udpi_flow *flow_get(struct sock *sk, const struct 
 	return bpf_map_lookup_elem(&flows, key);
 }
 
-static __always_inline void make_key(struct udpi_flow_key *key, __u64 sock_id,
-				     const struct udpi_peer *p)
+static __always_inline void make_key(struct udpi_flow_key *key, __u64 sock_id, const struct udpi_peer *p)
 {
 	key->sock_id = sock_id;
 	__builtin_memcpy(key->raddr, p->addr, 16);
@@ -560,7 +557,7 @@ static __always_inline void handle_close(__u64 skaddr)
 		r->kind = UDPI_REC_SOCK_CLOSE;
 		r->key.sock_id = key.sock_id;
 		bpf_ringbuf_submit(r, 0);
-	stat_add(UDPI_STAT_RB_SUBMITTED, 1);
+		stat_add(UDPI_STAT_RB_SUBMITTED, 1);
 	} else {
 		now = bpf_ktime_get_ns();
 		bpf_map_update_elem(&closed, &key.sock_id, &now, BPF_ANY);

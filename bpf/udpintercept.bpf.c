@@ -95,8 +95,7 @@ static __always_inline bool take_stash(bool send, struct sock *sk, struct udpi_p
 	struct udpi_peer_stash *st;
 
 	if (stash_in_task) {
-		struct task_stash *ts =
-			bpf_task_storage_get(&task_stashes, bpf_get_current_task_btf(), 0, 0);
+		struct task_stash *ts = bpf_task_storage_get(&task_stashes, bpf_get_current_task_btf(), 0, 0);
 
 		if (!ts)
 			return false;
@@ -501,8 +500,8 @@ int BPF_KPROBE(kp_udpv6_destroy_sock, struct sock *sk)
 #define UDPI_RX_RING 64
 
 struct rx_entry {
-	__u64 seq;  /* arrival number + 1; 0 = empty */
-	__u64 skb;  /* identity for drops */
+	__u64 seq; /* arrival number + 1; 0 = empty */
+	__u64 skb; /* identity for drops */
 	struct udpi_peer peer;
 	__u32 dropped;
 };
@@ -518,12 +517,12 @@ struct rx_entry {
 
 /* The consumer's and the producer's counters on separate cache lines. */
 struct rx_ring {
-	__u64 head;	/* next arrival number to consume */
-	__u64 skip;	/* datagrams queued before tracking began: their senders are not known */
-	__u32 quiet;	/* arrivals are not noted (see UDPI_RX_QUIET_AFTER) */
-	__u32 streak;	/* consecutive receives that named their sender */
+	__u64 head;   /* next arrival number to consume */
+	__u64 skip;   /* datagrams queued before tracking began: their senders are not known */
+	__u32 quiet;  /* arrivals are not noted (see UDPI_RX_QUIET_AFTER) */
+	__u32 streak; /* consecutive receives that named their sender */
 	__u64 consumer_pad[5];
-	__u64 tail;	/* next arrival number to note */
+	__u64 tail; /* next arrival number to note */
 	__u64 producer_pad[7];
 	struct rx_entry e[UDPI_RX_RING];
 };
@@ -548,7 +547,8 @@ const volatile bool kfree_skb_has_sk = false; /* set from the kernel's BTF */
 
 static __always_inline __u64 sk_queued(struct sock *sk)
 {
-	return BPF_CORE_READ(sk, sk_receive_queue.qlen) + BPF_CORE_READ((struct udp_sock *)sk, reader_queue.qlen);
+	return BPF_CORE_READ(sk, sk_receive_queue.qlen) +
+	       BPF_CORE_READ((struct udp_sock *)sk, reader_queue.qlen);
 }
 
 static __always_inline struct rx_ring *rx_ring_get(struct sock *sk)
@@ -611,7 +611,8 @@ static __always_inline bool skb_udp_end(struct __sk_buff *skb, bool dest, struct
 		for (int i = 0; i < UDPI_IPV6_MAX_EXT && next != UDPI_IPPROTO_UDP; i++) {
 			__u8 eh[2];
 
-			if (next != UDPI_IPV6_HOPOPTS && next != UDPI_IPV6_ROUTING && next != UDPI_IPV6_DSTOPTS)
+			if (next != UDPI_IPV6_HOPOPTS && next != UDPI_IPV6_ROUTING &&
+			    next != UDPI_IPV6_DSTOPTS)
 				return false;
 			if (bpf_skb_load_bytes(skb, off, eh, sizeof(eh)))
 				return false;
@@ -868,8 +869,7 @@ int cg_skb_egress(struct __sk_buff *skb)
 	if (!bsk)
 		return 1;
 	bsk = bpf_sk_fullsock(bsk);
-	if (!bsk || bsk->protocol != UDPI_IPPROTO_UDP || bsk->type != UDPI_SOCK_DGRAM ||
-	    task_filtered_out())
+	if (!bsk || bsk->protocol != UDPI_IPPROTO_UDP || bsk->type != UDPI_SOCK_DGRAM || task_filtered_out())
 		return 1;
 	segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
 	if (!skb_udp_end(skb, true, &p, &bytes)) {

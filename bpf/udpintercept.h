@@ -16,12 +16,13 @@
 
 /* Kinds of ring-buffer record. */
 enum udpi_record_kind {
-	UDPI_REC_NEW = 1,     /* first operation of a flow */
-	UDPI_REC_UPDATE = 2,  /* counters changed (rate limited per flow) */
-	UDPI_REC_CONNECT = 3, /* connect() set this peer */
+	UDPI_REC_NEW = 1,        /* first operation of a flow */
+	UDPI_REC_UPDATE = 2,     /* counters changed (rate limited per flow) */
+	UDPI_REC_CONNECT = 3,    /* connect() set this peer */
 	UDPI_REC_SOCK_CLOSE = 4, /* a socket went away: close its flows */
 	UDPI_REC_DEFERRED = 5,   /* one operation the busy flow table could not take: user space adds it */
-	UDPI_REC_WANT_ARRIVALS = 6, /* a recv() without an address met the arrival hook detached: user space attaches it */
+	UDPI_REC_WANT_ARRIVALS =
+		6, /* a recv() without an address met the arrival hook detached: user space attaches it */
 };
 
 /* Indexes into the per-CPU statistics array (struct udpi_stats slots). */
@@ -33,7 +34,8 @@ enum udpi_stat {
 	UDPI_STAT_UNTRACKED_BYTES,    /* bytes of such flows */
 	UDPI_STAT_SOCKS_UNTRACKED,    /* sockets the full socket table could not admit */
 	UDPI_STAT_PEER_UNKNOWN,       /* receives whose peer could not be determined */
-	UDPI_STAT_INSERT_FAILED,      /* socket/flow inserts the kernel refused for a reason other than a full table */
+	UDPI_STAT_INSERT_FAILED,      /* socket/flow inserts the kernel refused for a reason other than a full
+					 table */
 	UDPI_STAT_INSERT_LAST_ERRNO,  /* the errno of the last of those (not a sum) */
 	UDPI_STAT_RB_SUBMITTED,       /* records put in the ring buffer */
 	UDPI_STAT_MAX,
@@ -61,14 +63,14 @@ struct udpi_flow {
 	__u64 last_ns;      /* CLOCK_MONOTONIC of the newest change */
 	__u64 last_emit_ns; /* CLOCK_MONOTONIC of the last snapshot the kernel sent */
 	__u64 cgroup_id;    /* cgroup v2 id of the task of the newest change */
-	__u64 changes;      /* number of operations counted; user space compares it to find unreported flows */
-	__u64 last_tick;    /* jiffies when last_ns was read: it is read once per tick, not per operation */
-	__u32 pid;          /* tgid of the task of the newest change */
-	__u32 uid;          /* its uid */
-	__u32 netns;        /* inode number of the socket's network namespace */
-	__u16 lport;        /* local port, host byte order */
-	__u16 pad0;         /* must be zero */
-	__u8 laddr[16];     /* local address, network byte order (::ffff:a.b.c.d for IPv4) */
+	__u64 changes;   /* number of operations counted; user space compares it to find unreported flows */
+	__u64 last_tick; /* jiffies when last_ns was read: it is read once per tick, not per operation */
+	__u32 pid;       /* tgid of the task of the newest change */
+	__u32 uid;       /* its uid */
+	__u32 netns;     /* inode number of the socket's network namespace */
+	__u16 lport;     /* local port, host byte order */
+	__u16 pad0;      /* must be zero */
+	__u8 laddr[16];  /* local address, network byte order (::ffff:a.b.c.d for IPv4) */
 	char comm[UDPI_COMM_LEN]; /* command of the task of the newest change */
 };
 
@@ -82,7 +84,7 @@ struct udpi_record {
 
 /* Value of the socket table, keyed by the kernel address of struct sock. */
 struct udpi_sock {
-	__u64 id;        /* becomes udpi_flow_key.sock_id */
+	__u64 id;       /* becomes udpi_flow_key.sock_id */
 	__u64 reserved; /* zero (undelivered closes go to the `closed` map) */
 };
 
@@ -91,9 +93,9 @@ struct udpi_sock {
  * follows in the same thread (in task storage, or keyed by pid_tgid).
  */
 struct udpi_peer_stash {
-	__u64 sk;        /* struct sock (UDP) the peer belongs to; 0 = consumed */
-	__u8 addr[16];   /* as in udpi_flow_key */
-	__u16 port;      /* host byte order */
+	__u64 sk;      /* struct sock (UDP) the peer belongs to; 0 = consumed */
+	__u8 addr[16]; /* as in udpi_flow_key */
+	__u16 port;    /* host byte order */
 	__u16 family;
 	__u16 connected; /* the socket had a connected peer (its remote port was set) */
 	__u16 pad;

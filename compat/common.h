@@ -18,18 +18,18 @@
 #pragma pack(push, 1)
 struct udp_event_t {
 	uint16_t family;    /* 2 (AF_INET) or 10 (AF_INET6), by the traffic */
-	uint32_t pid;	    /* process id of the task of the newest change */
+	uint32_t pid;       /* process id of the task of the newest change */
 	uint32_t UserId;    /* its user id */
 	uint64_t EventTime; /* wall clock, nanoseconds since the Unix epoch */
-	uint16_t SPT;	    /* local port */
-	uint16_t DPT;	    /* remote port */
-	char task[16];	    /* command, NUL-terminated */
-	uint64_t rx_b;	    /* bytes received, cumulative for the flow */
-	uint64_t tx_b;	    /* bytes sent, cumulative for the flow */
+	uint16_t SPT;       /* local port */
+	uint16_t DPT;       /* remote port */
+	char task[16];      /* command, NUL-terminated */
+	uint64_t rx_b;      /* bytes received, cumulative for the flow */
+	uint64_t tx_b;      /* bytes sent, cumulative for the flow */
 	uint32_t rxPkts;    /* datagrams received, cumulative */
 	uint32_t txPkts;    /* datagrams sent, cumulative */
-	char SADDR[64];	    /* local address as text, NUL-terminated */
-	char DADDR[64];	    /* remote address as text, NUL-terminated */
+	char SADDR[64];     /* local address as text, NUL-terminated */
+	char DADDR[64];     /* remote address as text, NUL-terminated */
 };
 #pragma pack(pop)
 

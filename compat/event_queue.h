@@ -74,8 +74,8 @@ private:
 
 	mutable std::mutex mutex_;
 	std::vector<udp_event_t> ring_; // guarded by mutex_
-	std::size_t head_ = 0;		// guarded by mutex_
-	std::size_t count_ = 0;		// guarded by mutex_
+	std::size_t head_ = 0;          // guarded by mutex_
+	std::size_t count_ = 0;         // guarded by mutex_
 };
 
 } // namespace udpevent

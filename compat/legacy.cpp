@@ -44,7 +44,7 @@ template <std::size_t N> void copy_text(char (&field)[N], std::string_view text)
 std::uint32_t saturate(std::uint64_t value) noexcept
 {
 	return static_cast<std::uint32_t>(
-	    std::min<std::uint64_t>(value, std::numeric_limits<std::uint32_t>::max()));
+		std::min<std::uint64_t>(value, std::numeric_limits<std::uint32_t>::max()));
 }
 
 template <std::size_t N> void copy_address(char (&field)[N], const udpintercept::Address &address) noexcept
@@ -95,9 +95,9 @@ Settings read_settings() noexcept
 				settings.family = udpintercept::Family::ipv6;
 			else
 				std::fprintf(
-				    stderr,
-				    "libudpEvent: ignoring UDPEVENT_FAMILY='%s': expected ipv4 or ipv6\n",
-				    family);
+					stderr,
+					"libudpEvent: ignoring UDPEVENT_FAMILY='%s': expected ipv4 or ipv6\n",
+					family);
 		}
 	} catch (...) {
 	}

@@ -30,9 +30,9 @@ struct Settings {
 	udpintercept::Backend backend = udpintercept::Backend::automatic; ///< UDPEVENT_BACKEND
 
 	// In-kernel filters (the legacy library needed a recompile for these).
-	std::optional<std::uint32_t> pid;	    ///< UDPEVENT_PID: process id of the task
-	std::optional<std::uint32_t> uid;	    ///< UDPEVENT_UID: user id of the task
-	std::optional<std::uint16_t> port;	    ///< UDPEVENT_PORT: local or remote port
+	std::optional<std::uint32_t> pid;           ///< UDPEVENT_PID: process id of the task
+	std::optional<std::uint32_t> uid;           ///< UDPEVENT_UID: user id of the task
+	std::optional<std::uint16_t> port;          ///< UDPEVENT_PORT: local or remote port
 	std::optional<udpintercept::Family> family; ///< UDPEVENT_FAMILY: ipv4 or ipv6
 };
 

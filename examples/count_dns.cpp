@@ -8,7 +8,7 @@ int main()
 {
 	using namespace std::chrono_literals;
 	udpintercept::Options options;
-	options.port = 53;       // filtered in the kernel
+	options.port = 53;        // filtered in the kernel
 	options.interval = 500ms; // at most two updates per flow per second
 
 	try {

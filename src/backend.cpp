@@ -27,7 +27,8 @@ int KernelFeatures::tracepoint_arity(std::string_view name) const
 {
 	if (!vmlinux_)
 		return -1;
-	const int id = btf__find_by_name_kind(vmlinux_, ("btf_trace_" + std::string(name)).c_str(), BTF_KIND_TYPEDEF);
+	const int id = btf__find_by_name_kind(vmlinux_, ("btf_trace_" + std::string(name)).c_str(),
+					      BTF_KIND_TYPEDEF);
 	if (id < 0)
 		return -1;
 	// typedef -> pointer -> function prototype, whose first parameter is the tracepoint's data.
@@ -55,14 +56,15 @@ bool helper_allowed(int type, int attach, int helper)
 	std::string log(16384, '\0');
 	LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = static_cast<bpf_attach_type>(attach),
 		    .log_level = 1, .log_size = static_cast<__u32>(log.size()), .log_buf = log.data());
-	const int fd = bpf_prog_load(static_cast<bpf_prog_type>(type), nullptr, "GPL", insns, std::size(insns),
-				     &opts);
+	const int fd = bpf_prog_load(static_cast<bpf_prog_type>(type), nullptr, "GPL", insns,
+				     std::size(insns), &opts);
 	if (fd >= 0) {
 		close(fd);
 		return true;
 	}
 	log.resize(std::strlen(log.c_str()));
-	return log.find("unknown func") == std::string::npos && log.find("invalid func") == std::string::npos &&
+	return log.find("unknown func") == std::string::npos &&
+	       log.find("invalid func") == std::string::npos &&
 	       log.find("cannot use helper") == std::string::npos && !log.empty();
 }
 
@@ -99,7 +101,7 @@ Availability probe_tracepoint(const KernelFeatures &k)
 // The functions the fentry and kprobe backends hook. A function missing from
 // BTF was inlined into every caller or does not exist on this build.
 constexpr std::array<std::string_view, 7> kHookedFunctions = {
-	"udp_sendmsg",	       "udpv6_sendmsg",    "skb_consume_udp",	 "ip4_datagram_connect",
+	"udp_sendmsg",          "udpv6_sendmsg",    "skb_consume_udp",    "ip4_datagram_connect",
 	"ip6_datagram_connect", "udp_destroy_sock", "udpv6_destroy_sock",
 };
 
@@ -126,7 +128,8 @@ Availability probe_fentry(const KernelFeatures &k)
 Availability probe_kprobe(const KernelFeatures &k)
 {
 	if (access("/sys/bus/event_source/devices/kprobe/type", R_OK) != 0)
-		return {false, "the kernel has no kprobe support (no kprobe PMU: CONFIG_KPROBES/KPROBE_EVENTS)"};
+		return {false,
+			"the kernel has no kprobe support (no kprobe PMU: CONFIG_KPROBES/KPROBE_EVENTS)"};
 	if (auto missing = missing_functions(k); !missing.empty())
 		return {false, "the kernel's BTF lacks " + missing};
 	return {true, "kprobes and every hooked function are present"};
@@ -136,12 +139,12 @@ Availability probe_kprobe(const KernelFeatures &k)
 // (Tracer::Impl::configure() picks by what the kernel allows).
 constexpr std::array<std::string_view, 1> kEgressSendPrograms = {"cg_skb_egress"};
 constexpr std::array<std::string_view, 4> kTracepointSendPrograms = {"tp_send_length", "cg_sendmsg4",
-								      "cg_sendmsg6", "tp_net_dev_queue"};
+								     "cg_sendmsg6", "tp_net_dev_queue"};
 constexpr std::array<std::string_view, 2> kArrivalPrograms = {"cg_skb_ingress", "tp_kfree_skb"};
 constexpr std::array<std::string_view, 13> kTracepointPrograms = {
-	"tp_send_length", "tp_recv_length",  "cg_sendmsg4",    "cg_sendmsg6",  "cg_recvmsg4",	   "cg_recvmsg6",
-	"cg_connect4",	  "cg_connect6",     "cg_sock_release", "cg_skb_ingress", "tp_kfree_skb", "tp_net_dev_queue",
-	"cg_skb_egress",
+	"tp_send_length", "tp_recv_length",   "cg_sendmsg4",   "cg_sendmsg6",     "cg_recvmsg4",
+	"cg_recvmsg6",    "cg_connect4",      "cg_connect6",   "cg_sock_release", "cg_skb_ingress",
+	"tp_kfree_skb",   "tp_net_dev_queue", "cg_skb_egress",
 };
 
 // Preference of `auto`: fentry first (a trampoline is the cheapest hook and
@@ -149,14 +152,15 @@ constexpr std::array<std::string_view, 13> kTracepointPrograms = {
 // raw tracepoints), then kprobes (a trap per call, and kretprobes can miss
 // returns under many blocked threads).
 constexpr std::array<std::string_view, 7> kFentryPrograms = {
-	"fx_udp_sendmsg",	   "fx_udpv6_sendmsg",	   "fe_skb_consume_udp",   "fx_ip4_datagram_connect",
+	"fx_udp_sendmsg",          "fx_udpv6_sendmsg",    "fe_skb_consume_udp",    "fx_ip4_datagram_connect",
 	"fx_ip6_datagram_connect", "fe_udp_destroy_sock", "fe_udpv6_destroy_sock",
 };
 
 constexpr std::array<std::string_view, 11> kKprobePrograms = {
-	"kp_udp_sendmsg",	   "kr_udp_sendmsg",	      "kp_udpv6_sendmsg",	 "kr_udpv6_sendmsg",
-	"kp_skb_consume_udp",	   "kp_ip4_datagram_connect", "kr_ip4_datagram_connect", "kp_ip6_datagram_connect",
-	"kr_ip6_datagram_connect", "kp_udp_destroy_sock",     "kp_udpv6_destroy_sock",
+	"kp_udp_sendmsg",          "kr_udp_sendmsg",          "kp_udpv6_sendmsg",
+	"kr_udpv6_sendmsg",        "kp_skb_consume_udp",      "kp_ip4_datagram_connect",
+	"kr_ip4_datagram_connect", "kp_ip6_datagram_connect", "kr_ip6_datagram_connect",
+	"kp_udp_destroy_sock",     "kp_udpv6_destroy_sock",
 };
 
 const std::array<BackendSpec, 3> kBackends = {{

@@ -123,9 +123,10 @@ std::string to_text(const Event &e)
 	std::tm tm{};
 	localtime_r(&secs, &tm);
 	return fmt::format("{:02}:{:02}:{:02}.{:06} {:<7} {:>7} {:<15} {:<3} {:>23} -> {:<23} {:>13} {:>13}",
-			   tm.tm_hour, tm.tm_min, tm.tm_sec, (ns % 1000000000) / 1000, to_string(e.kind), e.pid,
-			   printable(e.comm), e.family == Family::ipv4 ? "ip4" : "ip6", endpoint_text(e.local),
-			   endpoint_text(e.remote), fmt::format("{}/{}", e.tx_packets, e.tx_bytes),
+			   tm.tm_hour, tm.tm_min, tm.tm_sec, (ns % 1000000000) / 1000, to_string(e.kind),
+			   e.pid, printable(e.comm), e.family == Family::ipv4 ? "ip4" : "ip6",
+			   endpoint_text(e.local), endpoint_text(e.remote),
+			   fmt::format("{}/{}", e.tx_packets, e.tx_bytes),
 			   fmt::format("{}/{}", e.rx_packets, e.rx_bytes));
 }
 

@@ -44,10 +44,11 @@ TracefsKretprobe::TracefsKretprobe(const std::string &function, int maxactive) :
 	if (tracefs_.empty())
 		throw Error("attach", ENOENT, "tracefs is not available for return probes");
 	event_ = fmt::format("udpi_{}_{}_{}", getpid(), serial++, function);
-	if (!append(tracefs_ + "/kprobe_events", fmt::format("r{}:kprobes/{} {}\n", maxactive, event_, function)))
+	if (!append(tracefs_ + "/kprobe_events",
+		    fmt::format("r{}:kprobes/{} {}\n", maxactive, event_, function)))
 		throw Error("attach", errno,
-			    fmt::format("cannot create a return probe on {} through {}/kprobe_events: {}", function,
-					tracefs_, std::strerror(errno)));
+			    fmt::format("cannot create a return probe on {} through {}/kprobe_events: {}",
+					function, tracefs_, std::strerror(errno)));
 	std::ifstream idfile(tracefs_ + "/events/kprobes/" + event_ + "/id");
 	unsigned long long id = 0;
 	if (!(idfile >> id)) {
@@ -59,12 +60,14 @@ TracefsKretprobe::TracefsKretprobe(const std::string &function, int maxactive) :
 	attr.type = PERF_TYPE_TRACEPOINT;
 	attr.config = id;
 	// A BPF program on a tracepoint event runs on every CPU; cpu 0 only owns the event.
-	perf_ = UniqueFd(static_cast<int>(syscall(SYS_perf_event_open, &attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)));
+	perf_ = UniqueFd(
+		static_cast<int>(syscall(SYS_perf_event_open, &attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)));
 	if (!perf_) {
 		const int err = errno;
 		append(tracefs_ + "/kprobe_events", "-:kprobes/" + event_ + "\n");
-		throw Error("attach", err,
-			    fmt::format("cannot open the return probe on {}: {}", function, std::strerror(err)));
+		throw Error(
+			"attach", err,
+			fmt::format("cannot open the return probe on {}: {}", function, std::strerror(err)));
 	}
 }
 

@@ -56,8 +56,9 @@ void Options::validate() const
 	if (port && *port == 0)
 		invalid("port filter must be 1-65535, not 0");
 	if (cgroup && (cgroup->empty() || cgroup->front() != '/'))
-		invalid(fmt::format("cgroup filter must be an absolute path to a cgroup v2 directory, not '{}'",
-				    *cgroup));
+		invalid(fmt::format(
+			"cgroup filter must be an absolute path to a cgroup v2 directory, not '{}'",
+			*cgroup));
 	if (max_flows < 16 || max_flows > (1u << 24))
 		invalid(fmt::format("max_flows must be between 16 and 16777216, not {}", max_flows));
 	if (max_sockets < 16 || max_sockets > (1u << 24))

@@ -148,10 +148,12 @@ void check_privileges(bool need_net_admin)
 	// The capabilities were checked before any load: a refusal now comes from
 	// the kernel's lockdown or a security policy, not from missing privileges.
 	if (err == EPERM || err == EACCES)
-		throw Error(stage, err,
-			    fmt::format("{}: permission denied although this process has CAP_BPF, CAP_PERFMON and "
-					"CAP_NET_ADMIN (a kernel lockdown or security policy forbids it){}",
-					what, tail));
+		throw Error(
+			stage, err,
+			fmt::format(
+				"{}: permission denied although this process has CAP_BPF, CAP_PERFMON and "
+				"CAP_NET_ADMIN (a kernel lockdown or security policy forbids it){}",
+				what, tail));
 	throw Error(stage, err, fmt::format("{}: {}{}", what, std::strerror(err), tail));
 }
 
@@ -208,7 +210,7 @@ struct Tracer::Impl {
 	bool kfree_skb_has_sk = false;
 
 	std::unique_ptr<udpintercept_bpf, SkelDeleter> skel;
-	UniqueFd cgroup; // the cgroup v2 root, for programs attached later
+	UniqueFd cgroup;                         // the cgroup v2 root, for programs attached later
 	std::vector<bpf_program *> arrival_hook; // attached on demand (tracepoint backend)
 	bool arrivals_wanted = false;
 	// Destroyed after the links that use them (members go in reverse order).
@@ -226,7 +228,7 @@ struct Tracer::Impl {
 	std::uint64_t sweep_period_ns = 0;
 	std::uint64_t last_sweep_ns = 0;
 
-	Stats counted;   // what user space counts itself
+	Stats counted;     // what user space counts itself
 	int delivered = 0; // by the current process()
 	std::exception_ptr callback_error;
 	bool stopped = false;
@@ -276,10 +278,11 @@ struct Tracer::Impl {
 std::vector<Tracer::Impl::Candidate> Tracer::Impl::candidates()
 {
 	if (access(kVmlinuxBtf, R_OK) != 0)
-		throw Error("btf", errno,
-			    fmt::format("no BTF at {}: udpintercept needs a kernel built with "
-					"CONFIG_DEBUG_INFO_BTF=y (every major distribution's kernel since 2020)",
-					kVmlinuxBtf));
+		throw Error(
+			"btf", errno,
+			fmt::format("no BTF at {}: udpintercept needs a kernel built with "
+				    "CONFIG_DEBUG_INFO_BTF=y (every major distribution's kernel since 2020)",
+				    kVmlinuxBtf));
 	std::unique_ptr<btf, void (*)(btf *)> vmlinux(btf__load_vmlinux_btf(), btf__free);
 	if (!vmlinux)
 		fail("btf", errno, fmt::format("cannot read the kernel's BTF from {}", kVmlinuxBtf));
@@ -300,10 +303,11 @@ std::vector<Tracer::Impl::Candidate> Tracer::Impl::candidates()
 			rejected.push_back(fmt::format("{}: {}", to_string(spec.backend), avail.why));
 	}
 	if (out.empty() && options.backend != Backend::automatic)
-		throw Error("backend", EOPNOTSUPP,
-			    fmt::format("backend '{}' is not available on this kernel: {} (the automatic choice "
-					"picks one this kernel has)",
-					to_string(options.backend), rejected.front()));
+		throw Error(
+			"backend", EOPNOTSUPP,
+			fmt::format("backend '{}' is not available on this kernel: {} (the automatic choice "
+				    "picks one this kernel has)",
+				    to_string(options.backend), rejected.front()));
 	if (out.empty())
 		throw Error("backend", EOPNOTSUPP,
 			    fmt::format("no backend works on this kernel ({})", fmt::join(rejected, "; ")));
@@ -326,19 +330,20 @@ void Tracer::Impl::configure()
 	ro->filter_uid_set = options.uid.has_value();
 	ro->filter_port = options.port.value_or(0);
 	ro->kfree_skb_has_sk = kfree_skb_has_sk;
-	ro->filter_family = !options.family ? 0
+	ro->filter_family = !options.family                   ? 0
 			    : *options.family == Family::ipv4 ? UDPI_AF_INET
 							      : UDPI_AF_INET6;
 	if (options.cgroup) {
-		struct statfs sfs{};
-		struct stat st{};
+		struct statfs sfs {};
+		struct stat st {};
 		if (statfs(options.cgroup->c_str(), &sfs) != 0 || stat(options.cgroup->c_str(), &st) != 0)
 			fail("options", errno, fmt::format("cgroup filter '{}'", *options.cgroup));
 		if (sfs.f_type != kCgroup2Magic || !S_ISDIR(st.st_mode))
-			throw Error("options", EINVAL,
-				    fmt::format("cgroup filter '{}' is not a cgroup v2 directory (cgroup v2 is "
-						"mounted at '{}')",
-						*options.cgroup, detail::cgroup2_mount()));
+			throw Error(
+				"options", EINVAL,
+				fmt::format("cgroup filter '{}' is not a cgroup v2 directory (cgroup v2 is "
+					    "mounted at '{}')",
+					    *options.cgroup, detail::cgroup2_mount()));
 		ro->filter_cgroup = st.st_ino; // a cgroup v2 directory's inode number is its id
 	}
 
@@ -357,7 +362,8 @@ void Tracer::Impl::configure()
 	// else in the LRU maps above. Task storage maps exist since 5.11: other
 	// backends, which run on 5.10 too, do not create one.
 	const auto sock_addr_may = [](bpf_func_id helper) {
-		return detail::helper_allowed(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_UDP4_RECVMSG, helper);
+		return detail::helper_allowed(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_UDP4_RECVMSG,
+					      helper);
 	};
 	const bool stash_in_task = backend == Backend::tracepoint &&
 				   sock_addr_may(BPF_FUNC_task_storage_get) &&
@@ -373,10 +379,11 @@ void Tracer::Impl::configure()
 	// where the kernel lets those see the current task (bpf_get_current_*),
 	// else with the sendmsg hooks, sock_send_length and net_dev_queue.
 	bool egress_sees_task = backend == Backend::tracepoint;
-	for (const auto helper : {BPF_FUNC_get_current_pid_tgid, BPF_FUNC_get_current_uid_gid,
-				  BPF_FUNC_get_current_cgroup_id, BPF_FUNC_get_current_comm, BPF_FUNC_jiffies64})
-		egress_sees_task = egress_sees_task &&
-				   detail::helper_allowed(BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_EGRESS, helper);
+	for (const auto helper :
+	     {BPF_FUNC_get_current_pid_tgid, BPF_FUNC_get_current_uid_gid, BPF_FUNC_get_current_cgroup_id,
+	      BPF_FUNC_get_current_comm, BPF_FUNC_jiffies64})
+		egress_sees_task = egress_sees_task && detail::helper_allowed(BPF_PROG_TYPE_CGROUP_SKB,
+									      BPF_CGROUP_INET_EGRESS, helper);
 	ro->send_at_egress = egress_sees_task && !options.sends_at_tracepoint;
 	if (backend == Backend::tracepoint)
 		log(ro->send_at_egress ? "sends counted at cgroup_skb/egress"
@@ -397,7 +404,8 @@ void Tracer::Impl::configure()
 		bool wanted = among(spec.programs, name);
 		if (name == "tp_kfree_skb" && !kfree_skb_has_sk)
 			wanted = false;
-		if (among(ro->send_at_egress ? detail::tracepoint_send_programs() : detail::egress_send_programs(),
+		if (among(ro->send_at_egress ? detail::tracepoint_send_programs()
+					     : detail::egress_send_programs(),
 			  name))
 			wanted = false; // the send path not taken
 		bpf_program__set_autoload(prog, wanted);
@@ -407,7 +415,8 @@ void Tracer::Impl::configure()
 void Tracer::Impl::load(LibbpfCapture &capture)
 {
 	if (int err = udpintercept_bpf__load(skel.get()); err)
-		fail("load", -err, fmt::format("the kernel refused the {} backend's BPF programs", to_string(backend)),
+		fail("load", -err,
+		     fmt::format("the kernel refused the {} backend's BPF programs", to_string(backend)),
 		     capture.tail());
 }
 
@@ -428,7 +437,8 @@ void Tracer::Impl::attach(LibbpfCapture &capture)
 	{
 		if (!bpf_program__autoload(prog))
 			continue;
-		if (!arrivals_now && std::find(arrivals.begin(), arrivals.end(), bpf_program__name(prog)) != arrivals.end()) {
+		if (!arrivals_now &&
+		    std::find(arrivals.begin(), arrivals.end(), bpf_program__name(prog)) != arrivals.end()) {
 			arrival_hook.push_back(prog);
 			continue;
 		}
@@ -452,7 +462,8 @@ void Tracer::Impl::attach_program(bpf_program *prog, LibbpfCapture &capture)
 		link = bpf_program__attach(prog);
 	if (!link)
 		fail("attach", errno,
-		     fmt::format("cannot attach {} ({} backend)", bpf_program__name(prog), to_string(backend)),
+		     fmt::format("cannot attach {} ({} backend)", bpf_program__name(prog),
+				 to_string(backend)),
 		     capture.tail(4));
 	links.emplace_back(link);
 }
@@ -489,7 +500,8 @@ bpf_link *Tracer::Impl::attach_kretprobe(bpf_program *prog, const std::string &f
 		kretprobes.push_back(std::move(probe));
 		return link;
 	} catch (const Error &e) {
-		log(fmt::format("{}; {} gets the kernel's default room for concurrent calls", e.what(), function));
+		log(fmt::format("{}; {} gets the kernel's default room for concurrent calls", e.what(),
+				function));
 		return bpf_program__attach(prog);
 	}
 }
@@ -613,7 +625,8 @@ void Tracer::Impl::handle_record(const udpi_record &rec)
 			return;
 		st.reported_changes = std::max<std::uint64_t>(st.reported_changes, rec.flow.changes);
 		st.last_emit_ns = std::max<std::uint64_t>(st.last_emit_ns, rec.flow.last_emit_ns);
-		deliver(rec.kind == UDPI_REC_CONNECT ? EventKind::connect : EventKind::update, rec.key, rec.flow);
+		deliver(rec.kind == UDPI_REC_CONNECT ? EventKind::connect : EventKind::update, rec.key,
+			rec.flow);
 		return;
 	}
 	default:
@@ -868,10 +881,11 @@ Tracer::Tracer(Options options, Callback callback)
 							to_string(d.backend), e.what()));
 			if (i + 1 == candidates.size())
 				throw;
-			d.log(fmt::format("backend {} failed its trial load; trying {}: {}", to_string(d.backend),
-					  to_string(candidates[i + 1].backend), e.what()));
-			d.backend_reason_prefix += fmt::format("{} refused ({}); ", to_string(d.backend),
-							       e.code().message());
+			d.log(fmt::format("backend {} failed its trial load; trying {}: {}",
+					  to_string(d.backend), to_string(candidates[i + 1].backend),
+					  e.what()));
+			d.backend_reason_prefix +=
+				fmt::format("{} refused ({}); ", to_string(d.backend), e.code().message());
 		}
 	}
 	d.backend_reason = d.backend_reason_prefix + d.backend_reason;
@@ -893,7 +907,8 @@ int Tracer::poll(std::chrono::milliseconds timeout)
 	if (impl_->stopped)
 		return 0;
 	epoll_event ev[2];
-	const int n = epoll_wait(impl_->epoll.get(), ev, 2, timeout.count() < 0 ? -1 : static_cast<int>(timeout.count()));
+	const int n = epoll_wait(impl_->epoll.get(), ev, 2,
+				 timeout.count() < 0 ? -1 : static_cast<int>(timeout.count()));
 	if (n < 0 && errno != EINTR)
 		fail("ring buffer", errno, "cannot wait for the ring buffer");
 	return impl_->process();

@@ -81,7 +81,8 @@ template <typename T> T parse_number(std::string_view text, const char *what, T 
 	T value{};
 	const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
 	if (ec != std::errc() || end != text.data() + text.size() || value < min || value > max)
-		usage_error(fmt::format("invalid {} '{}': expected a number from {} to {}", what, text, min, max));
+		usage_error(fmt::format("invalid {} '{}': expected a number from {} to {}", what, text, min,
+					max));
 	return value;
 }
 
@@ -153,14 +154,16 @@ Cli parse(int argc, char **argv)
 			if (auto b = udpintercept::parse_backend(arg))
 				cli.options.backend = *b;
 			else
-				usage_error(fmt::format("invalid backend '{}': expected auto, fentry, kprobe or tracepoint",
-							arg));
+				usage_error(fmt::format(
+					"invalid backend '{}': expected auto, fentry, kprobe or tracepoint",
+					arg));
 			break;
 		case kMaxFlows:
 			cli.options.max_flows = parse_number<std::uint32_t>(arg, "--max-flows", 16, 1u << 24);
 			break;
 		case kMaxSockets:
-			cli.options.max_sockets = parse_number<std::uint32_t>(arg, "--max-sockets", 16, 1u << 24);
+			cli.options.max_sockets =
+				parse_number<std::uint32_t>(arg, "--max-sockets", 16, 1u << 24);
 			break;
 		case kRingBuffer:
 			cli.options.ring_buffer_bytes =
@@ -170,7 +173,8 @@ Cli parse(int argc, char **argv)
 			if (arg == "on-demand" || arg == "always")
 				cli.options.recv_peers_from_start = arg == "always";
 			else
-				usage_error(fmt::format("invalid --recv-peers '{}': expected on-demand or always", arg));
+				usage_error(fmt::format(
+					"invalid --recv-peers '{}': expected on-demand or always", arg));
 			break;
 		case 'v':
 			cli.verbose = true;
@@ -190,7 +194,9 @@ Cli parse(int argc, char **argv)
 	if (optind < argc)
 		usage_error(fmt::format("unexpected argument '{}'", argv[optind]));
 	if (cli.verbose)
-		cli.options.log = [](std::string_view line) { fmt::print(stderr, "udpintercept: {}\n", line); };
+		cli.options.log = [](std::string_view line) {
+			fmt::print(stderr, "udpintercept: {}\n", line);
+		};
 	return cli;
 }
 
@@ -248,11 +254,13 @@ int run(const Cli &cli)
 	tracer.stop();
 	std::fflush(stdout);
 	const auto s = tracer.stats();
-	fmt::print(stderr,
-		   "udpintercept: events={} lost={} closes_deferred={} untracked_flows={} untracked_packets={} "
-		   "untracked_bytes={} untracked_sockets={} peer_unknown={} backend={}\n",
-		   s.events, s.lost, s.closes_deferred, s.flows_untracked, s.untracked_packets, s.untracked_bytes,
-		   s.sockets_untracked, s.peer_unknown, udpintercept::to_string(tracer.backend()));
+	fmt::print(
+		stderr,
+		"udpintercept: events={} lost={} closes_deferred={} untracked_flows={} untracked_packets={} "
+		"untracked_bytes={} untracked_sockets={} peer_unknown={} backend={}\n",
+		s.events, s.lost, s.closes_deferred, s.flows_untracked, s.untracked_packets,
+		s.untracked_bytes, s.sockets_untracked, s.peer_unknown,
+		udpintercept::to_string(tracer.backend()));
 	close(sfd);
 	return 0;
 }

@@ -54,15 +54,15 @@ using WallTime = std::chrono::time_point<std::chrono::system_clock, std::chrono:
  */
 struct Event {
 	EventKind kind = EventKind::update;
-	WallTime time;             ///< of the newest change (of the close, for `close`)
-	std::uint32_t pid = 0;     ///< process id (tgid) of the task of the newest change
-	std::uint32_t uid = 0;     ///< its user id
-	std::string comm;          ///< its command (at most 15 characters)
+	WallTime time;               ///< of the newest change (of the close, for `close`)
+	std::uint32_t pid = 0;       ///< process id (tgid) of the task of the newest change
+	std::uint32_t uid = 0;       ///< its user id
+	std::string comm;            ///< its command (at most 15 characters)
 	std::uint64_t cgroup_id = 0; ///< its cgroup v2 id
-	std::uint32_t netns = 0;   ///< inode number of the socket's network namespace
+	std::uint32_t netns = 0;     ///< inode number of the socket's network namespace
 	Family family = Family::ipv4;
-	Endpoint local;            ///< saddr, sport
-	Endpoint remote;           ///< daddr, dport
+	Endpoint local;  ///< saddr, sport
+	Endpoint remote; ///< daddr, dport
 	std::uint64_t tx_bytes = 0;
 	std::uint64_t tx_packets = 0;
 	std::uint64_t rx_bytes = 0;

@@ -33,15 +33,15 @@ struct Options {
 	std::chrono::milliseconds interval{1000};
 
 	/// Filters, applied in the kernel before any map work. Unset = everything.
-	std::optional<std::uint32_t> pid; ///< process id (tgid) of the task doing the operation
-	std::optional<std::uint32_t> uid; ///< user id of that task
+	std::optional<std::uint32_t> pid;  ///< process id (tgid) of the task doing the operation
+	std::optional<std::uint32_t> uid;  ///< user id of that task
 	std::optional<std::uint16_t> port; ///< local or remote port
 	std::optional<Family> family;      ///< traffic family (IPv4-mapped peers are IPv4)
 	std::optional<std::string> cgroup; ///< cgroup v2 directory (absolute path) of that task
 
-	std::uint32_t max_flows = 65536;             ///< flow table entries
-	std::uint32_t max_sockets = 65536;           ///< socket table entries
-	std::uint32_t ring_buffer_bytes = 4u << 20;  ///< power of two, at least one page
+	std::uint32_t max_flows = 65536;            ///< flow table entries
+	std::uint32_t max_sockets = 65536;          ///< socket table entries
+	std::uint32_t ring_buffer_bytes = 4u << 20; ///< power of two, at least one page
 
 	/// Tracepoint backend only: count sends at sock_send_length (with the
 	/// cgroup sendmsg hooks and net_dev_queue) even where one cgroup_skb/egress

@@ -15,20 +15,26 @@ namespace udpintercept {
 
 /// Loss and load counters. Every figure is cumulative since construction.
 struct Stats {
-	std::uint64_t events = 0;            ///< snapshots delivered to the callback
-	std::uint64_t records_sent = 0;      ///< records the kernel put in the ring buffer
-	std::uint64_t records_received = 0;  ///< records user space took from it (equal to records_sent once drained)
-	std::uint64_t lost = 0;              ///< snapshots the ring buffer had no room for (counts stay exact: later snapshots are cumulative)
-	std::uint64_t closes_deferred = 0;   ///< socket closes that missed the ring buffer and were collected from the kernel later
+	std::uint64_t events = 0;       ///< snapshots delivered to the callback
+	std::uint64_t records_sent = 0; ///< records the kernel put in the ring buffer
+	std::uint64_t records_received =
+		0;              ///< records user space took from it (equal to records_sent once drained)
+	std::uint64_t lost = 0; ///< snapshots the ring buffer had no room for (counts stay exact: later
+				///< snapshots are cumulative)
+	std::uint64_t closes_deferred =
+		0; ///< socket closes that missed the ring buffer and were collected from the kernel later
 	std::uint64_t flows_untracked = 0;   ///< operations on flows the full flow table could not admit
 	std::uint64_t untracked_packets = 0; ///< datagrams of those operations
 	std::uint64_t untracked_bytes = 0;   ///< bytes of those operations
 	std::uint64_t sockets_untracked = 0; ///< sockets the full socket table could not admit
-	std::uint64_t peer_unknown = 0;      ///< receives whose sender could not be known (see the README's limits)
-	std::uint64_t deferred_operations = 0; ///< operations a busy flow table handed to user space (counted exactly)
-	std::uint64_t insert_failures = 0;   ///< socket/flow inserts refused for a reason other than a full table
-	int insert_last_errno = 0;           ///< the errno of the last of those
-	std::uint64_t flows_active = 0;      ///< flows in the kernel's flow table now (0 once stopped)
+	std::uint64_t peer_unknown =
+		0; ///< receives whose sender could not be known (see the README's limits)
+	std::uint64_t deferred_operations =
+		0; ///< operations a busy flow table handed to user space (counted exactly)
+	std::uint64_t insert_failures =
+		0;                      ///< socket/flow inserts refused for a reason other than a full table
+	int insert_last_errno = 0;      ///< the errno of the last of those
+	std::uint64_t flows_active = 0; ///< flows in the kernel's flow table now (0 once stopped)
 };
 
 /**

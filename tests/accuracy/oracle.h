@@ -24,7 +24,8 @@ struct Counts {
 
 inline std::ostream &operator<<(std::ostream &os, const Counts &c)
 {
-	return os << "tx " << c.tx_packets << "/" << c.tx_bytes << " rx " << c.rx_packets << "/" << c.rx_bytes;
+	return os << "tx " << c.tx_packets << "/" << c.tx_bytes << " rx " << c.rx_packets << "/"
+		  << c.rx_bytes;
 }
 
 /// The kernel's UDP datagram counters of the calling thread's namespace.
@@ -89,7 +90,8 @@ private:
 	{
 		if (a.family() == AF_INET)
 			return AF_INET;
-		return a.ip().rfind("::ffff:", 0) == 0 && a.ip().find('.') != std::string::npos ? AF_INET : AF_INET6;
+		return a.ip().rfind("::ffff:", 0) == 0 && a.ip().find('.') != std::string::npos ? AF_INET
+												: AF_INET6;
 	}
 	std::map<testutil::FlowName, Counts> flows_;
 };
@@ -110,7 +112,8 @@ inline udpintercept::Options own_process()
 
 /// Runs `scenario` in a fresh network namespace under a tracer and checks the three identities.
 template <typename Scenario>
-void run(Scenario scenario, MibCheck check = MibCheck::both_sides, udpintercept::Options options = own_process())
+void run(Scenario scenario, MibCheck check = MibCheck::both_sides,
+	 udpintercept::Options options = own_process())
 {
 	testutil::enter_fresh_netns();
 	Ledger ledger;
@@ -123,8 +126,9 @@ void run(Scenario scenario, MibCheck check = MibCheck::both_sides, udpintercept:
 		rec.stop();
 		finals = rec.last_by_flow();
 
-		INFO("MIB deltas: in4 " << after.in4 - before.in4 << " out4 " << after.out4 - before.out4 << " in6 "
-					<< after.in6 - before.in6 << " out6 " << after.out6 - before.out6);
+		INFO("MIB deltas: in4 " << after.in4 - before.in4 << " out4 " << after.out4 - before.out4
+					<< " in6 " << after.in6 - before.in6 << " out6 "
+					<< after.out6 - before.out6);
 		// 1. The oracle is sound: the ledger agrees with the kernel.
 		CHECK(ledger.in4 == after.in4 - before.in4);
 		CHECK(ledger.in6 == after.in6 - before.in6);

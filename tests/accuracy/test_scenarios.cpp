@@ -76,29 +76,31 @@ TEST_CASE("a server reading with recv() learns each peer from the datagram", "[a
 	auto options = accuracy::own_process();
 	options.recv_peers_from_start = true;
 	for (const auto &f : kFamilies)
-		accuracy::run([&](Ledger &l, Recorder &) {
-			Udp server = bound(f);
-			Udp a = bound(f), b = bound(f);
-			for (int i = 0; i < 5; i++) {
-				a.send_to(server.local(), 30);
-				l.sent(a.local(), server.local(), 30);
-				b.send_to(server.local(), 31);
-				l.sent(b.local(), server.local(), 31);
-			}
-			// Queued in arrival order, read without asking for the sender.
-			for (int i = 0; i < 5; i++) {
-				l.received(server.local(), a.local(), server.recv());
+		accuracy::run(
+			[&](Ledger &l, Recorder &) {
+				Udp server = bound(f);
+				Udp a = bound(f), b = bound(f);
+				for (int i = 0; i < 5; i++) {
+					a.send_to(server.local(), 30);
+					l.sent(a.local(), server.local(), 30);
+					b.send_to(server.local(), 31);
+					l.sent(b.local(), server.local(), 31);
+				}
+				// Queued in arrival order, read without asking for the sender.
+				for (int i = 0; i < 5; i++) {
+					l.received(server.local(), a.local(), server.recv());
+					l.received(server.local(), b.local(), server.recv());
+				}
+				// And one that arrives while the reader is blocked.
+				std::thread late([&] {
+					std::this_thread::sleep_for(50ms);
+					b.send_to(server.local(), 32);
+				});
 				l.received(server.local(), b.local(), server.recv());
-			}
-			// And one that arrives while the reader is blocked.
-			std::thread late([&] {
-				std::this_thread::sleep_for(50ms);
-				b.send_to(server.local(), 32);
-			});
-			l.received(server.local(), b.local(), server.recv());
-			late.join();
-			l.sent(b.local(), server.local(), 32);
-		}, accuracy::MibCheck::both_sides, options);
+				late.join();
+				l.sent(b.local(), server.local(), 32);
+			},
+			accuracy::MibCheck::both_sides, options);
 }
 
 TEST_CASE("sendmmsg and recvmmsg count each message", "[accuracy][mmsg]")
@@ -203,7 +205,8 @@ TEST_CASE("refused sends count nothing: EMSGSIZE and ECONNREFUSED", "[accuracy][
 			}
 			std::vector<char> huge(70000, 'x');
 			errno = 0;
-			CHECK(::sendto(tx.fd(), huge.data(), huge.size(), 0, closed_port.sa(), closed_port.len) < 0);
+			CHECK(::sendto(tx.fd(), huge.data(), huge.size(), 0, closed_port.sa(),
+				       closed_port.len) < 0);
 			CHECK(errno == EMSGSIZE);
 
 			tx.connect(closed_port);
@@ -299,7 +302,8 @@ TEST_CASE("UDP_SEGMENT (GSO) sends count the datagrams on the wire", "[accuracy]
 				l.sent(tx.local(), rx.local(), 1000, 10);
 				// ...and for the socket, with a short last segment.
 				const int sock_seg = 300;
-				REQUIRE(setsockopt(tx.fd(), SOL_UDP, UDP_SEGMENT, &sock_seg, sizeof(sock_seg)) == 0);
+				REQUIRE(setsockopt(tx.fd(), SOL_UDP, UDP_SEGMENT, &sock_seg,
+						   sizeof(sock_seg)) == 0);
 				tx.send_to(rx.local(), 1000);
 				l.sent(tx.local(), rx.local(), 1000, 4);
 				for (int i = 0; i < 14; i++) {
@@ -313,35 +317,38 @@ TEST_CASE("UDP_SEGMENT (GSO) sends count the datagrams on the wire", "[accuracy]
 TEST_CASE("a socket shared with a forked child: exact totals, newest process named", "[accuracy][fork]")
 {
 	const auto everyone = udpintercept::Options{}; // the child too
-	accuracy::run([&](Ledger &l, Recorder &rec) {
-		Udp rx = bound(kFamilies[0]), tx = bound(kFamilies[0]);
-		tx.send_to(rx.local(), 10);
-		l.sent(tx.local(), rx.local(), 10);
-		const pid_t child = fork();
-		REQUIRE(child >= 0);
-		if (child == 0) {
-			for (int i = 0; i < 4; i++)
-				if (::sendto(tx.fd(), "abcdefghij", 10, 0, rx.local().sa(), rx.local().len) != 10)
-					_exit(1);
-			_exit(0);
-		}
-		int status = 0;
-		REQUIRE(waitpid(child, &status, 0) == child);
-		REQUIRE(WIFEXITED(status));
-		REQUIRE(WEXITSTATUS(status) == 0);
-		for (int i = 0; i < 4; i++)
+	accuracy::run(
+		[&](Ledger &l, Recorder &rec) {
+			Udp rx = bound(kFamilies[0]), tx = bound(kFamilies[0]);
+			tx.send_to(rx.local(), 10);
 			l.sent(tx.local(), rx.local(), 10);
-		for (int i = 0; i < 5; i++) {
-			SockAddr from;
-			l.received(rx.local(), tx.local(), rx.recv_from(from));
-		}
-		rec.stop(); // the final snapshot names the newest change's process
-		const auto last = rec.of_flow({testutil::endpoint(tx.local()), testutil::endpoint(rx.local())});
-		REQUIRE(!last.empty());
-		CHECK(last.back().kind == udpintercept::EventKind::final);
-		CHECK(last.back().pid == static_cast<std::uint32_t>(child));
-	},
-		      MibCheck::both_sides, everyone);
+			const pid_t child = fork();
+			REQUIRE(child >= 0);
+			if (child == 0) {
+				for (int i = 0; i < 4; i++)
+					if (::sendto(tx.fd(), "abcdefghij", 10, 0, rx.local().sa(),
+						     rx.local().len) != 10)
+						_exit(1);
+				_exit(0);
+			}
+			int status = 0;
+			REQUIRE(waitpid(child, &status, 0) == child);
+			REQUIRE(WIFEXITED(status));
+			REQUIRE(WEXITSTATUS(status) == 0);
+			for (int i = 0; i < 4; i++)
+				l.sent(tx.local(), rx.local(), 10);
+			for (int i = 0; i < 5; i++) {
+				SockAddr from;
+				l.received(rx.local(), tx.local(), rx.recv_from(from));
+			}
+			rec.stop(); // the final snapshot names the newest change's process
+			const auto last =
+				rec.of_flow({testutil::endpoint(tx.local()), testutil::endpoint(rx.local())});
+			REQUIRE(!last.empty());
+			CHECK(last.back().kind == udpintercept::EventKind::final);
+			CHECK(last.back().pid == static_cast<std::uint32_t>(child));
+		},
+		MibCheck::both_sides, everyone);
 }
 
 TEST_CASE("many threads on one socket", "[accuracy][threads]")
@@ -350,7 +357,8 @@ TEST_CASE("many threads on one socket", "[accuracy][threads]")
 		accuracy::run([&](Ledger &l, Recorder &) {
 			Udp rx = bound(f), tx = bound(f);
 			int rcvbuf = 4 << 20;
-			REQUIRE(setsockopt(rx.fd(), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) == 0); // past rmem_max: nothing may drop
+			REQUIRE(setsockopt(rx.fd(), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) ==
+				0); // past rmem_max: nothing may drop
 			constexpr int kThreads = 8, kEach = 100;
 			std::vector<std::thread> senders;
 			for (int t = 0; t < kThreads; t++)
@@ -415,14 +423,18 @@ TEST_CASE("sockets living across the tracer's start are counted from then on", "
 	}
 }
 
-TEST_CASE("a socket storm: every short-lived socket reported, the flow table back to empty", "[accuracy][storm]")
+TEST_CASE("a socket storm: every short-lived socket reported, the flow table back to empty",
+	  "[accuracy][storm]")
 {
 	accuracy::run([&](Ledger &l, Recorder &rec) {
 		Udp rx = bound(kFamilies[0]);
 		int rcvbuf = 8 << 20;
-		REQUIRE(setsockopt(rx.fd(), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) == 0); // past rmem_max: nothing may drop
+		REQUIRE(setsockopt(rx.fd(), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) ==
+			0); // past rmem_max: nothing may drop
 		// Thousands; the kernel matrix, under emulation, sets fewer.
-		const int kSockets = std::getenv("UDPI_STORM_SOCKETS") ? std::atoi(std::getenv("UDPI_STORM_SOCKETS")) : 3000;
+		const int kSockets = std::getenv("UDPI_STORM_SOCKETS")
+					     ? std::atoi(std::getenv("UDPI_STORM_SOCKETS"))
+					     : 3000;
 		for (int i = 0; i < kSockets; i++) {
 			// Distinct ports, so that no two sockets share a flow's name.
 			Udp s(AF_INET);

@@ -42,7 +42,8 @@ inline void require_root_or_skip(const char *test)
 		std::fprintf(stderr, "%s: needs root, and CI must not skip\n", test);
 		std::exit(1);
 	}
-	std::fprintf(stderr, "%s: skipped: needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN) to load BPF\n", test);
+	std::fprintf(stderr, "%s: skipped: needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN) to load BPF\n",
+		     test);
 	std::exit(77);
 }
 
@@ -84,7 +85,7 @@ inline void enter_fresh_netns()
 /// Inode number of the calling thread's network namespace (the tracer's `netns`).
 inline std::uint32_t current_netns()
 {
-	struct stat st{};
+	struct stat st {};
 	if (stat("/proc/self/ns/net", &st) != 0)
 		die("stat /proc/self/ns/net");
 	return static_cast<std::uint32_t>(st.st_ino);
@@ -125,8 +126,10 @@ struct SockAddr {
 	{
 		char buf[INET6_ADDRSTRLEN];
 		if (family() == AF_INET)
-			return inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in *>(&ss)->sin_addr, buf, sizeof(buf));
-		return inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6 *>(&ss)->sin6_addr, buf, sizeof(buf));
+			return inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in *>(&ss)->sin_addr, buf,
+					 sizeof(buf));
+		return inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6 *>(&ss)->sin6_addr, buf,
+				 sizeof(buf));
 	}
 	const sockaddr *sa() const { return reinterpret_cast<const sockaddr *>(&ss); }
 };
@@ -191,7 +194,8 @@ public:
 	{
 		char buf[65536];
 		from.len = sizeof(from.ss);
-		ssize_t n = ::recvfrom(fd_, buf, sizeof(buf), 0, reinterpret_cast<sockaddr *>(&from.ss), &from.len);
+		ssize_t n = ::recvfrom(fd_, buf, sizeof(buf), 0, reinterpret_cast<sockaddr *>(&from.ss),
+				       &from.len);
 		if (n < 0)
 			die("recvfrom");
 		return static_cast<std::size_t>(n);

@@ -22,19 +22,19 @@ int main(void)
 		const char *name;
 		size_t offset, expected;
 	} fields[] = {
-	    {"family", offsetof(struct udp_event_t, family), 0},
-	    {"pid", offsetof(struct udp_event_t, pid), 2},
-	    {"UserId", offsetof(struct udp_event_t, UserId), 6},
-	    {"EventTime", offsetof(struct udp_event_t, EventTime), 10},
-	    {"SPT", offsetof(struct udp_event_t, SPT), 18},
-	    {"DPT", offsetof(struct udp_event_t, DPT), 20},
-	    {"task", offsetof(struct udp_event_t, task), 22},
-	    {"rx_b", offsetof(struct udp_event_t, rx_b), 38},
-	    {"tx_b", offsetof(struct udp_event_t, tx_b), 46},
-	    {"rxPkts", offsetof(struct udp_event_t, rxPkts), 54},
-	    {"txPkts", offsetof(struct udp_event_t, txPkts), 58},
-	    {"SADDR", offsetof(struct udp_event_t, SADDR), 62},
-	    {"DADDR", offsetof(struct udp_event_t, DADDR), 126},
+		{"family", offsetof(struct udp_event_t, family), 0},
+		{"pid", offsetof(struct udp_event_t, pid), 2},
+		{"UserId", offsetof(struct udp_event_t, UserId), 6},
+		{"EventTime", offsetof(struct udp_event_t, EventTime), 10},
+		{"SPT", offsetof(struct udp_event_t, SPT), 18},
+		{"DPT", offsetof(struct udp_event_t, DPT), 20},
+		{"task", offsetof(struct udp_event_t, task), 22},
+		{"rx_b", offsetof(struct udp_event_t, rx_b), 38},
+		{"tx_b", offsetof(struct udp_event_t, tx_b), 46},
+		{"rxPkts", offsetof(struct udp_event_t, rxPkts), 54},
+		{"txPkts", offsetof(struct udp_event_t, txPkts), 58},
+		{"SADDR", offsetof(struct udp_event_t, SADDR), 62},
+		{"DADDR", offsetof(struct udp_event_t, DADDR), 126},
 	};
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
 		if (fields[i].offset != fields[i].expected) {

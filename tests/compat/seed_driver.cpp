@@ -173,7 +173,7 @@ struct Example {
 				return true;
 			reap();
 			const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-			    deadline - std::chrono::steady_clock::now());
+				deadline - std::chrono::steady_clock::now());
 			if (left.count() <= 0)
 				return done();
 			if (out_eof && err_eof && status)
@@ -298,10 +298,10 @@ constexpr std::uint16_t kServer4 = 40004, kClient4 = 40014, kServer6 = 40004, kC
 // server (whose peers come from the datagrams), in each family. The IPv6
 // client also sends a zero-length datagram, which is a datagram.
 const Flow kFlows[] = {
-    {"IPv4 client", 2, "127.0.0.1", kClient4, "127.0.0.1", kServer4, 600, 3, 33, 2},
-    {"IPv4 server", 2, "127.0.0.1", kServer4, "127.0.0.1", kClient4, 33, 2, 600, 3},
-    {"IPv6 client", 10, "::1", kClient6, "::1", kServer6, 100, 5, 1234, 1},
-    {"IPv6 server", 10, "::1", kServer6, "::1", kClient6, 1234, 1, 100, 5},
+	{"IPv4 client", 2, "127.0.0.1", kClient4, "127.0.0.1", kServer4, 600, 3, 33, 2},
+	{"IPv4 server", 2, "127.0.0.1", kServer4, "127.0.0.1", kClient4, 33, 2, 600, 3},
+	{"IPv6 client", 10, "::1", kClient6, "::1", kServer6, 100, 5, 1234, 1},
+	{"IPv6 server", 10, "::1", kServer6, "::1", kClient6, 1234, 1, 100, 5},
 };
 
 sockaddr_storage address(int family, std::uint16_t port)
@@ -365,7 +365,7 @@ bool exchange(int family, std::uint16_t server_port, std::uint16_t client_port,
 	for (size_t size : requests) {
 		socklen_t len = sizeof(peer);
 		if (!check(recvfrom(server, buf, sizeof(buf), 0, reinterpret_cast<sockaddr *>(&peer), &len) ==
-			       static_cast<ssize_t>(size),
+				   static_cast<ssize_t>(size),
 			   "recvfrom"))
 			return false;
 	}
@@ -470,7 +470,7 @@ int main(int argc, char **argv)
 
 	kill(example.pid, SIGINT);
 	const bool exited =
-	    example.pump(std::chrono::seconds(15), [&] { return example.status && example.out_eof; });
+		example.pump(std::chrono::seconds(15), [&] { return example.status && example.out_eof; });
 	if (!exited || !example.status) {
 		kill(example.pid, SIGKILL);
 		die("the example did not exit within 15 s of SIGINT (a deadlock in cleanup() or dlclose()?)");

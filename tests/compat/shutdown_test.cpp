@@ -161,23 +161,23 @@ void blocked_then_cleanup(const Library &lib, int count)
 		std::this_thread::sleep_for(std::chrono::milliseconds(5));
 	if (returned.load() < count) {
 		std::fprintf(
-		    stderr,
-		    "FAIL: %d of %d blocked DequeuePerfEvent() did not return within 5 s of cleanup()\n",
-		    count - returned.load(), count);
+			stderr,
+			"FAIL: %d of %d blocked DequeuePerfEvent() did not return within 5 s of cleanup()\n",
+			count - returned.load(), count);
 		std::_Exit(1);
 	}
 	for (auto &t : threads)
 		t.join();
 	for (int i = 0; i < count; i++) {
-		const auto ms =
-		    std::chrono::duration_cast<std::chrono::milliseconds>(when[static_cast<size_t>(i)] - t0);
+		const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+			when[static_cast<size_t>(i)] - t0);
 		CHECK(ms.count() < 1000, "thread %d returned %lld ms after cleanup()", i,
 		      static_cast<long long>(ms.count()));
 	}
 	std::printf("%d blocked consumers returned a zeroed event after cleanup() (which took %lld ms)\n",
 		    count,
 		    static_cast<long long>(
-			std::chrono::duration_cast<std::chrono::milliseconds>(cleanup_took).count()));
+			    std::chrono::duration_cast<std::chrono::milliseconds>(cleanup_took).count()));
 	CHECK(lib.status() == 0, "getStatus() is not 0 after cleanup()");
 }
 
@@ -280,9 +280,10 @@ int signal_exit(const char *path, bool attached)
 		}
 		std::this_thread::sleep_for(std::chrono::milliseconds(10));
 	}
-	CHECK(
-	    WIFEXITED(st) && WEXITSTATUS(st) == SIGINT, "the child %s %d, expected exit(2) from the handler",
-	    WIFEXITED(st) ? "exited with" : "died of signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == SIGINT,
+	      "the child %s %d, expected exit(2) from the handler",
+	      WIFEXITED(st) ? "exited with" : "died of signal",
+	      WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
 	if (!failures)
 		std::printf("ok: SIGINT handler calling cleanup(), dlclose(), exit() while blocked%s\n",
 			    attached ? " (attached)" : "");
@@ -381,7 +382,7 @@ int shed(const char *path)
 		if (!shed_traffic())
 			std::_Exit(4);
 		auto shed_count =
-		    reinterpret_cast<unsigned long long (*)()>(dlsym(lib.handle, "udpEvent_shedCount"));
+			reinterpret_cast<unsigned long long (*)()>(dlsym(lib.handle, "udpEvent_shedCount"));
 		// Nothing was dequeued: the queue holds the newest four snapshots,
 		// and the client flow's last one carries its totals.
 		const auto pid = static_cast<std::uint32_t>(getpid());
@@ -396,7 +397,7 @@ int shed(const char *path)
 		}
 		lib.cleanup();
 		const auto ms =
-		    std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+			std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
 		std::fprintf(stderr, "shed=%llu last_tx=%u elapsed_ms=%lld\n", shed_count(), last_tx,
 			     static_cast<long long>(ms));
 		std::fflush(stderr);

@@ -243,9 +243,9 @@ bool pair_traffic(int family, std::uint16_t server_port, std::uint16_t client_po
 		socklen_t peer_len = sizeof(peer);
 		ok = send(client, buf, request, 0) == static_cast<ssize_t>(request) &&
 		     recvfrom(server, buf, sizeof(buf), 0, reinterpret_cast<sockaddr *>(&peer), &peer_len) ==
-			 static_cast<ssize_t>(request) &&
+			     static_cast<ssize_t>(request) &&
 		     sendto(server, buf, reply, 0, reinterpret_cast<sockaddr *>(&peer), peer_len) ==
-			 static_cast<ssize_t>(reply) &&
+			     static_cast<ssize_t>(reply) &&
 		     recv(client, buf, sizeof(buf), 0) == static_cast<ssize_t>(reply);
 	}
 	if (!ok)
@@ -296,7 +296,7 @@ int shim_mode()
 	struct Inbox {
 		std::mutex mutex;
 		std::vector<udp_event_t> events; // guarded by mutex
-		Clock::time_point returned;	 // written before `done`
+		Clock::time_point returned;      // written before `done`
 		std::atomic<bool> done{false};
 	};
 	std::vector<Inbox> inboxes(kConsumers);
@@ -361,16 +361,16 @@ int shim_mode()
 	}
 	for (const auto &[key, totals] : expected) {
 		const Totals got = best.count(key) ? best[key] : Totals{};
-		CHECK(
-		    got == totals,
-		    "flow family %u %u -> %u: tx %llu/%llu rx %llu/%llu, expected tx %llu/%llu rx %llu/%llu",
-		    key.family, key.sport, key.dport, static_cast<unsigned long long>(got.tx_pkts),
-		    static_cast<unsigned long long>(got.tx_b), static_cast<unsigned long long>(got.rx_pkts),
-		    static_cast<unsigned long long>(got.rx_b),
-		    static_cast<unsigned long long>(totals.tx_pkts),
-		    static_cast<unsigned long long>(totals.tx_b),
-		    static_cast<unsigned long long>(totals.rx_pkts),
-		    static_cast<unsigned long long>(totals.rx_b));
+		CHECK(got == totals,
+		      "flow family %u %u -> %u: tx %llu/%llu rx %llu/%llu, expected tx %llu/%llu rx "
+		      "%llu/%llu",
+		      key.family, key.sport, key.dport, static_cast<unsigned long long>(got.tx_pkts),
+		      static_cast<unsigned long long>(got.tx_b), static_cast<unsigned long long>(got.rx_pkts),
+		      static_cast<unsigned long long>(got.rx_b),
+		      static_cast<unsigned long long>(totals.tx_pkts),
+		      static_cast<unsigned long long>(totals.tx_b),
+		      static_cast<unsigned long long>(totals.rx_pkts),
+		      static_cast<unsigned long long>(totals.rx_b));
 	}
 
 	const auto t0 = Clock::now();
@@ -395,12 +395,12 @@ int shim_mode()
 	// operation no two carry the same counters for the same flow.
 	std::set<std::tuple<std::uint16_t, std::uint16_t, std::uint16_t, std::uint64_t, std::uint64_t,
 			    std::uint32_t, std::uint32_t, std::uint64_t>>
-	    seen;
+		seen;
 	size_t total = 0;
 	for (int i = 0; i < kConsumers; i++) {
 		Inbox &box = inboxes[static_cast<size_t>(i)];
 		const auto ms =
-		    std::chrono::duration_cast<std::chrono::milliseconds>(box.returned - t0).count();
+			std::chrono::duration_cast<std::chrono::milliseconds>(box.returned - t0).count();
 		CHECK(ms < 1000, "consumer %d returned %lld ms after cleanup()", i,
 		      static_cast<long long>(ms));
 		for (const udp_event_t &e : box.events) {
@@ -409,7 +409,7 @@ int shim_mode()
 			total++;
 			CHECK(seen.insert({e.family, e.SPT, e.DPT, e.tx_b, e.rx_b, e.txPkts, e.rxPkts,
 					   e.EventTime})
-				  .second,
+				      .second,
 			      "a snapshot of %u -> %u reached two consumers", e.SPT, e.DPT);
 		}
 		std::printf("consumer %d: %zu events of this process\n", i, box.events.size());

@@ -18,7 +18,10 @@ namespace testutil {
 struct FlowName {
 	std::string local;  // "ip:port"
 	std::string remote; // "ip:port"
-	bool operator<(const FlowName &o) const { return std::tie(local, remote) < std::tie(o.local, o.remote); }
+	bool operator<(const FlowName &o) const
+	{
+		return std::tie(local, remote) < std::tie(o.local, o.remote);
+	}
 };
 
 inline std::string endpoint(const udpintercept::Endpoint &e)

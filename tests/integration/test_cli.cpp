@@ -154,8 +154,8 @@ TEST_CASE("udpintercept --json reports a loopback exchange as four exact flows",
 {
 	CliProcess cli({"--json"});
 	REQUIRE(cli.wait_stderr("tracing", 30s));
-	CHECK_THAT(cli.err_text, Catch::Contains("tracepoint") || Catch::Contains("fentry") ||
-					 Catch::Contains("kprobe"));
+	CHECK_THAT(cli.err_text,
+		   Catch::Contains("tracepoint") || Catch::Contains("fentry") || Catch::Contains("kprobe"));
 	if (testutil::test_backend() != "auto")
 		CHECK_THAT(cli.err_text, Catch::Contains("the " + testutil::test_backend() + " backend"));
 
@@ -202,8 +202,12 @@ TEST_CASE("udpintercept --json reports a loopback exchange as four exact flows",
 			CHECK(o->at("uid") == std::to_string(getuid()));
 			CHECK(o->at("comm") == my_comm());
 			const long long t = std::stoll(o->at("time_ns"));
-			CHECK(t >= std::chrono::duration_cast<std::chrono::nanoseconds>(before.time_since_epoch()).count());
-			CHECK(t <= std::chrono::duration_cast<std::chrono::nanoseconds>(after.time_since_epoch()).count());
+			CHECK(t >=
+			      std::chrono::duration_cast<std::chrono::nanoseconds>(before.time_since_epoch())
+				      .count());
+			CHECK(t <=
+			      std::chrono::duration_cast<std::chrono::nanoseconds>(after.time_since_epoch())
+				      .count());
 			CHECK(o->at("time").size() == 30); // 2026-11-28T00:01:12.394162199Z
 		}
 	};
@@ -277,13 +281,14 @@ TEST_CASE("udpintercept --recv-peers: the arrival hook on demand, or from the st
 {
 	for (const std::string mode : {"on-demand", "always"}) {
 		CAPTURE(mode);
-		CliProcess cli({"--json", "--verbose", "--pid", std::to_string(getpid()), "--recv-peers", mode});
+		CliProcess cli(
+			{"--json", "--verbose", "--pid", std::to_string(getpid()), "--recv-peers", mode});
 		REQUIRE(cli.wait_stderr("tracing", 30s));
 		Udp server(AF_INET), a(AF_INET);
 		server.bind("127.0.0.1");
 		a.bind("127.0.0.1");
 		a.send_to(server.local(), 50);
-		REQUIRE(server.recv() == 50); // recv() without an address, unconnected
+		REQUIRE(server.recv() == 50);       // recv() without an address, unconnected
 		std::this_thread::sleep_for(300ms); // the CLI attaches the hook on demand
 		for (int i = 0; i < 3; i++) {
 			a.send_to(server.local(), 51);
@@ -293,17 +298,20 @@ TEST_CASE("udpintercept --recv-peers: the arrival hook on demand, or from the st
 		cli.signal(SIGINT);
 		REQUIRE(cli.wait_exit(30s) == 0);
 
-		const bool tracepoint = cli.err_text.find("backend=tracepoint") != std::string::npos; // the exit summary
+		const bool tracepoint =
+			cli.err_text.find("backend=tracepoint") != std::string::npos; // the exit summary
 		const bool unknown_first = tracepoint && mode == "on-demand";
 		const std::string netns = std::to_string(testutil::current_netns());
 		std::map<std::pair<std::string, std::string>, JsonObject> last;
 		for (const auto &o : cli.json_lines())
 			if (o.at("netns") == netns)
-				last[{o.at("saddr") + ":" + o.at("sport"), o.at("daddr") + ":" + o.at("dport")}] = o;
+				last[{o.at("saddr") + ":" + o.at("sport"),
+				      o.at("daddr") + ":" + o.at("dport")}] = o;
 		const auto &in = last.at({endpoint(server.local()), endpoint(a.local())});
 		CHECK(in.at("rx_packets") == (unknown_first ? "3" : "4"));
 		CHECK(in.at("rx_bytes") == (unknown_first ? "153" : "203"));
-		CHECK_THAT(cli.err_text, Catch::Contains(unknown_first ? " peer_unknown=1" : " peer_unknown=0"));
+		CHECK_THAT(cli.err_text,
+			   Catch::Contains(unknown_first ? " peer_unknown=1" : " peer_unknown=0"));
 		if (unknown_first)
 			CHECK_THAT(cli.err_text, Catch::Contains("attached the arrival hook"));
 		else

@@ -87,9 +87,9 @@ std::string run_under(Backend b, bool sends_at_tracepoint = false)
 	rec.stop();
 	std::ostringstream out;
 	for (const auto &[name, e] : rec.last_by_flow())
-		out << to_string(e.family) << ' ' << name.local << " -> " << name.remote << " tx " << e.tx_packets
-		    << '/' << e.tx_bytes << " rx " << e.rx_packets << '/' << e.rx_bytes << ' ' << to_string(e.kind)
-		    << '\n';
+		out << to_string(e.family) << ' ' << name.local << " -> " << name.remote << " tx "
+		    << e.tx_packets << '/' << e.tx_bytes << " rx " << e.rx_packets << '/' << e.rx_bytes << ' '
+		    << to_string(e.kind) << '\n';
 	out << "peer_unknown " << rec.tracer().stats().peer_unknown << '\n';
 	return out.str();
 }

@@ -177,7 +177,7 @@ TEST_CASE("the cgroup filter keeps the tasks of one cgroup v2 directory", "[filt
 		rec.stop();
 		REQUIRE(!rec.events.empty());
 		CHECK(pids_seen(rec) == std::set<std::uint32_t>{static_cast<std::uint32_t>(child.pid)});
-		struct stat st{};
+		struct stat st {};
 		REQUIRE(stat(dir.c_str(), &st) == 0);
 		for (const auto &e : rec.events)
 			CHECK(e.cgroup_id == st.st_ino);

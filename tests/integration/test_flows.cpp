@@ -26,7 +26,8 @@ std::string my_comm()
 }
 
 // A connected client sends `count` datagrams of `size` bytes; the server reads them with recvfrom().
-void connected_exchange(const std::string &ip, int family, int count, std::size_t size, Udp &client, Udp &server)
+void connected_exchange(const std::string &ip, int family, int count, std::size_t size, Udp &client,
+			Udp &server)
 {
 	server.bind(ip);
 	client.connect(server.local());
@@ -148,7 +149,8 @@ TEST_CASE("an unconnected socket talking to several peers has one flow per peer"
 	}
 }
 
-TEST_CASE("a socket that read its senders' addresses for long, then calls recv(), stays exact", "[flows][recv]")
+TEST_CASE("a socket that read its senders' addresses for long, then calls recv(), stays exact",
+	  "[flows][recv]")
 {
 	Options o;
 	o.recv_peers_from_start = true;

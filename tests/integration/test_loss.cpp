@@ -15,8 +15,8 @@ TEST_CASE("a stalled consumer: every snapshot is delivered or counted lost, and 
 	  "[loss]")
 {
 	Options o;
-	o.interval = 0ms;               // a snapshot per operation...
-	o.ring_buffer_bytes = 4096;     // ...into room for a few dozen
+	o.interval = 0ms;           // a snapshot per operation...
+	o.ring_buffer_bytes = 4096; // ...into room for a few dozen
 	o.pid = static_cast<std::uint32_t>(getpid());
 	Recorder rec(o);
 	Udp a(AF_INET), b(AF_INET);

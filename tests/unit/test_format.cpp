@@ -41,9 +41,10 @@ TEST_CASE("JSON carries exactly the data model's field names", "[format]")
 	std::vector<std::string> names;
 	for (const auto &kv : obj)
 		names.push_back(kv.first);
-	std::vector<std::string> expected = {"event", "time_ns", "time", "pid", "uid", "comm",
-					     "cgroup_id", "netns", "family", "saddr", "sport", "daddr",
-					     "dport", "tx_bytes", "tx_packets", "rx_bytes", "rx_packets"};
+	std::vector<std::string> expected = {"event",    "time_ns",   "time",  "pid",      "uid",
+					     "comm",     "cgroup_id", "netns", "family",   "saddr",
+					     "sport",    "daddr",     "dport", "tx_bytes", "tx_packets",
+					     "rx_bytes", "rx_packets"};
 	std::sort(expected.begin(), expected.end());
 	CHECK(names == expected);
 	CHECK(obj.at("event") == "close");
@@ -61,7 +62,8 @@ TEST_CASE("JSON carries exactly the data model's field names", "[format]")
 TEST_CASE("times format as RFC 3339 UTC with nanoseconds", "[format]")
 {
 	CHECK(format_time(WallTime(std::chrono::nanoseconds(0))) == "1970-01-01T00:00:00.000000000Z");
-	CHECK(format_time(WallTime(std::chrono::nanoseconds(1000000001LL))) == "1970-01-01T00:00:01.000000001Z");
+	CHECK(format_time(WallTime(std::chrono::nanoseconds(1000000001LL))) ==
+	      "1970-01-01T00:00:01.000000001Z");
 }
 
 TEST_CASE("the text form names the event, the process and both endpoints", "[format]")
