@@ -201,7 +201,7 @@ struct LinkDeleter {
 	void operator()(bpf_link *link) const noexcept { bpf_link__destroy(link); }
 };
 
-struct Tracer::Impl {
+struct __attribute__((visibility("hidden"))) Tracer::Impl {
 	Options options;
 	Callback callback;
 	Backend backend = Backend::automatic;

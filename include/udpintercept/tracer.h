@@ -9,6 +9,7 @@
 
 #include <udpintercept/error.h>
 #include <udpintercept/event.h>
+#include <udpintercept/export.h>
 #include <udpintercept/options.h>
 
 namespace udpintercept {
@@ -45,7 +46,7 @@ struct Stats {
  * thread. stop() sends the `final` snapshots; the destructor detaches
  * without them.
  */
-class Tracer {
+class UDPINTERCEPT_EXPORT Tracer {
 public:
 	using Callback = std::function<void(const Event &)>;
 
