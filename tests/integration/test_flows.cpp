@@ -246,7 +246,10 @@ TEST_CASE("closing a socket reports its flows' totals as close events", "[flows]
 	const std::string c = endpoint(client.local()), s = endpoint(server.local());
 	client.close();
 	server.close();
-	rec.pump(300ms);
+	REQUIRE(rec.pump_until([&] {
+		const auto tx = rec.last_of({c, s}), rx = rec.last_of({s, c});
+		return tx && tx->kind == EventKind::close && rx && rx->kind == EventKind::close;
+	}));
 
 	auto tx = rec.of_flow({c, s});
 	REQUIRE(!tx.empty());
@@ -271,7 +274,7 @@ TEST_CASE("stopping sends one final snapshot per open flow", "[flows][final]")
 	Recorder rec;
 	Udp client(AF_INET), server(AF_INET);
 	connected_exchange("127.0.0.1", AF_INET, 3, 10, client, server);
-	rec.pump(100ms);
+	REQUIRE(rec.pump_until([&] { return rec.last_by_flow().size() == 2; }));
 	const auto before_stop = rec.events.size();
 	rec.stop();
 	std::map<testutil::FlowName, int> finals;
@@ -297,8 +300,9 @@ TEST_CASE("a burst of 1000 datagrams yields a handful of snapshots, not 1000", "
 		client.send(64);
 		server.recv_from();
 	}
-	rec.pump(1500ms); // the sweep reports what the burst left unreported
+	// The sweep reports what the burst left unreported, within the interval.
 	const testutil::FlowName tx{endpoint(client.local()), endpoint(server.local())};
+	CHECK(rec.pump_until([&] { return rec.last_of(tx) && rec.last_of(tx)->tx_packets == 1000; }, 5s));
 	auto updates = rec.of_flow(tx);
 	CHECK(updates.size() >= 2); // the connect, the first send at once...
 	CHECK(updates.size() <= 6); // ...and at most a few interval updates
@@ -318,7 +322,8 @@ TEST_CASE("the first operation of a new flow is reported at once", "[flows][inte
 	Udp a(AF_INET), b(AF_INET);
 	b.bind("127.0.0.1");
 	a.send_to(b.local(), 33); // a lone DNS-like query
-	rec.pump(100ms);
+	// Well within the 10 s interval: the first operation does not wait for it.
+	CHECK(rec.pump_until([&] { return rec.last_by_flow().size() == 1; }, 5s));
 	const auto flows = rec.last_by_flow();
 	REQUIRE(flows.size() == 1);
 	CHECK(flows.begin()->second.kind == EventKind::update);
@@ -336,8 +341,9 @@ TEST_CASE("interval 0 sends one snapshot per operation", "[flows][interval]")
 	client.connect(server.local());
 	for (int i = 0; i < 20; i++)
 		client.send(8);
-	rec.pump(100ms);
-	auto tx = rec.of_flow({endpoint(client.local()), endpoint(server.local())});
+	const testutil::FlowName name{endpoint(client.local()), endpoint(server.local())};
+	CHECK(rec.pump_until([&] { return rec.of_flow(name).size() >= 21; }));
+	auto tx = rec.of_flow(name);
 	// connect + 20 sends, each snapshot one datagram further
 	REQUIRE(tx.size() == 21);
 	for (std::size_t i = 1; i < tx.size(); i++)
