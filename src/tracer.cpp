@@ -27,6 +27,7 @@
 #include <fmt/format.h>
 
 #include "backend.h"
+#include "cgroup_names.h"
 #include "decode.h"
 #include "fd.h"
 #include "kretprobe.h"
@@ -220,6 +221,7 @@ struct __attribute__((visibility("hidden"))) Tracer::Impl {
 	UniqueFd epoll;
 	UniqueFd timer;
 	detail::WallClock clock;
+	detail::CgroupNames cgroup_names; // cgroup ids to paths and containers, for every Event
 
 	std::unordered_map<udpi_flow_key, FlowState, KeyHash, KeyEq> flows;
 	std::unordered_map<std::uint64_t, std::vector<udpi_flow_key>> flows_of_socket;
@@ -575,8 +577,11 @@ void Tracer::Impl::deliver(EventKind kind, const udpi_flow_key &key, const udpi_
 	}
 	counted.events++;
 	delivered++;
-	if (callback)
-		callback(detail::decode(kind, key, flow, clock));
+	if (callback) {
+		Event event = detail::decode(kind, key, flow, clock);
+		cgroup_names.annotate(event);
+		callback(event);
+	}
 }
 
 // An operation the kernel could not add to its flow table: it enters the table
