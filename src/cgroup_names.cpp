@@ -40,13 +40,13 @@ bool is_id(std::string_view s)
 // One path component: the id it names, or "".
 std::string_view id_of_component(std::string_view c)
 {
-	if (is_id(c))
-		return c; // cgroupfs drivers name the cgroup by the id alone
+	// systemd drivers make a transient unit of the container: <runtime>-<id>.scope.
 	constexpr std::string_view kScope = ".scope";
-	if (c.size() <= kScope.size() || c.substr(c.size() - kScope.size()) != kScope)
-		return {};
-	c.remove_suffix(kScope.size());
-	// systemd drivers: a transient scope named <runtime>-<id>.scope.
+	if (c.size() > kScope.size() && c.substr(c.size() - kScope.size()) == kScope)
+		c.remove_suffix(kScope.size());
+	if (is_id(c))
+		return c; // cgroupfs drivers of Docker, containerd and Kubernetes: the id alone
+	// cgroupfs drivers of Podman and CRI-O keep the runtime's prefix.
 	static constexpr std::array<std::string_view, 4> kRuntimes = {"docker-", "cri-containerd-", "crio-",
 								      "libpod-"};
 	for (std::string_view prefix : kRuntimes)

@@ -22,9 +22,10 @@ namespace udpintercept::detail {
  * podman container's `container` sub-cgroup): `docker-<id>.scope`,
  * `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`
  * (systemd drivers; the `-conmon-` scopes hold a runtime monitor, not the
- * container), and a component that is the id itself (cgroupfs drivers:
- * `/docker/<id>`, `/kubepods/burstable/pod<uid>/<id>`, containerd's
- * `/<namespace>/<id>`).
+ * container), `libpod-<id>` and `crio-<id>` (Podman's and CRI-O's cgroupfs
+ * drivers) and a component that is the id itself (the cgroupfs drivers of
+ * Docker, `/docker/<id>`, of Kubernetes, `/kubepods/burstable/pod<uid>/<id>`,
+ * and containerd's `/<namespace>/<id>`).
  */
 std::string container_id_of(std::string_view path);
 
