@@ -8,6 +8,7 @@
 #include <atomic>
 #include <exception>
 
+#include "cgroup_names.h"
 #include "clock.h"
 #include "decode.h"
 #include "event_loop.h"
@@ -44,6 +45,7 @@ struct __attribute__((visibility("hidden"))) Tracer::Impl {
 	detail::Loader loader;
 	detail::KernelMaps kernel;
 	detail::WallClock clock;
+	detail::CgroupNames cgroup_names; // the tracer's thread only
 	detail::FlowTracker tracker;
 	detail::EventLoop loop;
 
@@ -81,7 +83,9 @@ struct __attribute__((visibility("hidden"))) Tracer::Impl {
 		if (!callback)
 			return;
 		try {
-			callback(detail::decode(kind, key, flow, clock));
+			Event event = detail::decode(kind, key, flow, clock);
+			cgroup_names.annotate(event);
+			callback(event);
 		} catch (...) {
 			if (!callback_error)
 				callback_error = std::current_exception();
