@@ -116,31 +116,10 @@ struct {
 	__type(value, __u64);
 } gso_pending SEC(".maps");
 
-/*
- * The skb's shared info (skb->head + skb->end): one read where end (an
- * offset on 64-bit kernels) sits just before head, as it has for years.
- */
-static __always_inline struct skb_shared_info *skb_shinfo_of(struct sk_buff *skb)
-{
-	const __u32 off_end = bpf_core_field_offset(skb->end);
-	struct {
-		__u32 end;
-		__u32 head_lo;
-		__u32 head_hi;
-	} w;
-
-	if (bpf_core_field_size(skb->end) == 4 && bpf_core_field_offset(skb->head) == off_end + 4) {
-		if (bpf_probe_read_kernel(&w, sizeof(w), (void *)skb + off_end))
-			return NULL;
-		return (struct skb_shared_info *)((((__u64)w.head_hi << 32) | w.head_lo) + w.end);
-	}
-	return (struct skb_shared_info *)(BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end));
-}
-
 SEC("raw_tp/net_dev_queue")
 int BPF_PROG(tp_net_dev_queue, struct sk_buff *skb)
 {
-	struct skb_shared_info *shinfo = skb_shinfo_of(skb);
+	struct skb_shared_info *shinfo = udpi_skb_shinfo(skb);
 	struct gso_note fresh = {}, *n;
 	struct sock *sk;
 	__u64 tid;

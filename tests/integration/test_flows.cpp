@@ -368,3 +368,42 @@ TEST_CASE("counting starts with tracing: sockets older than the tracer", "[flows
 	CHECK(flows.at({endpoint(client.local()), endpoint(server.local())}).tx_bytes == 40);
 	CHECK(flows.at({endpoint(server.local()), endpoint(client.local())}).rx_packets == 2);
 }
+
+TEST_CASE("a callback that throws loses nothing: the rest is delivered, stop() still sends every final",
+	  "[flows][errors]")
+{
+	Options o;
+	o.pid = static_cast<std::uint32_t>(getpid());
+	std::map<std::uint16_t, int> updates, finals;
+	Tracer t(testutil::with_test_backend(o), [&](const Event &e) {
+		(e.kind == EventKind::final ? finals : updates)[e.remote.port]++;
+		throw std::runtime_error("the consumer failed");
+	});
+	Udp a(AF_INET);
+	a.bind("127.0.0.1");
+	std::vector<Udp> peers;
+	for (int i = 0; i < 3; i++) {
+		peers.emplace_back(AF_INET);
+		peers.back().bind("127.0.0.1");
+		a.send_to(peers.back().local(), 10);
+	}
+	// Each call that delivers rethrows the first exception, after the rest.
+	const auto end = std::chrono::steady_clock::now() + 10s;
+	int threw = 0;
+	while (updates.size() < 3 && std::chrono::steady_clock::now() < end) {
+		try {
+			t.poll(10ms);
+		} catch (const std::runtime_error &e) {
+			CHECK(std::string(e.what()) == "the consumer failed");
+			threw++;
+		}
+	}
+	CHECK(updates.size() == 3);
+	CHECK(threw >= 1);
+	CHECK_THROWS_WITH(t.stop(), "the consumer failed");
+	CHECK(finals.size() == 3);
+	for (const auto &p : peers)
+		CHECK(finals[p.local().port()] == 1);
+	t.stop(); // already stopped: nothing more, nothing thrown
+	CHECK(finals.size() == 3);
+}
