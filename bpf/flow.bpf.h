@@ -238,7 +238,6 @@ static __always_inline __u64 sock_id_of(__u64 skaddr)
 	asm volatile("" ::: "memory");
 	c->id = s->id;
 	c->epoch = seen;
-	c->rx_quiet = 0;
 	asm volatile("" ::: "memory");
 	*(volatile __u64 *)&c->sk = skaddr;
 	return s->id;
@@ -450,8 +449,13 @@ static __always_inline void handle_count(struct sock *sk, const struct udpi_peer
 	 */
 	if (due || f->pid != bpf_get_current_pid_tgid() >> 32)
 		note_task(f, now);
-	if (first && !f->lport)
-		sk_local(sk, f); /* a connect() before the first send bound the port */
+	/*
+	 * A flow born at connect() (cgroup connect4/6 run before the kernel binds
+	 * and routes the socket) takes the local address and port the kernel
+	 * gave it, as getsockname() says, from its first operation on.
+	 */
+	if (first && !created)
+		sk_local(sk, f);
 	if (due)
 		emit_at(created ? UDPI_REC_NEW : UDPI_REC_UPDATE, &key, f, now);
 	else

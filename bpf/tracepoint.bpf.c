@@ -268,8 +268,8 @@ static __always_inline void ask_for_arrivals(void)
 SEC("raw_tp/sock_recv_length")
 int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 {
-	struct udpi_peer p = {};
-	bool have, connected = false, quiet = false;
+	struct udpi_peer p = {}, noted = {};
+	bool have, connected = false;
 	__be16 dport = 0;
 	__u16 family = 0;
 
@@ -284,33 +284,19 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 			return 0;
 		connected = dport != 0;
 	}
-	if (!connected) {
-		struct sock_cache *c = have ? sock_cache_of((__u64)sk) : NULL;
-		struct udpi_peer noted = {};
-
-		/* A named receive on a quiet ring has nothing to keep in step. */
-		if (!c || !c->rx_quiet) {
-			if (rx_ring_take(sk, have, &noted, &quiet) && !have) {
-				p = noted;
-				have = true;
-			}
-		}
+	/* Every receive on an unconnected socket takes its note, named or not. */
+	if (!connected && rx_ring_take(sk, &noted) && !have) {
+		p = noted;
+		have = true;
 	}
 	if (!have && !sk_peer_of(sk, family, dport, &p)) {
-		/* recv() without an address on an unconnected socket */
+		/* recv() without an address of a datagram whose sender was not noted */
 		stat_add(UDPI_STAT_PEER_UNKNOWN, 1);
 		p.family = family;
 		if (!arrivals_asked)
 			ask_for_arrivals();
 	}
 	handle_count(sk, &p, (__u64)ret, 1, false);
-	if (quiet) {
-		/* handle_count() just made this CPU's cache entry this socket's */
-		struct sock_cache *c = sock_cache_of((__u64)sk);
-
-		if (c)
-			c->rx_quiet = 1;
-	}
 	return 0;
 }
 
@@ -459,7 +445,9 @@ int cg_connect6(struct bpf_sock_addr *ctx)
 SEC("cgroup/sock_release")
 int cg_sock_release(struct bpf_sock *ctx)
 {
-	if (ctx->protocol == UDPI_IPPROTO_UDP)
+	if (ctx->protocol == UDPI_IPPROTO_UDP) {
 		handle_close((__u64)ctx);
+		rx_ring_forget((__u64)ctx);
+	}
 	return 1;
 }

@@ -56,7 +56,6 @@ void run_scenario(const std::string &name)
 	// datagram where recv() must learn peers.
 	udpintercept::Options options =
 		s.whole_process_tree ? udpintercept::Options{} : accuracy::own_process();
-	options.recv_peers_from_start = s.recv_peers_from_start;
 	for (const auto &f : s.families) {
 		CAPTURE(f.loopback);
 		accuracy::run(
