@@ -8,9 +8,9 @@
 #include <cstring>
 #include <exception>
 #include <fcntl.h>
-#include <linux/capability.h>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <sys/epoll.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -30,6 +30,7 @@
 #include "decode.h"
 #include "fd.h"
 #include "kretprobe.h"
+#include "privileges.h"
 #include "udpintercept.skel.h"
 
 namespace udpintercept {
@@ -111,49 +112,17 @@ private:
 	libbpf_print_fn_t previous_ = nullptr;
 };
 
-// ---- privileges ----
-
-bool has_cap(const __user_cap_data_struct (&data)[2], int cap)
-{
-	return data[cap / 32].effective & (1u << (cap % 32));
-}
-
-void check_privileges(bool need_net_admin)
-{
-	__user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
-	__user_cap_data_struct data[2]{};
-	if (syscall(SYS_capget, &hdr, data) != 0)
-		return; // cannot tell: let the load say
-	constexpr int kCapSysAdmin = 21, kCapNetAdmin = 12, kCapPerfmon = 38, kCapBpf = 39;
-	const bool admin = has_cap(data, kCapSysAdmin);
-	std::vector<std::string> missing;
-	if (!admin && !has_cap(data, kCapBpf))
-		missing.emplace_back("CAP_BPF");
-	if (!admin && !has_cap(data, kCapPerfmon))
-		missing.emplace_back("CAP_PERFMON");
-	if (need_net_admin && !has_cap(data, kCapNetAdmin))
-		missing.emplace_back("CAP_NET_ADMIN");
-	if (missing.empty())
-		return;
-	throw Error("privileges", EPERM,
-		    fmt::format("udpintercept needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (run as root); "
-				"this process lacks {}",
-				fmt::join(missing, ", ")));
-}
-
 // `detail` (libbpf's own words) goes last, after what to do.
 [[noreturn]] void fail(const char *stage, int err, const std::string &what, const std::string &detail = {})
 {
 	const std::string tail = detail.empty() ? "" : "\nlibbpf said:\n" + detail;
 	// The capabilities were checked before any load: a refusal now comes from
-	// the kernel's lockdown or a security policy, not from missing privileges.
+	// a resource limit, the kernel's lockdown or a security policy.
 	if (err == EPERM || err == EACCES)
-		throw Error(
-			stage, err,
-			fmt::format(
-				"{}: permission denied although this process has CAP_BPF, CAP_PERFMON and "
-				"CAP_NET_ADMIN (a kernel lockdown or security policy forbids it){}",
-				what, tail));
+		throw Error(stage, err,
+			    fmt::format("{}: permission denied although this process has the capabilities "
+					"it needs: {}{}",
+					what, detail::explain_denial(), tail));
 	throw Error(stage, err, fmt::format("{}: {}{}", what, std::strerror(err), tail));
 }
 
@@ -215,6 +184,9 @@ struct Tracer::Impl {
 	bool arrivals_wanted = false;
 	// Destroyed after the links that use them (members go in reverse order).
 	std::vector<std::unique_ptr<detail::TracefsKretprobe>> kretprobes;
+	std::string kretprobe_note; // why return probes could not be made through tracefs
+	bool privileges_dropped = false;
+	std::optional<bool> maps_need_cap_bpf;
 	std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links;
 	std::unique_ptr<ring_buffer, RingBufferDeleter> rb;
 	UniqueFd epoll;
@@ -248,6 +220,7 @@ struct Tracer::Impl {
 	void attach_program(bpf_program *prog, LibbpfCapture &capture);
 	void attach_arrivals();
 	void setup_delivery();
+	void keep_needed_capabilities();
 
 	static int on_record(void *ctx, void *data, size_t size) noexcept;
 	void handle_record(const udpi_record &rec);
@@ -480,6 +453,28 @@ void Tracer::Impl::attach_arrivals()
 		attach_program(prog, capture);
 	log("a recv() without an address on an unconnected socket: attached the arrival hook "
 	    "(cgroup_skb/ingress); such receives before it count as peer unknown");
+	if (privileges_dropped)
+		keep_needed_capabilities();
+}
+
+// What an attached tracer still uses: CAP_BPF where the kernel checks it on
+// every bpf() call (before 6.5, while kernel.unprivileged_bpf_disabled is
+// set: the tracer reads its maps until it stops); CAP_BPF and CAP_NET_ADMIN
+// while the arrival hook waits to be attached; CAP_DAC_OVERRIDE if it took
+// that to make tracefs return probes, which go away with the tracer.
+void Tracer::Impl::keep_needed_capabilities()
+{
+	if (!maps_need_cap_bpf)
+		maps_need_cap_bpf = !detail::maps_usable_without_cap_bpf(bpf_map__fd(skel->maps.flows));
+	std::vector<int> keep;
+	if (*maps_need_cap_bpf || !arrival_hook.empty())
+		keep.push_back(detail::kCapBpf);
+	if (!arrival_hook.empty())
+		keep.push_back(detail::kCapNetAdmin);
+	if (!kretprobes.empty() && geteuid() != 0)
+		keep.push_back(detail::kCapDacOverride);
+	detail::keep_only_capabilities(keep);
+	log(fmt::format("capabilities kept once attached: {}", detail::effective_capability_names()));
 }
 
 // Return probes get room for kKretprobeMaxactive concurrent calls (see
@@ -502,6 +497,12 @@ bpf_link *Tracer::Impl::attach_kretprobe(bpf_program *prog, const std::string &f
 	} catch (const Error &e) {
 		log(fmt::format("{}; {} gets the kernel's default room for concurrent calls", e.what(),
 				function));
+		if (kretprobe_note.empty()) {
+			const std::string why = detail::tracefs_denial();
+			kretprobe_note = fmt::format("return probes with the kernel's default room for "
+						     "concurrent calls: {}",
+						     why.empty() ? e.what() : why);
+		}
 		return bpf_program__attach(prog);
 	}
 }
@@ -856,38 +857,56 @@ Tracer::Tracer(Options options, Callback callback)
 	d.options.validate();
 	LibbpfCapture capture(d.options.log);
 	const auto candidates = d.candidates();
+	detail::raise_memlock_limit();
 	// The trial load: a backend the BTF says is there can still be refused
 	// (an architecture without trampolines, a lockdown or security policy);
 	// `auto` then falls through to the next one. A missing privilege is not
-	// a kernel feature: it stops the search.
-	for (std::size_t i = 0; i < candidates.size(); i++) {
+	// a kernel feature: `auto` takes the best backend the capabilities allow,
+	// and if none, the privilege error of the best one stops the search.
+	std::optional<std::size_t> lacking;
+	bool attached = false;
+	for (std::size_t i = 0; i < candidates.size() && !attached; i++) {
 		d.backend = candidates[i].backend;
 		d.backend_reason = candidates[i].why;
-		check_privileges(detail::backend_spec(d.backend).needs_cgroup);
+		const auto &spec = detail::backend_spec(d.backend);
+		if (const auto missing = detail::missing_capabilities(spec.needs_cgroup); !missing.empty()) {
+			lacking = lacking.value_or(i);
+			const auto what =
+				fmt::format("{} needs {}", to_string(d.backend), fmt::join(missing, ", "));
+			d.log(fmt::format("backend {}, which this process lacks", what));
+			d.backend_reason_prefix += what + "; ";
+			continue;
+		}
 		try {
 			d.open();
 			d.configure();
 			d.load(capture);
 			d.attach(capture);
-			break;
+			attached = true;
 		} catch (const Error &e) {
 			d.links.clear();
 			d.kretprobes.clear();
+			d.kretprobe_note.clear();
 			d.arrival_hook.clear();
 			d.skel.reset();
 			if (d.options.backend != Backend::automatic)
 				throw Error("backend", e.code().value(),
 					    fmt::format("backend '{}' is not available on this kernel: {}",
 							to_string(d.backend), e.what()));
-			if (i + 1 == candidates.size())
+			if (i + 1 == candidates.size() && !lacking)
 				throw;
-			d.log(fmt::format("backend {} failed its trial load; trying {}: {}",
-					  to_string(d.backend), to_string(candidates[i + 1].backend),
+			d.log(fmt::format("backend {} failed its trial load: {}", to_string(d.backend),
 					  e.what()));
 			d.backend_reason_prefix +=
 				fmt::format("{} refused ({}); ", to_string(d.backend), e.code().message());
 		}
 	}
+	if (!attached) {
+		const auto &best = detail::backend_spec(candidates[lacking.value()].backend);
+		detail::check_privileges(to_string(best.backend), best.needs_cgroup);
+	}
+	if (!d.kretprobe_note.empty())
+		d.backend_reason += "; " + d.kretprobe_note;
 	d.backend_reason = d.backend_reason_prefix + d.backend_reason;
 	d.setup_delivery();
 	d.log(fmt::format("attached the {} backend ({})", to_string(d.backend), d.backend_reason));
@@ -927,6 +946,12 @@ int Tracer::process()
 void Tracer::stop()
 {
 	impl_->stop();
+}
+
+void Tracer::drop_privileges()
+{
+	impl_->privileges_dropped = true;
+	impl_->keep_needed_capabilities();
 }
 
 Backend Tracer::backend() const noexcept

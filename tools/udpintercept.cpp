@@ -15,6 +15,9 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#if UDPINTERCEPT_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 namespace {
 
@@ -64,7 +67,8 @@ snapshots are printed, then one summary line on stderr:
 lost counts snapshots the ring buffer had no room for; counters stay exact
 because every snapshot is cumulative.
 
-Needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (run as root). Exit status: 0
+Needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (run as root, or grant those
+three), and gives up those it no longer uses once attached. Exit status: 0
 after a clean stop, 1 on a runtime error, 2 for bad usage.
 )";
 
@@ -200,6 +204,15 @@ Cli parse(int argc, char **argv)
 	return cli;
 }
 
+// A systemd service of Type=notify counts as started once the tracer is
+// attached (no-op outside systemd: NOTIFY_SOCKET is unset).
+void notify_systemd([[maybe_unused]] const std::string &state)
+{
+#if UDPINTERCEPT_HAVE_SYSTEMD
+	sd_notify(0, state.c_str());
+#endif
+}
+
 int run(const Cli &cli)
 {
 	// SIGINT and SIGTERM arrive through a signalfd in the same poll loop.
@@ -222,8 +235,12 @@ int run(const Cli &cli)
 	};
 
 	udpintercept::Tracer tracer(cli.options, print);
+	// Before any other thread exists: capabilities belong to threads.
+	tracer.drop_privileges();
 	fmt::print(stderr, "udpintercept: tracing UDP with the {} backend ({}); Ctrl-C to stop\n",
 		   udpintercept::to_string(tracer.backend()), tracer.backend_reason());
+	notify_systemd(fmt::format("READY=1\nSTATUS=Tracing UDP with the {} backend",
+				   udpintercept::to_string(tracer.backend())));
 	if (!cli.json) {
 		fmt::print("{}\n", udpintercept::text_header());
 		std::fflush(stdout);
@@ -251,6 +268,7 @@ int run(const Cli &cli)
 			break;
 		}
 	}
+	notify_systemd("STOPPING=1");
 	tracer.stop();
 	std::fflush(stdout);
 	const auto s = tracer.stats();

@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The CLI as a new user runs it without root: setpriv(1) to nobody with
+// CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, or with one of them missing.
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <regex>
+
+#include "process.h"
+#include "unprivileged.h"
+
+extern std::string g_cli_path;
+extern std::string g_setpriv_path;
+
+using namespace std::chrono_literals;
+using namespace privtest;
+using testutil::endpoint;
+using testutil::Process;
+using testutil::Udp;
+
+namespace {
+
+std::vector<std::string> as_nobody(const std::vector<Cap> &caps, std::vector<std::string> args,
+				   const std::string &backend = testutil::test_backend())
+{
+	REQUIRE(!g_cli_path.empty());
+	std::string list = "-all";
+	for (const auto &c : caps)
+		list += std::string(",+") + c.setpriv;
+	std::vector<std::string> argv{g_setpriv_path,
+				      "--reuid=" + std::to_string(kNobody),
+				      "--regid=" + std::to_string(kNobody),
+				      "--clear-groups",
+				      "--inh-caps=" + list,
+				      "--ambient-caps=" + list,
+				      "--bounding-set=" + list,
+				      "--",
+				      g_cli_path,
+				      "--backend",
+				      backend};
+	argv.insert(argv.end(), args.begin(), args.end());
+	return argv;
+}
+
+// The backend named on the CLI's `tracing` line.
+std::string backend_in(const std::string &err)
+{
+	std::smatch m;
+	static const std::regex re("tracing UDP with the ([a-z]+) backend");
+	return std::regex_search(err, m, re) ? m[1].str() : "";
+}
+
+// Which backend `auto` must take without CAP_NET_ADMIN: the first of those
+// without cgroup programs that attaches here as root, or none.
+std::string backend_without_net_admin()
+{
+	for (const char *b : {"fentry", "kprobe"}) {
+		Process root({g_cli_path, "--backend", b, "--duration", "1"});
+		if (root.wait_exit(120s) == 0 && backend_in(root.err_text) == b)
+			return b;
+	}
+	return "";
+}
+
+void check_exact(const std::string &json, const Ledger &ledger)
+{
+	const auto last = last_snapshots(parse_lines(json), testutil::current_netns());
+	for (const auto &[flow, counts] : ledger) {
+		INFO(flow.first << " -> " << flow.second << ": expected " << to_string(counts));
+		REQUIRE(last.count(flow) == 1);
+		CHECK(to_string(counts_of(last.at(flow))) == to_string(counts));
+	}
+	CHECK(last.size() == ledger.size());
+}
+
+} // namespace
+
+TEST_CASE("as nobody with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN only, the CLI traces exactly", "[cli]")
+{
+	Process cli(as_nobody({std::begin(kThree), std::end(kThree)}, {"--json", "--verbose"}));
+	REQUIRE(cli.wait_stderr("tracing UDP with the", 120s));
+	const std::string backend = backend_in(cli.err_text);
+	INFO(cli.err_text);
+	if (testutil::test_backend() != "auto")
+		CHECK(backend == testutil::test_backend());
+
+	// Once attached it keeps only what it still uses: the arrival hook of
+	// the tracepoint backend waits to be attached on demand.
+	const bool on_demand = backend == "tracepoint";
+	const std::uint64_t kept_bpf = kernel_gates_bpf_syscall() ? bit(kCapBpf) : 0;
+	CHECK(cap_names(cap_eff(cli.pid())) ==
+	      cap_names(on_demand ? bit(kCapBpf) | bit(kCapNetAdmin) : kept_bpf));
+	if (backend == "kprobe") {
+		// tracefs is root's: the return probes get the kernel's default room, and the line says why.
+		CHECK_THAT(cli.err_text, Catch::Contains("return probes with the kernel's default room"));
+		CHECK_THAT(cli.err_text, Catch::Contains("kprobe_events is not writable"));
+	}
+
+	Ledger ledger = exchange();
+	{
+		// recv() without an address on an unconnected socket: the tracepoint
+		// backend then attaches its arrival hook (CAP_BPF, CAP_NET_ADMIN), and
+		// the datagram that asked for it counts with an unknown peer.
+		Udp r(AF_INET), x(AF_INET);
+		r.bind("127.0.0.1");
+		x.bind("127.0.0.1");
+		x.send_to(r.local(), 33);
+		REQUIRE(r.recv() == 33);
+		if (on_demand) {
+			REQUIRE(cli.wait_stderr("attached the arrival hook", 60s));
+			REQUIRE(cli.wait_stderr("capabilities kept once attached", 60s, 2));
+			CHECK(cap_names(cap_eff(cli.pid())) == cap_names(kept_bpf));
+			ledger[{endpoint(r.local()), "0.0.0.0:0"}].rx_packets += 1;
+			ledger[{endpoint(r.local()), "0.0.0.0:0"}].rx_bytes += 33;
+		} else {
+			ledger[{endpoint(r.local()), endpoint(x.local())}].rx_packets += 1;
+			ledger[{endpoint(r.local()), endpoint(x.local())}].rx_bytes += 33;
+		}
+		for (int i = 0; i < 4; i++)
+			x.send_to(r.local(), 33);
+		for (int i = 0; i < 4; i++)
+			REQUIRE(r.recv() == 33);
+		ledger[{endpoint(x.local()), endpoint(r.local())}].tx_packets += 5;
+		ledger[{endpoint(x.local()), endpoint(r.local())}].tx_bytes += 5 * 33;
+		ledger[{endpoint(r.local()), endpoint(x.local())}].rx_packets += 4;
+		ledger[{endpoint(r.local()), endpoint(x.local())}].rx_bytes += 4 * 33;
+	}
+	cli.signal(SIGINT);
+	REQUIRE(cli.wait_exit(120s) == 0);
+	check_exact(cli.out_text, ledger);
+	CHECK_THAT(cli.err_text, Catch::Contains(" lost=0 "));
+	CHECK_THAT(cli.err_text, Catch::Contains(on_demand ? "peer_unknown=1 " : "peer_unknown=0 "));
+}
+
+TEST_CASE("as nobody without one of the three capabilities, the CLI names it or does without", "[cli]")
+{
+	const std::string forced = testutil::test_backend();
+	// Only the tracepoint backend's cgroup programs need CAP_NET_ADMIN.
+	const std::string without_net_admin = forced == "auto"         ? backend_without_net_admin()
+					      : forced == "tracepoint" ? ""
+								       : forced;
+	for (const auto &drop : kThree) {
+		std::vector<Cap> caps;
+		for (const auto &c : kThree)
+			if (c.number != drop.number)
+				caps.push_back(c);
+		Process cli(as_nobody(caps, {"--json"}));
+		INFO("without " << drop.name);
+		if (drop.number == kCapNetAdmin && !without_net_admin.empty()) {
+			REQUIRE(cli.wait_stderr("tracing UDP with the", 120s));
+			INFO(cli.err_text);
+			CHECK(backend_in(cli.err_text) == without_net_admin);
+			const Ledger ledger = exchange();
+			cli.signal(SIGINT);
+			REQUIRE(cli.wait_exit(120s) == 0);
+			check_exact(cli.out_text, ledger);
+			continue;
+		}
+		CHECK(cli.wait_exit(60s) == 1);
+		INFO(cli.err_text);
+		CHECK_THAT(cli.err_text, Catch::Contains(std::string("lacks ") + drop.name));
+		CHECK_THAT(cli.err_text, !Catch::Contains("tracing UDP"));
+		CHECK(cli.out_text.empty());
+	}
+}
