@@ -164,9 +164,9 @@ constexpr std::array<std::string_view, 11> kKprobePrograms = {
 };
 
 const std::array<BackendSpec, 3> kBackends = {{
-	{Backend::fentry, kFentryPrograms, probe_fentry, false},
-	{Backend::tracepoint, kTracepointPrograms, probe_tracepoint, true},
-	{Backend::kprobe, kKprobePrograms, probe_kprobe, false},
+	{Backend::fentry, kFentryPrograms, probe_fentry, false, false},
+	{Backend::tracepoint, kTracepointPrograms, probe_tracepoint, true, false},
+	{Backend::kprobe, kKprobePrograms, probe_kprobe, false, true},
 }};
 
 } // namespace

@@ -40,6 +40,8 @@ struct BackendSpec {
 	Availability (*probe)(const KernelFeatures &);
 	/// Programs whose hook is a cgroup: they attach to the cgroup v2 root.
 	bool needs_cgroup;
+	/// Hooks opened as perf events (kprobes), which kernel.perf_event_paranoid can refuse.
+	bool needs_perf_events;
 };
 
 /// The tracepoint backend's two ways of counting sends (one of them is loaded):

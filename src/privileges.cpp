@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "privileges.h"
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -8,6 +9,7 @@
 #include <fstream>
 #include <linux/bpf.h>
 #include <linux/capability.h>
+#include <linux/perf_event.h>
 #include <sstream>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -113,7 +115,7 @@ bool has_capability(int cap)
 	return c.ok && effective(c, cap);
 }
 
-std::vector<std::string> missing_capabilities(bool needs_cgroup)
+std::vector<std::string> missing_capabilities(const PrivilegeNeeds &needs)
 {
 	const CapSets c = current_caps();
 	if (!c.ok)
@@ -124,22 +126,50 @@ std::vector<std::string> missing_capabilities(bool needs_cgroup)
 		missing.emplace_back("CAP_BPF");
 	if (!admin && !effective(c, kCapPerfmon))
 		missing.emplace_back("CAP_PERFMON");
-	if (needs_cgroup && !effective(c, kCapNetAdmin))
+	if (needs.cgroup_programs && !effective(c, kCapNetAdmin))
 		missing.emplace_back("CAP_NET_ADMIN");
+	if (needs.perf_events && !admin && !perf_events_denial().empty())
+		missing.emplace_back("CAP_SYS_ADMIN");
 	return missing;
 }
 
-void check_privileges(std::string_view backend, bool needs_cgroup)
+void check_privileges(std::string_view backend, const PrivilegeNeeds &needs)
 {
-	const auto missing = missing_capabilities(needs_cgroup);
+	const auto missing = missing_capabilities(needs);
 	if (missing.empty())
 		return;
+	const bool admin = std::find(missing.begin(), missing.end(), "CAP_SYS_ADMIN") != missing.end();
 	throw Error("privileges", EPERM,
 		    fmt::format("udpintercept needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (run as root, or "
 				"grant those capabilities); this process lacks {} (the {} backend needs "
-				"CAP_BPF{} CAP_PERFMON{})",
-				fmt::join(missing, ", "), backend, needs_cgroup ? "," : " and",
-				needs_cgroup ? " and CAP_NET_ADMIN" : ""));
+				"CAP_BPF{} CAP_PERFMON{}{}{})",
+				fmt::join(missing, ", "), backend, needs.cgroup_programs ? "," : " and",
+				needs.cgroup_programs ? " and CAP_NET_ADMIN" : "",
+				admin ? ", and perf events for its kprobes: " : "",
+				admin ? perf_events_denial() : ""));
+}
+
+std::string perf_events_denial()
+{
+	perf_event_attr attr{};
+	attr.size = sizeof(attr);
+	attr.type = PERF_TYPE_SOFTWARE;
+	attr.config = PERF_COUNT_SW_DUMMY;
+	attr.disabled = 1;
+	attr.exclude_kernel = 1;
+	attr.exclude_hv = 1;
+	const long fd = syscall(SYS_perf_event_open, &attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+	if (fd >= 0) {
+		close(static_cast<int>(fd));
+		return {};
+	}
+	if (errno != EACCES && errno != EPERM)
+		return {}; // not a question of privileges: the attach will say
+	const std::string paranoid = read_first_line("/proc/sys/kernel/perf_event_paranoid");
+	return fmt::format("kernel.perf_event_paranoid is {}, and this kernel then refuses perf events to "
+			   "processes without CAP_SYS_ADMIN: lower it to 2 (sysctl "
+			   "kernel.perf_event_paranoid=2) or run as root",
+			   paranoid.empty() ? "unknown" : paranoid);
 }
 
 void raise_memlock_limit() noexcept
@@ -167,15 +197,8 @@ std::string explain_denial()
 	    lockdown.substr(open + 1, close - open - 1) != "none")
 		return fmt::format("the kernel is locked down ({} mode), which forbids it",
 				   lockdown.substr(open + 1, close - open - 1));
-	// Debian's kernels (and Android's) add level 3: perf events only for
-	// CAP_PERFMON or CAP_SYS_ADMIN, and some versions of the patch only for
-	// the latter. kprobes and trampolines attach through perf events.
-	const std::string paranoid = read_first_line("/proc/sys/kernel/perf_event_paranoid");
-	if (!paranoid.empty() && std::atoi(paranoid.c_str()) >= 3 && !has_capability(kCapSysAdmin))
-		return fmt::format("kernel.perf_event_paranoid is {}, which some kernels read as perf "
-				   "events for CAP_SYS_ADMIN only (lower it, or run as root); else a "
-				   "security policy (an LSM or seccomp) forbids it",
-				   paranoid);
+	if (const std::string perf = perf_events_denial(); !perf.empty())
+		return "perf events are refused: " + perf;
 	return "a kernel lockdown or security policy (an LSM or seccomp) forbids it";
 }
 

@@ -23,16 +23,34 @@ constexpr int kCapBpf = 39;
 /// Whether the calling thread has `cap` in its effective set.
 bool has_capability(int cap);
 
+/// What a backend asks of the kernel that takes privileges.
+struct PrivilegeNeeds {
+	bool cgroup_programs = false; ///< attached to the cgroup v2 root: CAP_NET_ADMIN
+	bool perf_events = false;     ///< kprobes, opened as perf events
+};
+
 /**
  * What a backend needs that the calling thread lacks, by name: CAP_BPF and
  * CAP_PERFMON (both stood in for by CAP_SYS_ADMIN, as the kernel allows) to
- * load tracing programs, CAP_NET_ADMIN if it attaches cgroup programs.
- * Empty if the capabilities cannot be read (the kernel then has its say).
+ * load tracing programs, CAP_NET_ADMIN for cgroup programs, and CAP_SYS_ADMIN
+ * for perf events where kernel.perf_event_paranoid keeps them from
+ * CAP_PERFMON (see perf_events_denial()). Empty if the capabilities cannot be
+ * read (the kernel then has its say).
  */
-std::vector<std::string> missing_capabilities(bool needs_cgroup);
+std::vector<std::string> missing_capabilities(const PrivilegeNeeds &needs);
 
 /// Throws Error (stage "privileges", EPERM) naming what `backend` lacks, if anything.
-void check_privileges(std::string_view backend, bool needs_cgroup);
+void check_privileges(std::string_view backend, const PrivilegeNeeds &needs);
+
+/**
+ * Why this process may not open perf events, or empty if it may: a
+ * kernel.perf_event_paranoid above 2 with the patch Debian's (and Android's)
+ * kernels carry, which then refuses every perf event to a process without
+ * CAP_SYS_ADMIN (measured: Debian's 5.10 and 6.1 refuse them with
+ * CAP_PERFMON). Found by opening a software event on this process, which
+ * level 2 allows to anyone.
+ */
+std::string perf_events_denial();
 
 /**
  * Raises RLIMIT_MEMLOCK's soft limit to its hard limit, which needs no

@@ -869,7 +869,9 @@ Tracer::Tracer(Options options, Callback callback)
 		d.backend = candidates[i].backend;
 		d.backend_reason = candidates[i].why;
 		const auto &spec = detail::backend_spec(d.backend);
-		if (const auto missing = detail::missing_capabilities(spec.needs_cgroup); !missing.empty()) {
+		if (const auto missing =
+			    detail::missing_capabilities({spec.needs_cgroup, spec.needs_perf_events});
+		    !missing.empty()) {
 			lacking = lacking.value_or(i);
 			const auto what =
 				fmt::format("{} needs {}", to_string(d.backend), fmt::join(missing, ", "));
@@ -903,7 +905,8 @@ Tracer::Tracer(Options options, Callback callback)
 	}
 	if (!attached) {
 		const auto &best = detail::backend_spec(candidates[lacking.value()].backend);
-		detail::check_privileges(to_string(best.backend), best.needs_cgroup);
+		detail::check_privileges(to_string(best.backend),
+					 {best.needs_cgroup, best.needs_perf_events});
 	}
 	if (!d.kretprobe_note.empty())
 		d.backend_reason += "; " + d.kretprobe_note;

@@ -65,11 +65,11 @@ public:
 	pid_t pid() const { return pid_; }
 	void signal(int sig) { kill(pid_, sig); }
 
-	/// Reads until `done()` holds or the deadline passes; returns done().
+	/// Reads until `done()` holds, the deadline passes or both pipes are closed; returns done().
 	bool wait_for(const std::function<bool()> &done, std::chrono::milliseconds timeout)
 	{
 		const auto end = std::chrono::steady_clock::now() + timeout;
-		while (!done() && std::chrono::steady_clock::now() < end)
+		while (!done() && !(out_eof_ && err_eof_) && std::chrono::steady_clock::now() < end)
 			pump(50);
 		return done();
 	}
@@ -129,6 +129,8 @@ private:
 			if (n > 0) {
 				(i == 0 ? out_text : err_text).append(buf, static_cast<std::size_t>(n));
 				got = true;
+			} else if (n == 0) {
+				(i == 0 ? out_eof_ : err_eof_) = true;
 			}
 		}
 		return got;
@@ -137,6 +139,7 @@ private:
 	pid_t pid_ = -1;
 	int out_ = -1, err_ = -1;
 	bool exited_ = false;
+	bool out_eof_ = false, err_eof_ = false;
 };
 
 } // namespace testutil

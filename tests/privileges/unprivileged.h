@@ -7,23 +7,26 @@
 #include <cstdio>
 #include <fstream>
 #include <grp.h>
+#include <linux/bpf.h>
 #include <linux/capability.h>
+#include <linux/perf_event.h>
 #include <map>
 #include <sstream>
 #include <string>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
-#include <sys/utsname.h>
+#include <sys/wait.h>
 #include <utility>
 #include <vector>
 
+#include "process.h"
 #include "recorder.h"
 #include "testutil.h"
 
 namespace privtest {
 
 constexpr uid_t kNobody = 65534;
-constexpr int kCapNetAdmin = 12, kCapPerfmon = 38, kCapBpf = 39;
+constexpr int kCapNetAdmin = 12, kCapSysAdmin = 21, kCapPerfmon = 38, kCapBpf = 39;
 
 struct Cap {
 	int number;
@@ -35,10 +38,19 @@ constexpr Cap kThree[] = {
 	{kCapPerfmon, "CAP_PERFMON", "perfmon"},
 	{kCapNetAdmin, "CAP_NET_ADMIN", "net_admin"},
 };
+constexpr Cap kNamed[] = {kThree[0], kThree[1], kThree[2], {kCapSysAdmin, "CAP_SYS_ADMIN", "sys_admin"}};
 
 inline std::uint64_t bit(int cap)
 {
 	return std::uint64_t{1} << cap;
+}
+
+inline std::uint64_t mask(const std::vector<Cap> &caps)
+{
+	std::uint64_t m = 0;
+	for (const auto &c : caps)
+		m |= bit(c.number);
+	return m;
 }
 
 /**
@@ -75,33 +87,136 @@ inline std::uint64_t cap_eff(pid_t pid)
 inline std::string cap_names(std::uint64_t caps)
 {
 	std::string out;
-	for (const auto &c : kThree)
+	std::uint64_t named = 0;
+	for (const auto &c : kNamed) {
+		named |= bit(c.number);
 		if (caps & bit(c.number))
 			out += std::string(out.empty() ? "" : ", ") + c.name;
-	if (caps & ~(bit(kCapBpf) | bit(kCapPerfmon) | bit(kCapNetAdmin)))
+	}
+	if (caps & ~named)
 		out += std::string(out.empty() ? "" : ", ") + "others";
 	return out.empty() ? "none" : out;
 }
 
+// The exit status of `probe` run in a forked child.
+template <typename F> int in_child(F probe)
+{
+	const pid_t pid = fork();
+	if (pid == 0)
+		_exit(probe());
+	int status = 0;
+	waitpid(pid, &status, 0);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 /**
- * Whether a process without CAP_BPF is refused every bpf() call here, which
- * the tracer must then keep: until Linux 6.5 ("bpf: move unprivileged checks
- * into map_create() and bpf_prog_load()") the syscall's entry refused it while
- * kernel.unprivileged_bpf_disabled was set. The test's own reading of it, by
- * the kernel's version, to hold the tracer's probe to.
+ * Whether this kernel refuses perf events to nobody with CAP_PERFMON: the
+ * test's own finding, from a CPU clock event on itself, which
+ * kernel.perf_event_paranoid up to 2 allows to anyone.
  */
-inline bool kernel_gates_bpf_syscall()
+inline bool perf_events_refused_to_nobody()
+{
+	static const int refused = in_child([] {
+		become(kNobody, {kCapBpf, kCapPerfmon, kCapNetAdmin});
+		perf_event_attr attr{};
+		attr.size = sizeof(attr);
+		attr.type = PERF_TYPE_SOFTWARE;
+		attr.config = PERF_COUNT_SW_CPU_CLOCK;
+		attr.disabled = 1;
+		attr.exclude_kernel = 1;
+		attr.exclude_hv = 1;
+		const long fd = syscall(SYS_perf_event_open, &attr, 0, -1, -1, 0);
+		return fd < 0 && (errno == EACCES || errno == EPERM) ? 1 : 0;
+	});
+	return refused == 1;
+}
+
+/**
+ * Whether a process without CAP_BPF is refused bpf() calls on maps it holds:
+ * the test's own finding, from a lookup in a map made here by a child that
+ * dropped every capability (kernels before 6.5 refused every bpf() call
+ * without CAP_BPF while kernel.unprivileged_bpf_disabled was set, and some
+ * stable kernels took the later rule). The tracer keeps CAP_BPF when that
+ * sysctl is 0, for it could be set later.
+ */
+inline bool maps_need_cap_bpf()
 {
 	std::ifstream sysctl("/proc/sys/kernel/unprivileged_bpf_disabled");
-	int disabled = 1;
-	sysctl >> disabled;
-	if (disabled == 0)
-		return true; // the tracer keeps CAP_BPF when it cannot be sure
-	utsname u{};
-	uname(&u);
-	int major = 0, minor = 0;
-	std::sscanf(u.release, "%d.%d", &major, &minor);
-	return major < 6 || (major == 6 && minor < 5);
+	int disabled = 0;
+	if (!(sysctl >> disabled) || disabled == 0)
+		return true;
+	union bpf_attr attr {
+	};
+	attr.map_type = BPF_MAP_TYPE_ARRAY;
+	attr.key_size = 4;
+	attr.value_size = 8;
+	attr.max_entries = 1;
+	const int fd = static_cast<int>(syscall(SYS_bpf, BPF_MAP_CREATE, &attr, sizeof(attr)));
+	if (fd < 0)
+		return true;
+	const int status = in_child([fd] {
+		__user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+		__user_cap_data_struct none[2]{};
+		if (syscall(SYS_capset, &hdr, none) != 0)
+			return 2;
+		std::uint32_t key = 0;
+		std::uint64_t value = 0;
+		union bpf_attr lookup {
+		};
+		lookup.map_fd = static_cast<std::uint32_t>(fd);
+		lookup.key = reinterpret_cast<std::uint64_t>(&key);
+		lookup.value = reinterpret_cast<std::uint64_t>(&value);
+		return syscall(SYS_bpf, BPF_MAP_LOOKUP_ELEM, &lookup, sizeof(lookup)) == 0 ? 0 : 1;
+	});
+	close(fd);
+	return status != 0;
+}
+
+/// The capabilities `backend` needs here.
+inline std::uint64_t required_caps(const std::string &backend)
+{
+	std::uint64_t caps = bit(kCapBpf) | bit(kCapPerfmon);
+	if (backend == "tracepoint")
+		caps |= bit(kCapNetAdmin);
+	if (backend == "kprobe" && perf_events_refused_to_nobody())
+		caps |= bit(kCapSysAdmin);
+	return caps;
+}
+
+/// Whether `backend` attaches here as root (the CLI forced to it, for a second).
+inline bool attaches_as_root(const std::string &cli, const std::string &backend)
+{
+	static std::map<std::string, bool> known;
+	if (!known.count(backend)) {
+		testutil::Process root({cli, "--backend", backend, "--duration", "1"});
+		known[backend] = root.wait_exit(std::chrono::seconds(120)) == 0;
+	}
+	return known[backend];
+}
+
+/**
+ * The backend that must trace for a process holding `caps` (the test's
+ * backend, or what `auto` must take: the first in its order that attaches
+ * here and whose needs `caps` meet), or "" if none; then `*missing` gets
+ * what the best one lacks.
+ */
+inline std::string expected_backend(const std::string &cli, std::uint64_t caps, std::uint64_t *missing)
+{
+	const std::string forced = testutil::test_backend();
+	std::vector<std::string> order{forced};
+	if (forced == "auto")
+		order = {"fentry", "tracepoint", "kprobe"};
+	std::string best;
+	for (const auto &b : order) {
+		if (forced == "auto" && !attaches_as_root(cli, b))
+			continue;
+		if (!(required_caps(b) & ~caps))
+			return b;
+		if (best.empty())
+			best = b;
+	}
+	*missing = best.empty() ? 0 : required_caps(best) & ~caps;
+	return "";
 }
 
 /// Final counters of one flow.
