@@ -135,18 +135,26 @@ std::vector<std::string> missing_capabilities(const PrivilegeNeeds &needs)
 
 void check_privileges(std::string_view backend, const PrivilegeNeeds &needs)
 {
-	const auto missing = missing_capabilities(needs);
+	auto missing = missing_capabilities(needs);
 	if (missing.empty())
 		return;
-	const bool admin = std::find(missing.begin(), missing.end(), "CAP_SYS_ADMIN") != missing.end();
-	throw Error("privileges", EPERM,
-		    fmt::format("udpintercept needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (run as root, or "
-				"grant those capabilities); this process lacks {} (the {} backend needs "
-				"CAP_BPF{} CAP_PERFMON{}{}{})",
-				fmt::join(missing, ", "), backend, needs.cgroup_programs ? "," : " and",
-				needs.cgroup_programs ? " and CAP_NET_ADMIN" : "",
-				admin ? ", and perf events for its kprobes: " : "",
-				admin ? perf_events_denial() : ""));
+	const auto admin = std::find(missing.begin(), missing.end(), "CAP_SYS_ADMIN");
+	const bool perf_events = admin != missing.end();
+	if (perf_events)
+		missing.erase(admin);
+	std::string message =
+		"udpintercept needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (run as root, or grant "
+		"those capabilities)";
+	if (!missing.empty())
+		message +=
+			fmt::format("; this process lacks {} (the {} backend needs CAP_BPF{} CAP_PERFMON{})",
+				    fmt::join(missing, ", "), backend, needs.cgroup_programs ? "," : " and",
+				    needs.cgroup_programs ? " and CAP_NET_ADMIN" : "");
+	if (perf_events)
+		message += fmt::format("; the {} backend also needs CAP_SYS_ADMIN on this kernel, for perf "
+				       "events: {}",
+				       backend, perf_events_denial());
+	throw Error("privileges", EPERM, message);
 }
 
 std::string perf_events_denial()
