@@ -18,7 +18,7 @@
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
 
-#include "backend.h"
+#include "kernel_probe.h"
 
 #include "empty_probe.skel.h"
 

@@ -9,28 +9,41 @@
 #include <cstring>
 #include <limits>
 #include <optional>
+#include <string>
 #include <string_view>
+
+#include "parse.h"
 
 namespace udpevent {
 
 namespace {
 
-// A decimal number in [min, max], or nullopt (and a line on stderr) for
+// A whole number within `limit`, or nullopt (and a line on stderr) for
 // anything else: a typo must not silently mean 0.
-std::optional<unsigned long long> env_number(const char *name, unsigned long long min, unsigned long long max)
+std::optional<std::uint64_t> env_number(const char *name, const udpintercept::detail::Limit &limit)
 {
 	const char *text = std::getenv(name);
 	if (!text)
 		return std::nullopt;
-	char *end = nullptr;
-	errno = 0;
-	const unsigned long long value = std::strtoull(text, &end, 10);
-	if (*text == '\0' || *text == '-' || *end != '\0' || errno != 0 || value < min || value > max) {
-		std::fprintf(stderr,
-			     "libudpEvent: ignoring %s='%s': expected a whole number from %llu to %llu\n",
-			     name, text, min, max);
+	std::string error;
+	const auto value = udpintercept::detail::parse_whole(text, limit, &error);
+	if (!value)
+		std::fprintf(stderr, "libudpEvent: ignoring %s='%s': %s\n", name,
+			     udpintercept::detail::quote(text).c_str(), error.c_str());
+	return value;
+}
+
+// A setting parsed by `parse` (one of the core's parsers), or nullopt and a line on stderr.
+template <typename Parse> auto env_choice(const char *name, Parse parse) -> decltype(parse("", nullptr))
+{
+	const char *text = std::getenv(name);
+	if (!text)
 		return std::nullopt;
-	}
+	std::string error;
+	auto value = parse(text, &error);
+	if (!value)
+		std::fprintf(stderr, "libudpEvent: ignoring %s='%s': %s\n", name,
+			     udpintercept::detail::quote(text).c_str(), error.c_str());
 	return value;
 }
 
@@ -61,44 +74,25 @@ template <std::size_t N> void copy_address(char (&field)[N], const udpintercept:
 
 Settings read_settings() noexcept
 {
+	namespace detail = udpintercept::detail;
 	Settings settings;
 	try {
-		// The core's own limit: at most 24 hours.
-		if (auto ms = env_number("UDPEVENT_INTERVAL_MS", 0, 86400000))
+		// The core's own limits and parsers: the CLI and Options::validate() use them too.
+		if (auto ms = env_number("UDPEVENT_INTERVAL_MS", detail::kIntervalMs))
 			settings.interval = std::chrono::milliseconds(*ms);
-		if (auto size = env_number("UDPEVENT_QUEUE_SIZE", 1, kMaxQueueSize))
+		if (auto size = env_number("UDPEVENT_QUEUE_SIZE", kQueueSize))
 			settings.queue_size = static_cast<std::size_t>(*size);
 		const char *verbose = std::getenv("UDPEVENT_VERBOSE");
 		settings.verbose = verbose && *verbose && std::string_view(verbose) != "0";
-		if (const char *backend = std::getenv("UDPEVENT_BACKEND")) {
-			if (auto b = udpintercept::parse_backend(backend))
-				settings.backend = *b;
-			else
-				std::fprintf(stderr,
-					     "libudpEvent: ignoring UDPEVENT_BACKEND='%s': expected auto, "
-					     "fentry, kprobe "
-					     "or tracepoint\n",
-					     backend);
-		}
-		// The core's own limits on each filter.
-		if (auto pid = env_number("UDPEVENT_PID", 1, 4194304))
+		if (auto backend = env_choice("UDPEVENT_BACKEND", detail::parse_backend_name))
+			settings.backend = *backend;
+		if (auto pid = env_number("UDPEVENT_PID", detail::kPid))
 			settings.pid = static_cast<std::uint32_t>(*pid);
-		if (auto uid = env_number("UDPEVENT_UID", 0, 4294967294u))
+		if (auto uid = env_number("UDPEVENT_UID", detail::kUid))
 			settings.uid = static_cast<std::uint32_t>(*uid);
-		if (auto port = env_number("UDPEVENT_PORT", 1, 65535))
+		if (auto port = env_number("UDPEVENT_PORT", detail::kPort))
 			settings.port = static_cast<std::uint16_t>(*port);
-		if (const char *family = std::getenv("UDPEVENT_FAMILY")) {
-			const std::string_view f(family);
-			if (f == "ipv4" || f == "4")
-				settings.family = udpintercept::Family::ipv4;
-			else if (f == "ipv6" || f == "6")
-				settings.family = udpintercept::Family::ipv6;
-			else
-				std::fprintf(
-					stderr,
-					"libudpEvent: ignoring UDPEVENT_FAMILY='%s': expected ipv4 or ipv6\n",
-					family);
-		}
+		settings.family = env_choice("UDPEVENT_FAMILY", detail::parse_family);
 	} catch (...) {
 	}
 	return settings;

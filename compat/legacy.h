@@ -11,6 +11,7 @@
 #include <udpintercept/options.h>
 
 #include "common.h"
+#include "parse.h"
 
 namespace udpevent {
 
@@ -21,6 +22,7 @@ inline constexpr std::uint16_t kLegacyInet6 = 10;
 /// The queue size when UDPEVENT_QUEUE_SIZE is not set.
 inline constexpr std::size_t kDefaultQueueSize = 8192;
 inline constexpr std::size_t kMaxQueueSize = std::size_t{1} << 20;
+inline constexpr udpintercept::detail::Limit kQueueSize{"UDPEVENT_QUEUE_SIZE", 1, kMaxQueueSize};
 
 /// Settings read from the environment when AddProbe() runs.
 struct Settings {

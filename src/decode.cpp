@@ -4,42 +4,10 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
-#include <ctime>
 
 namespace udpintercept::detail {
 
-// The layout of everything that crosses the kernel boundary, checked here so
-// that a change to bpf/udpintercept.h that moves a field fails the build.
-static_assert(sizeof(udpi_flow_key) == 32);
-static_assert(offsetof(udpi_flow_key, sock_id) == 0);
-static_assert(offsetof(udpi_flow_key, raddr) == 8);
-static_assert(offsetof(udpi_flow_key, rport) == 24);
-static_assert(offsetof(udpi_flow_key, family) == 26);
-static_assert(sizeof(udpi_flow) == 120);
-static_assert(offsetof(udpi_flow, tx_bytes) == 0);
-static_assert(offsetof(udpi_flow, rx_packets) == 24);
-static_assert(offsetof(udpi_flow, last_ns) == 32);
-static_assert(offsetof(udpi_flow, changes) == 56);
-static_assert(offsetof(udpi_flow, last_tick) == 64);
-static_assert(offsetof(udpi_flow, pid) == 72);
-static_assert(offsetof(udpi_flow, netns) == 80);
-static_assert(offsetof(udpi_flow, lport) == 84);
-static_assert(offsetof(udpi_flow, laddr) == 88);
-static_assert(offsetof(udpi_flow, comm) == 104);
-static_assert(sizeof(udpi_record) == 160);
-static_assert(UDPI_REC_DEFERRED == 5);
-static_assert(offsetof(udpi_record, key) == 8);
-static_assert(offsetof(udpi_record, flow) == 40);
-static_assert(sizeof(udpi_sock) == 16);
-static_assert(sizeof(udpi_peer_stash) == 32);
-static_assert(UDPI_STAT_MAX == 10);
-
 namespace {
-
-std::int64_t ts_ns(const timespec &ts)
-{
-	return static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 bool v4_mapped(const std::uint8_t *b)
 {
@@ -53,34 +21,6 @@ bool all_zero(const std::uint8_t *b)
 }
 
 } // namespace
-
-std::uint64_t monotonic_ns() noexcept
-{
-	timespec ts{};
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return static_cast<std::uint64_t>(ts_ns(ts));
-}
-
-void WallClock::calibrate() noexcept
-{
-	std::int64_t best_gap = INT64_MAX;
-	for (int i = 0; i < 8; i++) {
-		timespec m1{}, r{}, m2{};
-		clock_gettime(CLOCK_MONOTONIC, &m1);
-		clock_gettime(CLOCK_REALTIME, &r);
-		clock_gettime(CLOCK_MONOTONIC, &m2);
-		const std::int64_t gap = ts_ns(m2) - ts_ns(m1);
-		if (gap < best_gap) {
-			best_gap = gap;
-			offset_ns_ = ts_ns(r) - (ts_ns(m1) + gap / 2);
-		}
-	}
-}
-
-WallTime WallClock::from_monotonic(std::uint64_t mono_ns) const noexcept
-{
-	return WallTime(std::chrono::nanoseconds(static_cast<std::int64_t>(mono_ns) + offset_ns_));
-}
 
 Address decode_address(const std::uint8_t *bytes, Family family) noexcept
 {

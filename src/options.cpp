@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <fmt/format.h>
 
+#include "parse.h"
+
 namespace udpintercept {
 
 std::string_view to_string(Backend backend) noexcept
@@ -42,6 +44,12 @@ bool power_of_two(std::uint32_t v)
 	return v && !(v & (v - 1));
 }
 
+void check(std::uint64_t value, const detail::Limit &limit, std::string_view field)
+{
+	if (auto message = detail::out_of_range(value, limit))
+		invalid(fmt::format("{} ({})", *message, field));
+}
+
 } // namespace
 
 void Options::validate() const
@@ -49,22 +57,22 @@ void Options::validate() const
 	if (interval.count() < 0)
 		invalid(fmt::format("interval must be 0 (a snapshot per operation) or positive, not {} ms",
 				    interval.count()));
-	if (interval > std::chrono::hours(24))
-		invalid("interval must be at most 24 hours");
-	if (pid && *pid == 0)
-		invalid("pid filter must be a process id, not 0");
-	if (port && *port == 0)
-		invalid("port filter must be 1-65535, not 0");
+	check(static_cast<std::uint64_t>(interval.count()), detail::kIntervalMs, "Options::interval, ms");
+	if (pid)
+		check(*pid, detail::kPid, "Options::pid");
+	if (uid)
+		check(*uid, detail::kUid, "Options::uid");
+	if (port)
+		check(*port, detail::kPort, "Options::port");
 	if (cgroup && (cgroup->empty() || cgroup->front() != '/'))
 		invalid(fmt::format(
 			"cgroup filter must be an absolute path to a cgroup v2 directory, not '{}'",
-			*cgroup));
-	if (max_flows < 16 || max_flows > (1u << 24))
-		invalid(fmt::format("max_flows must be between 16 and 16777216, not {}", max_flows));
-	if (max_sockets < 16 || max_sockets > (1u << 24))
-		invalid(fmt::format("max_sockets must be between 16 and 16777216, not {}", max_sockets));
-	if (!power_of_two(ring_buffer_bytes) || ring_buffer_bytes < 4096 || ring_buffer_bytes > (1u << 30))
-		invalid(fmt::format("ring_buffer_bytes must be a power of two between 4096 and 1 GiB, not {}",
+			detail::quote(*cgroup)));
+	check(max_flows, detail::kMaxFlows, "Options::max_flows");
+	check(max_sockets, detail::kMaxSockets, "Options::max_sockets");
+	check(ring_buffer_bytes, detail::kRingBuffer, "Options::ring_buffer_bytes");
+	if (!power_of_two(ring_buffer_bytes))
+		invalid(fmt::format("ring-buffer must be a power of two, not {} (Options::ring_buffer_bytes)",
 				    ring_buffer_bytes));
 }
 

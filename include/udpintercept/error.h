@@ -4,10 +4,12 @@
 #include <string>
 #include <system_error>
 
+#include <udpintercept/export.h>
+
 namespace udpintercept {
 
 /// The error category of udpintercept: error values are errno numbers.
-const std::error_category &category() noexcept;
+UDPINTERCEPT_EXPORT const std::error_category &category() noexcept;
 
 /**
  * The one error type the library throws.
@@ -16,7 +18,7 @@ const std::error_category &category() noexcept;
  * names the step that failed ("privileges", "btf", "options", "open",
  * "load", "attach", "ring buffer", …) and what() says what to do about it.
  */
-class Error : public std::system_error {
+class UDPINTERCEPT_EXPORT Error : public std::system_error {
 public:
 	Error(std::string stage, int errno_value, const std::string &message);
 

@@ -7,16 +7,18 @@
 #include <string>
 #include <string_view>
 
+#include <udpintercept/export.h>
+
 namespace udpintercept {
 
 /// The family of the traffic: IPv4-mapped IPv6 peers count as IPv4.
 enum class Family { ipv4, ipv6 };
 
 /// "ipv4" or "ipv6".
-std::string_view to_string(Family family) noexcept;
+UDPINTERCEPT_EXPORT std::string_view to_string(Family family) noexcept;
 
 /// An IPv4 or IPv6 address. IPv4 is held as ::ffff:a.b.c.d in bytes.
-struct Address {
+struct UDPINTERCEPT_EXPORT Address {
 	Family family = Family::ipv4;
 	std::array<std::uint8_t, 16> bytes{}; ///< network byte order
 
@@ -41,7 +43,7 @@ enum class EventKind {
 };
 
 /// "connect", "update", "close" or "final".
-std::string_view to_string(EventKind kind) noexcept;
+UDPINTERCEPT_EXPORT std::string_view to_string(EventKind kind) noexcept;
 
 /// Nanosecond wall-clock time.
 using WallTime = std::chrono::time_point<std::chrono::system_clock, std::chrono::nanoseconds>;
@@ -71,15 +73,15 @@ struct Event {
 };
 
 /// One JSON object with exactly the field names of the design's data model, no newline.
-std::string to_json(const Event &event);
+UDPINTERCEPT_EXPORT std::string to_json(const Event &event);
 
 /// One readable line, no newline (see text_header()).
-std::string to_text(const Event &event);
+UDPINTERCEPT_EXPORT std::string to_text(const Event &event);
 
 /// Column titles matching to_text().
-std::string text_header();
+UDPINTERCEPT_EXPORT std::string text_header();
 
 /// RFC 3339 with nanoseconds, UTC: 2026-11-27T23:59:59.123456789Z.
-std::string format_time(WallTime time);
+UDPINTERCEPT_EXPORT std::string format_time(WallTime time);
 
 } // namespace udpintercept

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include <udpintercept/event.h>
+#include <udpintercept/export.h>
 
 namespace udpintercept {
 
@@ -21,12 +22,12 @@ enum class Backend {
 };
 
 /// "auto", "fentry", "kprobe" or "tracepoint".
-std::string_view to_string(Backend backend) noexcept;
+UDPINTERCEPT_EXPORT std::string_view to_string(Backend backend) noexcept;
 /// The inverse of to_string(); nullopt for an unknown name.
-std::optional<Backend> parse_backend(std::string_view name) noexcept;
+UDPINTERCEPT_EXPORT std::optional<Backend> parse_backend(std::string_view name) noexcept;
 
 /// What to trace and how. Every field has a usable default.
-struct Options {
+struct UDPINTERCEPT_EXPORT Options {
 	Backend backend = Backend::automatic;
 
 	/// At most one `update` per flow per interval; 0 = one snapshot per operation.

@@ -9,47 +9,73 @@
 
 #include <udpintercept/error.h>
 #include <udpintercept/event.h>
+#include <udpintercept/export.h>
 #include <udpintercept/options.h>
 
 namespace udpintercept {
 
 /// Loss and load counters. Every figure is cumulative since construction.
 struct Stats {
-	std::uint64_t events = 0;       ///< snapshots delivered to the callback
-	std::uint64_t records_sent = 0; ///< records the kernel put in the ring buffer
-	std::uint64_t records_received =
-		0;              ///< records user space took from it (equal to records_sent once drained)
-	std::uint64_t lost = 0; ///< snapshots the ring buffer had no room for (counts stay exact: later
-				///< snapshots are cumulative)
-	std::uint64_t closes_deferred =
-		0; ///< socket closes that missed the ring buffer and were collected from the kernel later
-	std::uint64_t flows_untracked = 0;   ///< operations on flows the full flow table could not admit
-	std::uint64_t untracked_packets = 0; ///< datagrams of those operations
-	std::uint64_t untracked_bytes = 0;   ///< bytes of those operations
-	std::uint64_t sockets_untracked = 0; ///< sockets the full socket table could not admit
-	std::uint64_t peer_unknown =
-		0; ///< receives whose sender could not be known (see the README's limits)
-	std::uint64_t deferred_operations =
-		0; ///< operations a busy flow table handed to user space (counted exactly)
-	std::uint64_t insert_failures =
-		0;                      ///< socket/flow inserts refused for a reason other than a full table
-	int insert_last_errno = 0;      ///< the errno of the last of those
-	std::uint64_t flows_active = 0; ///< flows in the kernel's flow table now (0 once stopped)
+	/// Snapshots delivered to the callback.
+	std::uint64_t events = 0;
+	/// Records the kernel put in the ring buffer.
+	std::uint64_t records_sent = 0;
+	/// Records user space took from it (equal to records_sent once drained).
+	std::uint64_t records_received = 0;
+	/// Snapshots the ring buffer had no room for. Counts stay exact: later
+	/// snapshots are cumulative, and a lost one makes the next sweep read
+	/// the whole flow table (full_sweeps).
+	std::uint64_t lost = 0;
+	/// Socket closes that missed the ring buffer and were collected from the kernel later.
+	std::uint64_t closes_deferred = 0;
+	/// Operations on flows the full flow table could not admit.
+	std::uint64_t flows_untracked = 0;
+	/// Datagrams of those operations.
+	std::uint64_t untracked_packets = 0;
+	/// Bytes of those operations.
+	std::uint64_t untracked_bytes = 0;
+	/// Sockets the full socket table could not admit.
+	std::uint64_t sockets_untracked = 0;
+	/// Receives whose sender could not be known (see the README's limits).
+	std::uint64_t peer_unknown = 0;
+	/// Operations a busy flow table handed to user space (counted exactly).
+	std::uint64_t deferred_operations = 0;
+	/// Socket and flow inserts refused for a reason other than a full table.
+	std::uint64_t insert_failures = 0;
+	/// The errno of the last of those.
+	int insert_last_errno = 0;
+	/// Flows in the kernel's flow table now (0 once stopped).
+	std::uint64_t flows_active = 0;
+	/// Reads of the whole flow table because the kernel lost a record (ring buffer full).
+	std::uint64_t full_sweeps = 0;
+	/// Updates sent for flows whose traffic stopped with changes the
+	/// interval held back (user space asks the kernel for them; each is
+	/// also a record in records_sent).
+	std::uint64_t flushes = 0;
 };
 
 /**
  * A running UDP tracer: loaded and attached when the constructor returns,
  * detached by the destructor. Move-only.
  *
- * Snapshots reach the callback from poll() or process(), on the calling
- * thread. stop() sends the `final` snapshots; the destructor detaches
- * without them.
+ * Snapshots reach the callback from poll(), process() and stop(), on the
+ * calling thread. stop() sends the `final` snapshots; the destructor
+ * detaches without them.
+ *
+ * Threads: calls on one Tracer must not overlap, except stats(), which any
+ * thread may call at any time while the Tracer exists.
+ *
+ * Callback exceptions: an exception the callback throws does not stop the
+ * delivery of the other snapshots of the same call. The first one is
+ * rethrown from that poll(), process() or stop() call once it has delivered
+ * everything it had (stop() still delivers every `final` snapshot).
  */
-class Tracer {
+class UDPINTERCEPT_EXPORT Tracer {
 public:
 	using Callback = std::function<void(const Event &)>;
 
-	/// Loads and attaches; throws Error (privileges, BTF, backend, options…).
+	/// Loads and attaches; throws Error naming the stage that failed
+	/// (options, btf, backend, privileges, open, load, attach, ring buffer, epoll, timer).
 	explicit Tracer(Options options = {}, Callback callback = {});
 	~Tracer();
 	Tracer(Tracer &&) noexcept;
@@ -98,6 +124,7 @@ public:
 	/// Why that backend was chosen, for logs.
 	const std::string &backend_reason() const noexcept;
 
+	/// The counters; cheap (no walk of the flow table) and safe from any thread.
 	Stats stats() const;
 
 private:

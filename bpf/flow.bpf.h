@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * The shared bodies every backend's thin entry points call: one handler per
- * operation (send, receive, connect, close), the maps they work on and the
- * emission policy of design §3.
+ * operation (count, connect, close), socket identities, and the emission
+ * policy of design §3: a flow's first operation is sent at once, then at
+ * most one update per interval (last_emit_ns is the one rate limiter), and
+ * changes it holds back are noted once per interval (UDPI_REC_PENDING) so
+ * that user space asks for them when the interval has passed.
  */
-#ifndef UDPINTERCEPT_BPF_HANDLERS_BPF_H
-#define UDPINTERCEPT_BPF_HANDLERS_BPF_H
+#ifndef UDPINTERCEPT_BPF_FLOW_BPF_H
+#define UDPINTERCEPT_BPF_FLOW_BPF_H
 
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -13,6 +16,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "core_fixes.bpf.h"
+#include "maps.bpf.h"
 #include "udpintercept.h"
 
 #define UDPI_IPPROTO_UDP 17
@@ -21,59 +25,6 @@
 #define UDPI_MSG_ERRQUEUE 0x2000
 #define UDPI_EEXIST 17
 #define UDPI_EBUSY 16
-
-/* Knobs set by user space between open and load (rodata). */
-const volatile __u64 interval_ns = 1000000000ULL; /* 0: a snapshot per operation */
-const volatile __u32 filter_pid = 0;              /* tgid; 0 = any */
-const volatile __u32 filter_uid = 0;
-const volatile bool filter_uid_set = false; /* uid 0 is a real uid */
-const volatile __u16 filter_port = 0;       /* local or remote; 0 = any */
-const volatile __u16 filter_family = 0;     /* UDPI_AF_INET/INET6; 0 = any */
-const volatile __u64 filter_cgroup = 0;     /* cgroup v2 id; 0 = any */
-
-/* The flow table: the truth the snapshots are taken from. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536); /* resized by user space before load */
-	__type(key, struct udpi_flow_key);
-	__type(value, struct udpi_flow);
-} flows SEC(".maps");
-
-/* Socket identities, keyed by the kernel address of struct sock. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, struct udpi_sock);
-} socks SEC(".maps");
-
-/* Closed sockets whose close record found the ring buffer full: id -> time. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, __u64);
-} closed SEC(".maps");
-
-/* Per-CPU counter that makes socket ids unique without fetch-and-add (5.10). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} id_seq SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, UDPI_STAT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} stats SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 << 20); /* resized by user space before load */
-} events SEC(".maps");
 
 /* The endpoint of one operation, in the normalised form of udpi_flow_key. */
 struct udpi_peer {
@@ -241,33 +192,6 @@ static __always_inline __u64 new_sock_id(void)
 	return (*seq << 12) | (bpf_get_smp_processor_id() & 0xfff);
 }
 
-/*
- * The last socket each CPU looked up, valid while cache_epoch has not moved:
- * a flood on one socket skips the socket table. Every close moves the epoch
- * (a closed socket's address may come back as a new socket, which must get
- * a new id), and so does anything else that changes what an entry says.
- */
-struct sock_cache {
-	__u64 sk;
-	__u64 id;
-	__u64 epoch;
-	__u64 rx_quiet; /* tracepoint backend: the socket's receive ring was quiet */
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct sock_cache);
-} sock_cache SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} cache_epoch SEC(".maps");
-
 /* This CPU's cache entry, and in *seen the epoch an entry must carry to be valid. */
 static __always_inline struct sock_cache *sock_cache_slot(__u64 *seen)
 {
@@ -342,21 +266,70 @@ static __always_inline __u64 sock_id_of(__u64 skaddr)
 	return s->id;
 }
 
-static __always_inline void emit(__u32 kind, const struct udpi_flow_key *key, const struct udpi_flow *f)
+/*
+ * Puts a snapshot of the flow in the ring buffer. A full ring buffer loses
+ * it (counted) and asks user space for a full sweep, which finds the flow
+ * by its unreported changes (emitted_changes).
+ */
+static __always_inline bool emit(__u32 kind, const struct udpi_flow_key *key, struct udpi_flow *f)
 {
 	struct udpi_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 
 	if (!r) {
 		stat_add(UDPI_STAT_RB_DROP_UPDATE, 1);
-		return;
+		full_sweep_wanted = 1;
+		return false;
 	}
 	r->kind = kind;
 	r->pad = 0;
 	__builtin_memcpy(&r->key, key, sizeof(*key));
-	if (f)
-		__builtin_memcpy(&r->flow, f, sizeof(*f));
-	else
-		__builtin_memset(&r->flow, 0, sizeof(r->flow));
+	__builtin_memcpy(&r->flow, f, sizeof(*f));
+	f->emitted_changes = r->flow.changes;
+	bpf_ringbuf_submit(r, 0);
+	stat_add(UDPI_STAT_RB_SUBMITTED, 1);
+	return true;
+}
+
+/*
+ * Sends a snapshot and makes it the one the rate limit counts from; a lost
+ * one leaves the limit where it was, so that the flow is due at once.
+ */
+static __always_inline bool emit_at(__u32 kind, const struct udpi_flow_key *key, struct udpi_flow *f,
+				    __u64 now)
+{
+	const __u64 before = f->last_emit_ns;
+
+	f->last_emit_ns = now;
+	if (emit(kind, key, f))
+		return true;
+	f->last_emit_ns = before;
+	return false;
+}
+
+/*
+ * The rate limit held back this flow's newest change: tell user space once
+ * per interval (the first held-back change after each snapshot), so that it
+ * asks for the flow when the interval has passed, should no operation come
+ * to send it. A note that finds the ring buffer full asks for a full sweep.
+ */
+static __always_inline void note_pending(const struct udpi_flow_key *key, struct udpi_flow *f)
+{
+	const __u64 emitted_at = f->last_emit_ns;
+	struct udpi_pending_record *r;
+
+	if (f->pending_for_ns == emitted_at)
+		return;
+	f->pending_for_ns = emitted_at;
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		stat_add(UDPI_STAT_PENDING_DROPPED, 1);
+		full_sweep_wanted = 1;
+		return;
+	}
+	r->kind = UDPI_REC_PENDING;
+	r->pad = 0;
+	__builtin_memcpy(&r->key, key, sizeof(*key));
+	r->last_emit_ns = emitted_at;
 	bpf_ringbuf_submit(r, 0);
 	stat_add(UDPI_STAT_RB_SUBMITTED, 1);
 }
@@ -387,8 +360,11 @@ static __always_inline struct udpi_flow *flow_get(struct sock *sk, const struct 
 		return f;
 	sk_local(sk, &fresh);
 	fresh.netns = udpi_sk_netns(sk);
+	fresh.emitted_changes = UDPI_NEVER_EMITTED;
 	err = insert_new(&flows, key, &fresh);
 	*created = !err;
+	if (!err)
+		stat_add(UDPI_STAT_FLOWS_CREATED, 1);
 	*busy = err == -UDPI_EBUSY;
 	if (err && err != -UDPI_EEXIST) {
 		note_insert_failure(err);
@@ -498,10 +474,10 @@ static __always_inline void handle_count(struct sock *sk, const struct udpi_peer
 		note_task(f, now);
 	if (first && !f->lport)
 		sk_local(sk, f); /* a connect() before the first send bound the port */
-	if (due) {
-		f->last_emit_ns = now;
-		emit(created ? UDPI_REC_NEW : UDPI_REC_UPDATE, &key, f);
-	}
+	if (due)
+		emit_at(created ? UDPI_REC_NEW : UDPI_REC_UPDATE, &key, f, now);
+	else
+		note_pending(&key, f);
 	return;
 
 untracked:
@@ -529,8 +505,7 @@ static __always_inline void handle_connect(struct sock *sk, const struct udpi_pe
 		return;
 	now = bpf_ktime_get_ns();
 	note_task(f, now);
-	f->last_emit_ns = now;
-	emit(UDPI_REC_CONNECT, &key, f);
+	emit_at(UDPI_REC_CONNECT, &key, f, now);
 }
 
 /*
@@ -566,4 +541,4 @@ static __always_inline void handle_close(__u64 skaddr)
 	bpf_map_delete_elem(&socks, &skaddr);
 }
 
-#endif /* UDPINTERCEPT_BPF_HANDLERS_BPF_H */
+#endif /* UDPINTERCEPT_BPF_FLOW_BPF_H */

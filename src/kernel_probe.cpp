@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-#include "backend.h"
+#include "kernel_probe.h"
 
 #include <array>
 #include <bpf/bpf.h>
@@ -8,7 +8,6 @@
 #include <linux/bpf.h>
 #include <fstream>
 #include <sstream>
-#include <stdexcept>
 #include <unistd.h>
 
 namespace udpintercept::detail {
@@ -82,12 +81,10 @@ std::string cgroup2_mount()
 	return {};
 }
 
-namespace {
-
 // sock_sendmsg_nosec()/sock_recvmsg_nosec() call trace_sock_{send,recv}_length
 // since Linux 6.3 (include/trace/events/sock.h). Every raw tracepoint
 // leaves a btf_trace_<name> typedef in the kernel's BTF.
-Availability probe_tracepoint(const KernelFeatures &k)
+Availability probe_tracepoint_backend(const KernelFeatures &k)
 {
 	for (const char *tp : {"btf_trace_sock_send_length", "btf_trace_sock_recv_length"})
 		if (!k.has_type(tp, BTF_KIND_TYPEDEF))
@@ -97,6 +94,8 @@ Availability probe_tracepoint(const KernelFeatures &k)
 		return {false, "cgroup v2 is not mounted (the peer and close hooks attach to its root)"};
 	return {true, "sock_send_length/sock_recv_length tracepoints and cgroup v2 are present"};
 }
+
+namespace {
 
 // The functions the fentry and kprobe backends hook. A function missing from
 // BTF was inlined into every caller or does not exist on this build.
@@ -114,10 +113,12 @@ std::string missing_functions(const KernelFeatures &k)
 	return missing;
 }
 
+} // namespace
+
 // Trampolines need BTF for each function; whether the kernel (architecture,
 // version, security policy) lets them attach is found by the trial load the
 // Tracer does next.
-Availability probe_fentry(const KernelFeatures &k)
+Availability probe_fentry_backend(const KernelFeatures &k)
 {
 	if (auto missing = missing_functions(k); !missing.empty())
 		return {false, "the kernel's BTF lacks " + missing};
@@ -125,7 +126,7 @@ Availability probe_fentry(const KernelFeatures &k)
 }
 
 // kprobes are created through the kprobe perf PMU (CONFIG_KPROBE_EVENTS).
-Availability probe_kprobe(const KernelFeatures &k)
+Availability probe_kprobe_backend(const KernelFeatures &k)
 {
 	if (access("/sys/bus/event_source/devices/kprobe/type", R_OK) != 0)
 		return {false,
@@ -133,70 +134,6 @@ Availability probe_kprobe(const KernelFeatures &k)
 	if (auto missing = missing_functions(k); !missing.empty())
 		return {false, "the kernel's BTF lacks " + missing};
 	return {true, "kprobes and every hooked function are present"};
-}
-
-// Sends go either through cg_skb_egress or through the programs it replaces
-// (Tracer::Impl::configure() picks by what the kernel allows).
-constexpr std::array<std::string_view, 1> kEgressSendPrograms = {"cg_skb_egress"};
-constexpr std::array<std::string_view, 4> kTracepointSendPrograms = {"tp_send_length", "cg_sendmsg4",
-								     "cg_sendmsg6", "tp_net_dev_queue"};
-constexpr std::array<std::string_view, 2> kArrivalPrograms = {"cg_skb_ingress", "tp_kfree_skb"};
-constexpr std::array<std::string_view, 13> kTracepointPrograms = {
-	"tp_send_length", "tp_recv_length",   "cg_sendmsg4",   "cg_sendmsg6",     "cg_recvmsg4",
-	"cg_recvmsg6",    "cg_connect4",      "cg_connect6",   "cg_sock_release", "cg_skb_ingress",
-	"tp_kfree_skb",   "tp_net_dev_queue", "cg_skb_egress",
-};
-
-// Preference of `auto`: fentry first (a trampoline is the cheapest hook and
-// sees every argument), then the tracepoint backend (stable ABI hooks, cheap
-// raw tracepoints), then kprobes (a trap per call, and kretprobes can miss
-// returns under many blocked threads).
-constexpr std::array<std::string_view, 7> kFentryPrograms = {
-	"fx_udp_sendmsg",          "fx_udpv6_sendmsg",    "fe_skb_consume_udp",    "fx_ip4_datagram_connect",
-	"fx_ip6_datagram_connect", "fe_udp_destroy_sock", "fe_udpv6_destroy_sock",
-};
-
-constexpr std::array<std::string_view, 11> kKprobePrograms = {
-	"kp_udp_sendmsg",          "kr_udp_sendmsg",          "kp_udpv6_sendmsg",
-	"kr_udpv6_sendmsg",        "kp_skb_consume_udp",      "kp_ip4_datagram_connect",
-	"kr_ip4_datagram_connect", "kp_ip6_datagram_connect", "kr_ip6_datagram_connect",
-	"kp_udp_destroy_sock",     "kp_udpv6_destroy_sock",
-};
-
-const std::array<BackendSpec, 3> kBackends = {{
-	{Backend::fentry, kFentryPrograms, probe_fentry, false, false},
-	{Backend::tracepoint, kTracepointPrograms, probe_tracepoint, true, false},
-	{Backend::kprobe, kKprobePrograms, probe_kprobe, false, true},
-}};
-
-} // namespace
-
-std::span<const std::string_view> egress_send_programs()
-{
-	return kEgressSendPrograms;
-}
-
-std::span<const std::string_view> tracepoint_send_programs()
-{
-	return kTracepointSendPrograms;
-}
-
-std::span<const std::string_view> arrival_programs()
-{
-	return kArrivalPrograms;
-}
-
-std::span<const BackendSpec> backend_table()
-{
-	return kBackends;
-}
-
-const BackendSpec &backend_spec(Backend backend)
-{
-	for (const auto &spec : kBackends)
-		if (spec.backend == backend)
-			return spec;
-	throw std::logic_error("no backend_spec for auto");
 }
 
 } // namespace udpintercept::detail

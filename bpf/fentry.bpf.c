@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The fentry backend: BPF trampolines (fentry/fexit) on the kernel's UDP
+ * send, receive, connect and close functions, around the bodies of
+ * udp_functions.bpf.h. User space loads these programs only when it chose
+ * this backend (src/loader.cpp's table).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_tracing.h>
+
+#include "udp_functions.bpf.h"
+
+SEC("fexit/udp_sendmsg")
+int BPF_PROG(fx_udp_sendmsg, struct sock *sk, struct msghdr *msg, size_t len, int ret)
+{
+	struct udpi_peer p = {};
+	bool given = msg_peer(msg, &p);
+
+	if (ret >= 0)
+		on_udp_sendmsg(sk, given ? &p : NULL, ret, msg_gso_size(sk, msg), false);
+	return 0;
+}
+
+SEC("fexit/udpv6_sendmsg")
+int BPF_PROG(fx_udpv6_sendmsg, struct sock *sk, struct msghdr *msg, size_t len, int ret)
+{
+	struct udpi_peer p = {};
+	bool given = msg_peer(msg, &p);
+
+	if (ret >= 0)
+		on_udp_sendmsg(sk, given ? &p : NULL, ret, msg_gso_size(sk, msg), true);
+	return 0;
+}
+
+SEC("fentry/skb_consume_udp")
+int BPF_PROG(fe_skb_consume_udp, struct sock *sk, struct sk_buff *skb, int len)
+{
+	on_skb_consume_udp(sk, skb, len);
+	return 0;
+}
+
+SEC("fexit/ip4_datagram_connect")
+int BPF_PROG(fx_ip4_datagram_connect, struct sock *sk, struct sockaddr *uaddr, int addr_len, int ret)
+{
+	on_datagram_connect(sk, ret);
+	return 0;
+}
+
+SEC("fexit/ip6_datagram_connect")
+int BPF_PROG(fx_ip6_datagram_connect, struct sock *sk, struct sockaddr *uaddr, int addr_len, int ret)
+{
+	on_datagram_connect(sk, ret);
+	return 0;
+}
+
+/*
+ * Closes: sk_common_release() calls sk_prot->destroy, udp_destroy_sock() or
+ * udpv6_destroy_sock() (the latter does not call the former), for every
+ * UDP socket. The seed's udp_destruct_sock hook misses IPv6 sockets since
+ * udpv6_destruct_sock() was added (6.1 and stable backports) and is static
+ * on current kernels.
+ */
+SEC("fentry/udp_destroy_sock")
+int BPF_PROG(fe_udp_destroy_sock, struct sock *sk)
+{
+	handle_close((__u64)sk);
+	return 0;
+}
+
+SEC("fentry/udpv6_destroy_sock")
+int BPF_PROG(fe_udpv6_destroy_sock, struct sock *sk)
+{
+	handle_close((__u64)sk);
+	return 0;
+}

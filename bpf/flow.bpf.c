@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The shared part of the BPF object: the definitions of the maps and knobs
+ * of maps.bpf.h, and the flush program user space runs (BPF_PROG_TEST_RUN)
+ * for a flow whose held-back changes are due, so that every update, whoever
+ * asks for it, passes the one rate limit of the flow (last_emit_ns).
+ */
+#define UDPI_DEFINE_SHARED
+#include "flow.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+const volatile __u64 interval_ns = 1000000000ULL;
+const volatile __u32 filter_pid = 0;
+const volatile __u32 filter_uid = 0;
+const volatile bool filter_uid_set = false;
+const volatile __u16 filter_port = 0;
+const volatile __u16 filter_family = 0;
+const volatile __u64 filter_cgroup = 0;
+
+__u32 full_sweep_wanted = 0;
+
+/*
+ * The ring buffer's record types in the object's BTF (a ring buffer map has
+ * no value type to carry them), for the layout test of tests/unit/test_abi.cpp.
+ */
+const struct udpi_record *udpi_btf_record __attribute__((unused));
+const struct udpi_pending_record *udpi_btf_pending_record __attribute__((unused));
+
+/*
+ * Run by user space with the flow's key as its context (four 64-bit
+ * arguments); never attached. Raw tracepoint programs can be run so since
+ * Linux 5.10 (commit 1b4d60ec162f), the oldest kernel udpintercept supports.
+ */
+SEC("raw_tp")
+int flush_flow(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct udpi_flow_key key;
+	struct udpi_flow *f;
+	__u64 now;
+
+	__builtin_memcpy(&key, ctx->args, sizeof(key));
+	f = bpf_map_lookup_elem(&flows, &key);
+	if (!f)
+		return UDPI_FLUSH_GONE;
+	if (f->changes == f->emitted_changes)
+		return UDPI_FLUSH_CURRENT;
+	now = bpf_ktime_get_ns();
+	if (now - f->last_emit_ns < interval_ns)
+		return UDPI_FLUSH_NOT_DUE;
+	if (!emit_at(f->changes ? UDPI_REC_UPDATE : UDPI_REC_CONNECT, &key, f, now))
+		return UDPI_FLUSH_RING_FULL;
+	return UDPI_FLUSH_SENT;
+}

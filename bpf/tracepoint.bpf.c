@@ -1,0 +1,486 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The tracepoint backend (kernel >= 6.3): the sock_send_length and
+ * sock_recv_length raw tracepoints count what sendmsg/recvmsg returned, and
+ * cgroup hooks on the cgroup v2 root say what the tracepoints cannot: the
+ * peer of an unconnected send or receive (sendmsg4/6, recvmsg4/6), connects
+ * and closes. Where the kernel lets cgroup_skb programs see the current
+ * task, one cgroup_skb/egress program counts sends instead.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_tracing.h>
+
+#include "arrivals.bpf.h"
+#include "cgroup.bpf.h"
+
+/*
+ * Peers stashed by the cgroup sock_addr hooks for the operation that follows
+ * in the same thread: sendmsg4/6 run inside udp_sendmsg before the send,
+ * recvmsg4/6 inside udp_recvmsg after the copy, both before the
+ * sock_{send,recv}_length tracepoint of the same call. Keyed by thread: the
+ * task can migrate between CPUs in between (udp_sendmsg may sleep).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct udpi_peer_stash);
+} send_stash SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct udpi_peer_stash);
+} recv_stash SEC(".maps");
+
+/*
+ * Where the kernel lets cgroup programs reach task storage (user space
+ * probes it), the stashes live with the thread instead: no hashing, no
+ * LRU lists, and gone with the thread.
+ */
+struct task_stash {
+	struct udpi_peer_stash send;
+	struct udpi_peer_stash recv;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_stash);
+} task_stashes SEC(".maps");
+
+const volatile bool stash_in_task = false;
+
+static __always_inline void *lru_stash(bool send)
+{
+	return send ? (void *)&send_stash : (void *)&recv_stash;
+}
+
+/*
+ * The stash of this thread's operation on sk, if one was left (and takes
+ * it). A stash is only ever left for a UDP socket, so finding one also
+ * settles what the socket is. *connected: the socket had a peer of its own.
+ */
+static __always_inline bool take_stash(bool send, struct sock *sk, struct udpi_peer *p, bool *connected)
+{
+	struct udpi_peer_stash *st;
+
+	if (stash_in_task) {
+		struct task_stash *ts = bpf_task_storage_get(&task_stashes, bpf_get_current_task_btf(), 0, 0);
+
+		if (!ts)
+			return false;
+		st = send ? &ts->send : &ts->recv;
+	} else {
+		__u64 tid = bpf_get_current_pid_tgid();
+
+		st = bpf_map_lookup_elem(lru_stash(send), &tid);
+		if (!st)
+			return false;
+	}
+	if (st->sk != (__u64)sk)
+		return false;
+	__builtin_memcpy(p->addr, st->addr, 16);
+	p->port = st->port;
+	p->family = st->family;
+	*connected = st->connected;
+	st->sk = 0;
+	return true;
+}
+
+/*
+ * UDP_SEGMENT sends: sock_send_length tells the bytes, not the segment size
+ * (a control message sets it per call, out of sight of this backend). The
+ * GSO skb passes __dev_queue_xmit() in the sender's context before the send
+ * returns, carrying gso_segs: the datagrams it leaves as.
+ */
+struct gso_note {
+	__u64 sk;
+	__u64 extra; /* datagrams beyond one per send */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct gso_note);
+} gso_notes SEC(".maps");
+
+/* GSO notes not yet taken: most sends need not look (a hash lookup each). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} gso_pending SEC(".maps");
+
+/*
+ * The skb's shared info (skb->head + skb->end): one read where end (an
+ * offset on 64-bit kernels) sits just before head, as it has for years.
+ */
+static __always_inline struct skb_shared_info *skb_shinfo_of(struct sk_buff *skb)
+{
+	const __u32 off_end = bpf_core_field_offset(skb->end);
+	struct {
+		__u32 end;
+		__u32 head_lo;
+		__u32 head_hi;
+	} w;
+
+	if (bpf_core_field_size(skb->end) == 4 && bpf_core_field_offset(skb->head) == off_end + 4) {
+		if (bpf_probe_read_kernel(&w, sizeof(w), (void *)skb + off_end))
+			return NULL;
+		return (struct skb_shared_info *)((((__u64)w.head_hi << 32) | w.head_lo) + w.end);
+	}
+	return (struct skb_shared_info *)(BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end));
+}
+
+SEC("raw_tp/net_dev_queue")
+int BPF_PROG(tp_net_dev_queue, struct sk_buff *skb)
+{
+	struct skb_shared_info *shinfo = skb_shinfo_of(skb);
+	struct gso_note fresh = {}, *n;
+	struct sock *sk;
+	__u64 tid;
+	__u16 segs;
+
+	/* Nearly every skb is one datagram: two reads decide that. */
+	if (!shinfo || bpf_probe_read_kernel(&segs, sizeof(segs), &shinfo->gso_segs) || segs <= 1)
+		return 0;
+	if (!(BPF_CORE_READ(shinfo, gso_type) & SKB_GSO_UDP_L4))
+		return 0;
+	sk = BPF_CORE_READ(skb, sk);
+	if (!sk)
+		return 0;
+	tid = bpf_get_current_pid_tgid();
+	n = bpf_map_lookup_elem(&gso_notes, &tid);
+	if (n && n->sk == (__u64)sk) {
+		n->extra += segs - 1;
+		return 0;
+	}
+	fresh.sk = (__u64)sk;
+	fresh.extra = segs - 1;
+	if (!bpf_map_update_elem(&gso_notes, &tid, &fresh, BPF_ANY)) {
+		__u32 zero = 0;
+		__u64 *pending = bpf_map_lookup_elem(&gso_pending, &zero);
+
+		if (pending)
+			__sync_fetch_and_add(pending, 1);
+	}
+	return 0;
+}
+
+/* Datagrams beyond the first that this thread's last send on sk left as. */
+static __always_inline __u64 take_gso_extra(struct sock *sk)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	__u32 zero = 0;
+	__u64 *pending = bpf_map_lookup_elem(&gso_pending, &zero);
+	struct gso_note *n;
+	__u64 extra;
+
+	if (!pending || !*pending)
+		return 0;
+	n = bpf_map_lookup_elem(&gso_notes, &tid);
+	if (!n || n->sk != (__u64)sk)
+		return 0;
+	extra = n->extra;
+	bpf_map_delete_elem(&gso_notes, &tid);
+	__sync_fetch_and_add(pending, -1);
+	return extra;
+}
+
+/*
+ * Sends counted on their way out (where the kernel lets cgroup_skb programs
+ * see the current task: user space probes it). cgroup_skb/egress runs in
+ * ip_finish_output()/ip6_finish_output() for every skb of a socket, in the
+ * sender's context, before fragmentation and GSO segmentation: one program
+ * sees the destination (the headers), the payload and, for a UDP_SEGMENT
+ * send, the datagrams it leaves as (gso_segs). It replaces the cgroup
+ * sendmsg hooks, sock_send_length and net_dev_queue, three programs per
+ * send. A send the kernel refuses builds no skb and counts nothing; a corked
+ * send counts as the one datagram it becomes.
+ */
+const volatile bool send_at_egress = false;
+
+SEC("cgroup_skb/egress")
+int cg_skb_egress(struct __sk_buff *skb)
+{
+	struct bpf_sock *bsk = skb->sk;
+	struct udpi_peer p = {};
+	struct sock *sk;
+	__u64 bytes, segs;
+
+	if (!bsk)
+		return 1;
+	bsk = bpf_sk_fullsock(bsk);
+	if (!bsk || bsk->protocol != UDPI_IPPROTO_UDP || bsk->type != UDPI_SOCK_DGRAM || task_filtered_out())
+		return 1;
+	segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
+	if (!skb_udp_end(skb, true, &p, &bytes)) {
+		/* headers this program cannot read: counted, not attributed */
+		stat_add(UDPI_STAT_FLOWS_UNTRACKED, 1);
+		stat_add(UDPI_STAT_UNTRACKED_PACKETS, segs);
+		stat_add(UDPI_STAT_UNTRACKED_BYTES, skb->len);
+		return 1;
+	}
+	sk = launder_sk(bsk);
+	if (sk)
+		handle_count(sk, &p, bytes, segs, true);
+	return 1;
+}
+
+/* sock_sendmsg_nosec(): trace_sock_send_length(sk, ret, 0) after every send. */
+SEC("raw_tp/sock_send_length")
+int BPF_PROG(tp_send_length, struct sock *sk, int ret, int flags)
+{
+	struct udpi_peer p = {};
+	bool given, connected;
+	__be16 dport;
+	__u16 family;
+	__u64 extra;
+
+	/* Consume the notes even for a refused send, so they cannot go stale. */
+	given = take_stash(true, sk, &p, &connected);
+	if (!given && !udpi_sk_is_udp_dgram(sk))
+		return 0;
+	extra = take_gso_extra(sk);
+	if (ret < 0 || task_filtered_out())
+		return 0; /* refused sends count nothing */
+	if (!given) {
+		udpi_sk_dport_family(sk, &dport, &family);
+		if (!sk_peer_of(sk, family, dport, &p))
+			return 0;
+	}
+	handle_count(sk, &p, (__u64)ret, 1 + extra, true);
+	return 0;
+}
+
+/*
+ * Noting arrivals costs every datagram the machine receives a cgroup_skb
+ * program, for the sake of recv() without an address on unconnected sockets,
+ * which few applications do. So user space attaches cg_skb_ingress (and
+ * tp_kfree_skb) when the first such receive asks for it, unless told to from
+ * the start (then arrivals_asked starts at 1). The receives before the hook
+ * is in place, and the datagrams already queued then, count as peer unknown
+ * (rx_ring_get() skips what was queued before a socket's ring began).
+ */
+__u32 arrivals_asked = 0;
+
+static __always_inline void ask_for_arrivals(void)
+{
+	struct udpi_record *r;
+
+	arrivals_asked = 1; /* two CPUs may both ask: user space attaches once */
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		arrivals_asked = 0; /* the next such receive asks again */
+		return;
+	}
+	__builtin_memset(r, 0, sizeof(*r));
+	r->kind = UDPI_REC_WANT_ARRIVALS;
+	bpf_ringbuf_submit(r, 0);
+	stat_add(UDPI_STAT_RB_SUBMITTED, 1);
+}
+
+/* sock_recvmsg_nosec(): trace_sock_recv_length(sk, ret, flags) after every receive. */
+SEC("raw_tp/sock_recv_length")
+int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
+{
+	struct udpi_peer p = {};
+	bool have, connected = false, quiet = false;
+	__be16 dport = 0;
+	__u16 family = 0;
+
+	have = take_stash(false, sk, &p, &connected);
+	if (!have && !udpi_sk_is_udp_dgram(sk))
+		return 0;
+	if (ret < 0 || (flags & (UDPI_MSG_PEEK | UDPI_MSG_ERRQUEUE)) || task_filtered_out())
+		return 0; /* errors, peeks and the error queue consume no datagram */
+	if (!have) {
+		udpi_sk_dport_family(sk, &dport, &family);
+		if (family != UDPI_AF_INET && family != UDPI_AF_INET6)
+			return 0;
+		connected = dport != 0;
+	}
+	if (!connected) {
+		struct sock_cache *c = have ? sock_cache_of((__u64)sk) : NULL;
+		struct udpi_peer noted = {};
+
+		/* A named receive on a quiet ring has nothing to keep in step. */
+		if (!c || !c->rx_quiet) {
+			if (rx_ring_take(sk, have, &noted, &quiet) && !have) {
+				p = noted;
+				have = true;
+			}
+		}
+	}
+	if (!have && !sk_peer_of(sk, family, dport, &p)) {
+		/* recv() without an address on an unconnected socket */
+		stat_add(UDPI_STAT_PEER_UNKNOWN, 1);
+		p.family = family;
+		if (!arrivals_asked)
+			ask_for_arrivals();
+	}
+	handle_count(sk, &p, (__u64)ret, 1, false);
+	if (quiet) {
+		/* handle_count() just made this CPU's cache entry this socket's */
+		struct sock_cache *c = sock_cache_of((__u64)sk);
+
+		if (c)
+			c->rx_quiet = 1;
+	}
+	return 0;
+}
+
+/*
+ * A thread keeps its stash: it is rewritten in place, and only a thread's
+ * first stash inserts (an LRU insert per datagram costs several times the
+ * lookup).
+ */
+static __always_inline void put_stash(bool send, const struct udpi_peer_stash *st)
+{
+	struct udpi_peer_stash *slot;
+	__u64 tid;
+
+	if (stash_in_task) {
+		struct task_stash *ts = bpf_task_storage_get(&task_stashes, bpf_get_current_task_btf(), 0,
+							     BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+		if (ts) {
+			if (send)
+				ts->send = *st;
+			else
+				ts->recv = *st;
+		}
+		return;
+	}
+	tid = bpf_get_current_pid_tgid();
+	slot = bpf_map_lookup_elem(lru_stash(send), &tid);
+	if (slot)
+		*slot = *st;
+	else
+		bpf_map_update_elem(lru_stash(send), &tid, st, BPF_ANY);
+}
+
+/* Whether the hook's socket has a connected peer (its remote port is set). */
+static __always_inline __u16 ctx_connected(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+
+	return sk && sk->dst_port;
+}
+
+static __always_inline void stash_v4(bool send, struct bpf_sock_addr *ctx)
+{
+	struct udpi_peer_stash st = {};
+
+	/* The sock pointer is only a key here, never dereferenced. */
+	st.sk = (__u64)ctx->sk;
+	if (!send)
+		st.connected = ctx_connected(ctx);
+	set_v4(st.addr, ctx->user_ip4);
+	st.port = bpf_ntohs((__u16)ctx->user_port);
+	st.family = UDPI_AF_INET;
+	put_stash(send, &st);
+}
+
+static __always_inline void stash_v6(bool send, struct bpf_sock_addr *ctx)
+{
+	struct udpi_peer_stash st = {};
+	__u32 a[4];
+
+	st.sk = (__u64)ctx->sk;
+	if (!send)
+		st.connected = ctx_connected(ctx);
+	a[0] = ctx->user_ip6[0];
+	a[1] = ctx->user_ip6[1];
+	a[2] = ctx->user_ip6[2];
+	a[3] = ctx->user_ip6[3];
+	set_v6(st.addr, &st.family, a);
+	st.port = bpf_ntohs((__u16)ctx->user_port);
+	put_stash(send, &st);
+}
+
+/* cgroup programs on the root cgroup see every process: always allow (return 1). */
+SEC("cgroup/sendmsg4")
+int cg_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	if (ctx->protocol == UDPI_IPPROTO_UDP && !task_filtered_out())
+		stash_v4(true, ctx);
+	return 1;
+}
+
+SEC("cgroup/sendmsg6")
+int cg_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	if (ctx->protocol == UDPI_IPPROTO_UDP && !task_filtered_out())
+		stash_v6(true, ctx);
+	return 1;
+}
+
+SEC("cgroup/recvmsg4")
+int cg_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	if (ctx->protocol == UDPI_IPPROTO_UDP && !task_filtered_out())
+		stash_v4(false, ctx);
+	return 1;
+}
+
+SEC("cgroup/recvmsg6")
+int cg_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	if (ctx->protocol == UDPI_IPPROTO_UDP && !task_filtered_out())
+		stash_v6(false, ctx);
+	return 1;
+}
+
+/* connect4/6 run before the kernel sets the peer: the flow is born here. */
+SEC("cgroup/connect4")
+int cg_connect4(struct bpf_sock_addr *ctx)
+{
+	struct udpi_peer p = {};
+	struct sock *sk;
+
+	if (ctx->protocol != UDPI_IPPROTO_UDP || task_filtered_out())
+		return 1;
+	set_v4(p.addr, ctx->user_ip4);
+	p.port = bpf_ntohs((__u16)ctx->user_port);
+	p.family = UDPI_AF_INET;
+	sk = launder_sk(ctx->sk);
+	if (p.port && sk)
+		handle_connect(sk, &p);
+	return 1;
+}
+
+SEC("cgroup/connect6")
+int cg_connect6(struct bpf_sock_addr *ctx)
+{
+	struct udpi_peer p = {};
+	struct sock *sk;
+	__u32 a[4];
+
+	if (ctx->protocol != UDPI_IPPROTO_UDP || task_filtered_out())
+		return 1;
+	a[0] = ctx->user_ip6[0];
+	a[1] = ctx->user_ip6[1];
+	a[2] = ctx->user_ip6[2];
+	a[3] = ctx->user_ip6[3];
+	set_v6(p.addr, &p.family, a);
+	p.port = bpf_ntohs((__u16)ctx->user_port);
+	sk = launder_sk(ctx->sk);
+	if (p.port && sk)
+		handle_connect(sk, &p);
+	return 1;
+}
+
+/* Fires for every UDP socket's release, also at process exit. */
+SEC("cgroup/sock_release")
+int cg_sock_release(struct bpf_sock *ctx)
+{
+	if (ctx->protocol == UDPI_IPPROTO_UDP)
+		handle_close((__u64)ctx);
+	return 1;
+}

@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The bodies the fentry and kprobe backends share: both hook the same UDP
+ * functions of the kernel and see the same arguments, one through BPF
+ * trampolines, the other through kprobes.
+ */
+#ifndef UDPINTERCEPT_BPF_UDP_FUNCTIONS_BPF_H
+#define UDPINTERCEPT_BPF_UDP_FUNCTIONS_BPF_H
+
+#include "flow.bpf.h"
+
+/* The destination a sendmsg was given (msg_name: a kernel copy), if any. */
+static __always_inline bool msg_peer(struct msghdr *msg, struct udpi_peer *p)
+{
+	void *name = BPF_CORE_READ(msg, msg_name);
+	struct sockaddr_in6 sin6;
+	__u16 family;
+
+	if (!name || bpf_probe_read_kernel(&family, sizeof(family), name))
+		return false;
+	if (family == UDPI_AF_INET) {
+		struct sockaddr_in sin;
+
+		if (bpf_probe_read_kernel(&sin, sizeof(sin), name))
+			return false;
+		set_v4(p->addr, sin.sin_addr.s_addr);
+		p->port = bpf_ntohs(sin.sin_port);
+		p->family = UDPI_AF_INET;
+		return true;
+	}
+	if (family != UDPI_AF_INET6 || bpf_probe_read_kernel(&sin6, sizeof(sin6), name))
+		return false;
+	set_v6(p->addr, &p->family, sin6.sin6_addr.in6_u.u6_addr32);
+	p->port = bpf_ntohs(sin6.sin6_port);
+	return true;
+}
+
+#define UDPI_SOL_UDP 17
+#define UDPI_UDP_SEGMENT 103
+#define UDPI_MAX_CMSGS 8
+
+/*
+ * The UDP_SEGMENT size a sendmsg asked for in a control message (the
+ * kernel copy ____sys_sendmsg() made), else the socket's; 0 for none.
+ */
+static __always_inline __u16 msg_gso_size(struct sock *sk, struct msghdr *msg)
+{
+	__u64 len = BPF_CORE_READ(msg, msg_controllen);
+	unsigned char *ctl = BPF_CORE_READ(msg, msg_control);
+	__u64 off = 0;
+
+	if (!ctl || len < sizeof(struct cmsghdr))
+		return sk_gso_size(sk);
+	for (int i = 0; i < UDPI_MAX_CMSGS; i++) {
+		struct cmsghdr cm;
+		__u16 gso;
+
+		if (off + sizeof(cm) > len || bpf_probe_read_kernel(&cm, sizeof(cm), ctl + off))
+			break;
+		if (cm.cmsg_len < sizeof(cm))
+			break;
+		if (cm.cmsg_level == UDPI_SOL_UDP && cm.cmsg_type == UDPI_UDP_SEGMENT &&
+		    cm.cmsg_len >= sizeof(cm) + sizeof(gso) &&
+		    !bpf_probe_read_kernel(&gso, sizeof(gso), ctl + off + sizeof(cm)))
+			return gso;
+		off += (cm.cmsg_len + sizeof(long) - 1) & ~(sizeof(long) - 1);
+	}
+	return sk_gso_size(sk);
+}
+
+/*
+ * udp_sendmsg()/udpv6_sendmsg() returned `ret` for `msg` on `sk`.
+ * udpv6_sendmsg() hands IPv4 and IPv4-mapped destinations to udp_sendmsg()
+ * (net/ipv6/udp.c, "do_udp_sendmsg"), which counts them: the outer call
+ * (`v6_outer`) must not count them again.
+ */
+static __always_inline void on_udp_sendmsg(struct sock *sk, const struct udpi_peer *given, int ret,
+					   __u16 gso_size, bool v6_outer)
+{
+	struct udpi_peer p = {};
+
+	if (ret < 0 || task_filtered_out())
+		return; /* refused sends count nothing */
+	if (given)
+		p = *given;
+	else if (!sk_connected_peer(sk, &p))
+		return;
+	if (v6_outer && p.family == UDPI_AF_INET)
+		return;
+	handle_count(sk, &p, (__u64)ret, gso_datagrams(ret, gso_size), true);
+}
+
+/* The sender of a received datagram, from its IP and UDP headers. */
+static __always_inline bool skb_source(struct sk_buff *skb, struct udpi_peer *p)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	struct udphdr uh;
+	__u8 version;
+
+	if (bpf_probe_read_kernel(&version, 1, head + nh))
+		return false;
+	version >>= 4;
+	if (version == 4) {
+		struct iphdr iph;
+
+		if (bpf_probe_read_kernel(&iph, sizeof(iph), head + nh))
+			return false;
+		set_v4(p->addr, iph.saddr);
+		p->family = UDPI_AF_INET;
+	} else if (version == 6) {
+		struct ipv6hdr ip6h;
+
+		if (bpf_probe_read_kernel(&ip6h, sizeof(ip6h), head + nh))
+			return false;
+		set_v6(p->addr, &p->family, ip6h.saddr.in6_u.u6_addr32);
+	} else {
+		return false;
+	}
+	if (bpf_probe_read_kernel(&uh, sizeof(uh), head + th))
+		return false;
+	p->port = bpf_ntohs(uh.source);
+	return true;
+}
+
+/*
+ * skb_consume_udp(sk, skb, len) ends every datagram read by udp_recvmsg()
+ * and udpv6_recvmsg() with len = what the call returns (the copied bytes,
+ * or the datagram's length under MSG_TRUNC), negated when MSG_PEEK left the
+ * datagram queued. An entry hook sees the result without a return probe, so
+ * many threads blocked in recv() cannot exhaust kretprobe instances. A peek
+ * of a zero-length datagram also passes 0: the peek's extra reference on the
+ * skb tells it apart.
+ */
+static __always_inline void on_skb_consume_udp(struct sock *sk, struct sk_buff *skb, int len)
+{
+	struct udpi_peer p = {};
+
+	if (len < 0 || task_filtered_out())
+		return;
+	if (len == 0 && BPF_CORE_READ(skb, users.refs.counter) > 1)
+		return;
+	if (!skb_source(skb, &p) && !sk_connected_peer(sk, &p))
+		return;
+	handle_count(sk, &p, (__u64)len, 1, false);
+}
+
+/* ip4/ip6_datagram_connect() succeeded: the socket has its peer and local port. */
+static __always_inline void on_datagram_connect(struct sock *sk, int ret)
+{
+	struct udpi_peer p = {};
+
+	if (ret || udpi_sk_protocol(sk) != UDPI_IPPROTO_UDP || task_filtered_out())
+		return; /* raw and ping sockets share these functions */
+	if (sk_connected_peer(sk, &p))
+		handle_connect(sk, &p);
+}
+
+#endif /* UDPINTERCEPT_BPF_UDP_FUNCTIONS_BPF_H */

@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The layout of everything that crosses the kernel boundary, checked at
+// compile time: a change to bpf/udpintercept.h that moves a field fails the
+// build here (tests/unit/test_btf.cpp compares it with the BPF object too).
+#include <cstddef>
+#include <linux/types.h>
+
+extern "C" {
+#include "udpintercept.h"
+}
+
+static_assert(sizeof(udpi_flow_key) == 32);
+static_assert(offsetof(udpi_flow_key, sock_id) == 0);
+static_assert(offsetof(udpi_flow_key, raddr) == 8);
+static_assert(offsetof(udpi_flow_key, rport) == 24);
+static_assert(offsetof(udpi_flow_key, family) == 26);
+static_assert(sizeof(udpi_flow) == 136);
+static_assert(offsetof(udpi_flow, tx_bytes) == 0);
+static_assert(offsetof(udpi_flow, rx_packets) == 24);
+static_assert(offsetof(udpi_flow, last_ns) == 32);
+static_assert(offsetof(udpi_flow, changes) == 56);
+static_assert(offsetof(udpi_flow, last_tick) == 64);
+static_assert(offsetof(udpi_flow, emitted_changes) == 72);
+static_assert(offsetof(udpi_flow, pending_for_ns) == 80);
+static_assert(offsetof(udpi_flow, pid) == 88);
+static_assert(offsetof(udpi_flow, netns) == 96);
+static_assert(offsetof(udpi_flow, lport) == 100);
+static_assert(offsetof(udpi_flow, laddr) == 104);
+static_assert(offsetof(udpi_flow, comm) == 120);
+static_assert(sizeof(udpi_record) == 176);
+static_assert(offsetof(udpi_record, key) == 8);
+static_assert(offsetof(udpi_record, flow) == 40);
+static_assert(sizeof(udpi_pending_record) == 48);
+static_assert(offsetof(udpi_pending_record, key) == 8);
+static_assert(offsetof(udpi_pending_record, last_emit_ns) == 40);
+static_assert(sizeof(udpi_sock) == 16);
+static_assert(sizeof(udpi_peer_stash) == 32);
+static_assert(UDPI_STAT_MAX == 12);

@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "event_loop.h"
+
+#include <bpf/libbpf.h>
+#include <cerrno>
+#include <cstring>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <udpintercept/error.h>
+
+#include "clock.h"
+
+namespace udpintercept::detail {
+
+namespace {
+
+[[noreturn]] void fail(const char *stage, int err, const char *what)
+{
+	throw Error(stage, err, std::string(what) + ": " + std::strerror(err));
+}
+
+} // namespace
+
+void EventLoop::RingDeleter::operator()(ring_buffer *rb) const noexcept
+{
+	ring_buffer__free(rb);
+}
+
+EventLoop::EventLoop(int ring_map_fd, std::chrono::nanoseconds sweep_period, OnRecord on_record)
+    : on_record_(std::move(on_record)), sweep_period_ns_(static_cast<std::uint64_t>(sweep_period.count()))
+{
+	ring_.reset(ring_buffer__new(ring_map_fd, on_ring_record, this, nullptr));
+	if (!ring_)
+		fail("ring buffer", errno, "cannot map the ring buffer");
+	epoll_ = UniqueFd(epoll_create1(EPOLL_CLOEXEC));
+	if (!epoll_)
+		fail("epoll", errno, "cannot create the tracer's epoll fd");
+	timer_ = UniqueFd(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+	if (!timer_)
+		fail("timer", errno, "cannot create the sweep timer");
+	itimerspec its{};
+	its.it_interval.tv_sec = static_cast<time_t>(sweep_period_ns_ / 1000000000ULL);
+	its.it_interval.tv_nsec = static_cast<long>(sweep_period_ns_ % 1000000000ULL);
+	its.it_value = its.it_interval;
+	if (timerfd_settime(timer_.get(), 0, &its, nullptr) != 0)
+		fail("timer", errno, "cannot arm the sweep timer");
+	for (int fd : {ring_buffer__epoll_fd(ring_.get()), timer_.get()}) {
+		epoll_event ev{};
+		ev.events = EPOLLIN;
+		ev.data.fd = fd;
+		if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
+			fail("epoll", errno, "cannot watch the ring buffer and the sweep timer");
+	}
+	last_sweep_ns_ = monotonic_ns();
+}
+
+EventLoop::~EventLoop() = default;
+
+void EventLoop::wait(std::chrono::milliseconds timeout)
+{
+	epoll_event ev[2];
+	const int ms =
+		timeout.count() < 0 ? -1 : static_cast<int>(std::min<long long>(timeout.count(), INT32_MAX));
+	if (epoll_wait(epoll_.get(), ev, 2, ms) < 0 && errno != EINTR)
+		fail("epoll", errno, "cannot wait for the ring buffer");
+}
+
+int EventLoop::on_ring_record(void *ctx, void *data, std::size_t size) noexcept
+{
+	auto *self = static_cast<EventLoop *>(ctx);
+	self->consumed_++;
+	try {
+		self->on_record_(std::span<const std::byte>(static_cast<const std::byte *>(data), size));
+		return 0;
+	} catch (...) {
+		// Carried across libbpf's C frames; the records after it stay queued.
+		self->error_ = std::current_exception();
+		return -ECANCELED;
+	}
+}
+
+int EventLoop::consume()
+{
+	consumed_ = 0;
+	const int n = ring_buffer__consume(ring_.get());
+	if (error_)
+		std::rethrow_exception(std::exchange(error_, nullptr));
+	if (n < 0 && n != -EINTR)
+		fail("ring buffer", -n, "cannot read the ring buffer");
+	return consumed_;
+}
+
+bool EventLoop::take_sweep(std::uint64_t now_ns)
+{
+	std::uint64_t expirations;
+	while (read(timer_.get(), &expirations, sizeof(expirations)) > 0) {
+	}
+	if (now_ns - last_sweep_ns_ < sweep_period_ns_)
+		return false;
+	last_sweep_ns_ = now_ns;
+	return true;
+}
+
+} // namespace udpintercept::detail

@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The tracer's wake-ups: the ring buffer and the sweep timer behind one
+// epoll fd that a caller can put in its own loop.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <span>
+
+#include "fd.h"
+
+struct ring_buffer;
+
+namespace udpintercept::detail {
+
+class EventLoop {
+public:
+	/// Receives each record of the ring buffer, in order.
+	using OnRecord = std::function<void(std::span<const std::byte>)>;
+
+	/// Throws Error (stage "ring buffer", "epoll" or "timer").
+	EventLoop(int ring_map_fd, std::chrono::nanoseconds sweep_period, OnRecord on_record);
+	~EventLoop();
+	EventLoop(const EventLoop &) = delete;
+	EventLoop &operator=(const EventLoop &) = delete;
+
+	/// Readable when there are records or a sweep is due.
+	int fd() const noexcept { return epoll_.get(); }
+
+	/// Waits up to `timeout` (negative: without limit) for fd() to become readable.
+	void wait(std::chrono::milliseconds timeout);
+
+	/// Hands every record in the ring buffer to on_record; returns how many.
+	/// An exception on_record threw comes out here, after the records before it.
+	int consume();
+
+	/// Whether a sweep is due at `now_ns` (a sweep period since the last one); if so, it counts as done.
+	bool take_sweep(std::uint64_t now_ns);
+
+	std::uint64_t sweep_period_ns() const noexcept { return sweep_period_ns_; }
+
+private:
+	static int on_ring_record(void *ctx, void *data, std::size_t size) noexcept;
+
+	struct RingDeleter {
+		void operator()(ring_buffer *rb) const noexcept;
+	};
+
+	OnRecord on_record_;
+	std::unique_ptr<ring_buffer, RingDeleter> ring_;
+	UniqueFd epoll_;
+	UniqueFd timer_;
+	std::uint64_t sweep_period_ns_;
+	std::uint64_t last_sweep_ns_ = 0;
+	int consumed_ = 0;
+	std::exception_ptr error_;
+};
+
+} // namespace udpintercept::detail

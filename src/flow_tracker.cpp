@@ -1,0 +1,260 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "flow_tracker.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace udpintercept::detail {
+
+std::size_t FlowKeyHash::operator()(const udpi_flow_key &k) const noexcept
+{
+	std::uint64_t h = k.sock_id * 0x9e3779b97f4a7c15ULL;
+	std::uint64_t a, b;
+	std::memcpy(&a, k.raddr, 8);
+	std::memcpy(&b, k.raddr + 8, 8);
+	h ^= a + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+	h ^= b + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+	h ^= (std::uint64_t(k.rport) << 16 | k.family) + (h << 6) + (h >> 2);
+	return h;
+}
+
+bool FlowKeyEqual::operator()(const udpi_flow_key &a, const udpi_flow_key &b) const noexcept
+{
+	return std::memcmp(&a, &b, sizeof(a)) == 0;
+}
+
+FlowTracker::FlowTracker(KernelFlows &kernel, std::chrono::nanoseconds interval, Deliver deliver)
+    : kernel_(kernel), interval_ns_(static_cast<std::uint64_t>(interval.count())),
+      deliver_(std::move(deliver))
+{
+}
+
+FlowTracker::FlowState &FlowTracker::remember(const udpi_flow_key &key)
+{
+	auto [it, added] = flows_.try_emplace(key);
+	if (added)
+		flows_of_socket_[key.sock_id].push_back(key);
+	return it->second;
+}
+
+void FlowTracker::forget(const udpi_flow_key &key)
+{
+	flows_.erase(key);
+	pending_.erase(key);
+	if (auto it = flows_of_socket_.find(key.sock_id); it != flows_of_socket_.end()) {
+		std::erase_if(it->second, [&](const udpi_flow_key &k) { return FlowKeyEqual{}(k, key); });
+		if (it->second.empty())
+			flows_of_socket_.erase(it);
+	}
+}
+
+void FlowTracker::deliver(EventKind kind, const udpi_flow_key &key, const udpi_flow &kernel_flow)
+{
+	udpi_flow flow = kernel_flow;
+	if (auto it = flows_.find(key); it != flows_.end()) {
+		const Counts &extra = it->second.extra;
+		flow.tx_bytes += extra.tx_bytes;
+		flow.tx_packets += extra.tx_packets;
+		flow.rx_bytes += extra.rx_bytes;
+		flow.rx_packets += extra.rx_packets;
+	}
+	counters_.events.fetch_add(1, std::memory_order_relaxed);
+	deliver_(kind, key, flow);
+}
+
+void FlowTracker::on_record(const Record &record, std::uint64_t now_ns)
+{
+	counters_.records.fetch_add(1, std::memory_order_relaxed);
+	switch (record.kind) {
+	case UDPI_REC_NEW:
+	case UDPI_REC_UPDATE:
+		on_snapshot(EventKind::update, record.key, record.flow, now_ns);
+		return;
+	case UDPI_REC_CONNECT:
+		on_snapshot(EventKind::connect, record.key, record.flow, now_ns);
+		return;
+	case UDPI_REC_SOCK_CLOSE:
+		close_socket(record.key.sock_id, now_ns, now_ns);
+		return;
+	case UDPI_REC_DEFERRED:
+		on_deferred(record.key, record.flow, now_ns);
+		return;
+	case UDPI_REC_PENDING: {
+		if (closed_.count(record.key.sock_id)) {
+			if (auto flow = kernel_.lookup(record.key))
+				close_flow(record.key, *flow, now_ns);
+			return;
+		}
+		remember(record.key);
+		auto [it, added] = pending_.try_emplace(record.key, record.last_emit_ns);
+		if (!added)
+			it->second = std::max<std::uint64_t>(it->second, record.last_emit_ns);
+		return;
+	}
+	case UDPI_REC_WANT_ARRIVALS:
+		return;
+	}
+}
+
+void FlowTracker::on_snapshot(EventKind kind, const udpi_flow_key &key, const udpi_flow &flow,
+			      std::uint64_t now_ns)
+{
+	if (closed_.count(key.sock_id)) {
+		// A record that came after its socket's close (another CPU, or a
+		// flush): the flow ends now, if it has not already.
+		if (auto current = kernel_.lookup(key))
+			close_flow(key, *current, now_ns);
+		return;
+	}
+	FlowState &state = remember(key);
+	// A snapshot taken after a later emission than the one the pending note
+	// was about carries every change that note stood for; one from the same
+	// emission may not (a change can land after its copy was taken).
+	if (auto it = pending_.find(key); it != pending_.end() && flow.last_emit_ns > it->second)
+		pending_.erase(it);
+	// Never backwards, never the same state twice (a flush and an operation
+	// on another CPU can both send one).
+	if (kind != EventKind::connect && flow.changes <= state.reported_changes)
+		return;
+	state.reported_changes = std::max<std::uint64_t>(state.reported_changes, flow.changes);
+	deliver(kind, key, flow);
+}
+
+// An operation the kernel could not add to its busy table: it enters the
+// table from here if the flow is still missing, else its counts ride along
+// in user space (the kernel's own additions to an entry cannot be merged
+// with a write from user space atomically).
+void FlowTracker::on_deferred(const udpi_flow_key &key, const udpi_flow &flow, std::uint64_t now_ns)
+{
+	counters_.deferred_operations.fetch_add(1, std::memory_order_relaxed);
+	FlowState &state = remember(key);
+	udpi_flow entry = flow;
+	entry.emitted_changes = flow.changes; // reported below, by user space
+	entry.last_emit_ns = now_ns;          // the rate limit counts from this snapshot
+	entry.pending_for_ns = 0;
+	if (kernel_.insert(key, entry)) {
+		counters_.flows_inserted.fetch_add(1, std::memory_order_relaxed);
+		state.reported_changes = std::max<std::uint64_t>(state.reported_changes, entry.changes);
+		deliver(EventKind::update, key, entry);
+	} else {
+		state.extra.tx_bytes += flow.tx_bytes;
+		state.extra.tx_packets += flow.tx_packets;
+		state.extra.rx_bytes += flow.rx_bytes;
+		state.extra.rx_packets += flow.rx_packets;
+		if (auto current = kernel_.lookup(key)) {
+			state.reported_changes =
+				std::max<std::uint64_t>(state.reported_changes, current->changes);
+			deliver(EventKind::update, key, *current);
+		}
+	}
+	if (closed_.count(key.sock_id))
+		if (auto current = kernel_.lookup(key))
+			close_flow(key, *current, now_ns);
+}
+
+void FlowTracker::close_flow(const udpi_flow_key &key, udpi_flow flow, std::uint64_t close_ns)
+{
+	flow.last_ns = std::max<std::uint64_t>(flow.last_ns, close_ns);
+	deliver(EventKind::close, key, flow);
+	if (kernel_.erase(key))
+		counters_.flows_erased.fetch_add(1, std::memory_order_relaxed);
+	forget(key);
+}
+
+void FlowTracker::close_socket(std::uint64_t sock_id, std::uint64_t close_ns, std::uint64_t now_ns)
+{
+	closed_[sock_id] = now_ns;
+	auto it = flows_of_socket_.find(sock_id);
+	if (it == flows_of_socket_.end())
+		return; // none known yet: a record on its way finds the socket closed
+	const std::vector<udpi_flow_key> keys = std::move(it->second);
+	flows_of_socket_.erase(it);
+	for (const auto &key : keys) {
+		if (auto flow = kernel_.lookup(key))
+			close_flow(key, *flow, close_ns);
+		else
+			forget(key);
+	}
+}
+
+void FlowTracker::collect_closed(std::uint64_t now_ns)
+{
+	for (const auto &[sock_id, when] : kernel_.take_closed()) {
+		counters_.closes_deferred.fetch_add(1, std::memory_order_relaxed);
+		close_socket(sock_id, when, now_ns);
+	}
+}
+
+// The kernel lost a record (its ring buffer was full): read the whole table
+// once, adopting flows user space has not heard of, ending those of closed
+// sockets and noting every flow with unreported changes as pending.
+void FlowTracker::full_sweep(std::uint64_t now_ns)
+{
+	counters_.full_sweeps.fetch_add(1, std::memory_order_relaxed);
+	std::vector<std::pair<udpi_flow_key, udpi_flow>> of_closed;
+	kernel_.for_each([&](const udpi_flow_key &key, const udpi_flow &flow) {
+		if (closed_.count(key.sock_id)) {
+			of_closed.emplace_back(key, flow);
+			return;
+		}
+		remember(key);
+		if (flow.changes != flow.emitted_changes)
+			pending_.try_emplace(key, flow.last_emit_ns);
+	});
+	for (const auto &[key, flow] : of_closed)
+		close_flow(key, flow, now_ns);
+}
+
+void FlowTracker::flush_due(std::uint64_t now_ns)
+{
+	for (auto it = pending_.begin(); it != pending_.end();) {
+		if (now_ns - it->second < interval_ns_) {
+			++it;
+			continue;
+		}
+		switch (kernel_.flush(it->first)) {
+		case UDPI_FLUSH_NOT_DUE:
+			++it;
+			break;
+		case UDPI_FLUSH_RING_FULL:
+			return; // the rest stay pending for the next sweep
+		case UDPI_FLUSH_SENT:
+			counters_.flushes.fetch_add(1, std::memory_order_relaxed);
+			it = pending_.erase(it);
+			break;
+		default:
+			it = pending_.erase(it);
+			break;
+		}
+	}
+}
+
+void FlowTracker::sweep(std::uint64_t now_ns)
+{
+	collect_closed(now_ns);
+	if (kernel_.take_full_sweep_request())
+		full_sweep(now_ns);
+	flush_due(now_ns);
+	// Records of a closed socket still on their way arrive within moments,
+	// and a lost one sets off a full sweep at the next sweep, well before.
+	std::erase_if(closed_, [&](const auto &kv) { return now_ns - kv.second > kClosedMemoryNs; });
+}
+
+void FlowTracker::stop(std::uint64_t now_ns)
+{
+	collect_closed(now_ns);
+	std::vector<std::pair<udpi_flow_key, udpi_flow>> all;
+	kernel_.for_each(
+		[&](const udpi_flow_key &key, const udpi_flow &flow) { all.emplace_back(key, flow); });
+	for (const auto &[key, flow] : all) {
+		if (closed_.count(key.sock_id))
+			close_flow(key, flow, now_ns);
+		else
+			deliver(EventKind::final, key, flow);
+	}
+	flows_.clear();
+	flows_of_socket_.clear();
+	pending_.clear();
+}
+
+} // namespace udpintercept::detail

@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// User space's side of the flows: what it has reported of each, which
+// flows have changes the kernel held back, and the closes and finals.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <unordered_map>
+#include <vector>
+
+#include <udpintercept/event.h>
+
+#include "kernel_flows.h"
+#include "record.h"
+
+namespace udpintercept::detail {
+
+struct FlowKeyHash {
+	std::size_t operator()(const udpi_flow_key &k) const noexcept;
+};
+
+struct FlowKeyEqual {
+	bool operator()(const udpi_flow_key &a, const udpi_flow_key &b) const noexcept;
+};
+
+/// What the tracker counts itself; readable from any thread.
+struct TrackerCounters {
+	std::atomic<std::uint64_t> events{0};              ///< snapshots delivered
+	std::atomic<std::uint64_t> records{0};             ///< ring-buffer records handled
+	std::atomic<std::uint64_t> deferred_operations{0}; ///< operations the busy table handed over
+	std::atomic<std::uint64_t> closes_deferred{0};     ///< closes collected from the `closed` map
+	std::atomic<std::uint64_t> full_sweeps{0};         ///< reads of the whole flow table
+	std::atomic<std::uint64_t> flushes{0};             ///< snapshots the flush program sent
+	std::atomic<std::uint64_t> flows_inserted{0};      ///< flows user space put in the table
+	std::atomic<std::uint64_t> flows_erased{0};        ///< flows user space took out of it
+};
+
+/**
+ * Turns ring-buffer records into snapshots and keeps every flow reported:
+ * snapshots of a flow never go backwards and an unchanged one is not
+ * repeated; a flow the kernel noted as pending is flushed once its interval
+ * has passed; a socket's close ends all its flows, also those whose first
+ * record comes after the close; stop() ends every flow left.
+ *
+ * Its cost between records is that of the pending flows, not of the table:
+ * the whole table is read only when the kernel lost a record and asked for
+ * a full sweep, and at stop().
+ */
+class FlowTracker {
+public:
+	/// Receives each snapshot (the flow with what user space added to it).
+	using Deliver = std::function<void(EventKind, const udpi_flow_key &, const udpi_flow &)>;
+
+	FlowTracker(KernelFlows &kernel, std::chrono::nanoseconds interval, Deliver deliver);
+
+	/// One record of the ring buffer (WANT_ARRIVALS is not the tracker's).
+	void on_record(const Record &record, std::uint64_t now_ns);
+
+	/// Closes, full sweeps the kernel asked for, and the pending flows that are due.
+	void sweep(std::uint64_t now_ns);
+
+	/// Every flow still in the kernel's table: `close` if its socket closed, else `final`.
+	void stop(std::uint64_t now_ns);
+
+	const TrackerCounters &counters() const noexcept { return counters_; }
+
+	/// Flows with held-back changes waiting for their interval.
+	std::size_t pending() const noexcept { return pending_.size(); }
+
+	/// How long a closed socket's id is remembered, for records of it still on their way.
+	static constexpr std::uint64_t kClosedMemoryNs = 2'000'000'000;
+
+private:
+	struct Counts {
+		std::uint64_t tx_bytes = 0, tx_packets = 0, rx_bytes = 0, rx_packets = 0;
+	};
+	struct FlowState {
+		std::uint64_t reported_changes = 0;
+		Counts extra; // operations the busy kernel table handed to user space after the flow existed
+	};
+
+	FlowState &remember(const udpi_flow_key &key);
+	void forget(const udpi_flow_key &key);
+	void deliver(EventKind kind, const udpi_flow_key &key, const udpi_flow &flow);
+	void on_snapshot(EventKind kind, const udpi_flow_key &key, const udpi_flow &flow,
+			 std::uint64_t now_ns);
+	void on_deferred(const udpi_flow_key &key, const udpi_flow &flow, std::uint64_t now_ns);
+	void close_flow(const udpi_flow_key &key, udpi_flow flow, std::uint64_t close_ns);
+	void close_socket(std::uint64_t sock_id, std::uint64_t close_ns, std::uint64_t now_ns);
+	void collect_closed(std::uint64_t now_ns);
+	void full_sweep(std::uint64_t now_ns);
+	void flush_due(std::uint64_t now_ns);
+
+	KernelFlows &kernel_;
+	std::uint64_t interval_ns_;
+	Deliver deliver_;
+	TrackerCounters counters_;
+
+	std::unordered_map<udpi_flow_key, FlowState, FlowKeyHash, FlowKeyEqual> flows_;
+	std::unordered_map<std::uint64_t, std::vector<udpi_flow_key>> flows_of_socket_;
+	// Closed sockets: id -> when user space learnt of the close.
+	std::unordered_map<std::uint64_t, std::uint64_t> closed_;
+	// Flows with held-back changes: key -> the kernel's last_emit_ns when noted.
+	std::unordered_map<udpi_flow_key, std::uint64_t, FlowKeyHash, FlowKeyEqual> pending_;
+};
+
+} // namespace udpintercept::detail

@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "kernel_maps.h"
+
+#include <algorithm>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <cerrno>
+#include <cstring>
+#include <fmt/format.h>
+
+#include <udpintercept/error.h>
+
+namespace udpintercept::detail {
+
+std::optional<udpi_flow> KernelMaps::lookup(const udpi_flow_key &key)
+{
+	udpi_flow flow{};
+	if (bpf_map_lookup_elem(objects_.flows_fd, &key, &flow) != 0)
+		return std::nullopt;
+	return flow;
+}
+
+bool KernelMaps::insert(const udpi_flow_key &key, const udpi_flow &flow)
+{
+	return bpf_map_update_elem(objects_.flows_fd, &key, &flow, BPF_NOEXIST) == 0;
+}
+
+bool KernelMaps::erase(const udpi_flow_key &key)
+{
+	return bpf_map_delete_elem(objects_.flows_fd, &key) == 0;
+}
+
+// In batches of hundreds per system call (BPF_MAP_LOOKUP_BATCH, 5.6+), else
+// one key at a time.
+void KernelMaps::for_each(const std::function<void(const udpi_flow_key &, const udpi_flow &)> &fn)
+{
+	const int fd = objects_.flows_fd;
+	std::size_t batch = 512;
+	std::vector<udpi_flow_key> keys(batch);
+	std::vector<udpi_flow> values(batch);
+	__u32 in_batch = 0, out_batch = 0;
+	bool first = true;
+	for (;;) {
+		__u32 count = static_cast<__u32>(batch);
+		const int err = bpf_map_lookup_batch(fd, first ? nullptr : &in_batch, &out_batch, keys.data(),
+						     values.data(), &count, nullptr);
+		const int e = err ? errno : 0;
+		for (__u32 i = 0; i < count; i++)
+			fn(keys[i], values[i]);
+		if (!err) {
+			in_batch = out_batch;
+			first = false;
+			continue;
+		}
+		if (e == ENOENT)
+			return;
+		if (e == ENOSPC && batch < (1u << 20)) { // one hash bucket holds more than a batch
+			batch *= 2;
+			keys.resize(batch);
+			values.resize(batch);
+			continue;
+		}
+		if (first && count == 0)
+			break; // no batch operations here: walk the keys
+		return;
+	}
+	udpi_flow_key cur{}, next{};
+	const void *prev = nullptr;
+	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+		udpi_flow flow{};
+		if (bpf_map_lookup_elem(fd, &next, &flow) == 0)
+			fn(next, flow);
+		cur = next;
+		prev = &cur;
+	}
+}
+
+udpi_flush_result KernelMaps::flush(const udpi_flow_key &key)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, run, .ctx_in = &key, .ctx_size_in = sizeof(key));
+	if (bpf_prog_test_run_opts(objects_.flush_prog_fd, &run) != 0)
+		throw Error("sweep", errno,
+			    fmt::format("cannot run the flush program (BPF_PROG_TEST_RUN): {}",
+					std::strerror(errno)));
+	return static_cast<udpi_flush_result>(run.retval);
+}
+
+bool KernelMaps::take_full_sweep_request()
+{
+	// The kernel sets the word with a plain store; an exchange cannot lose one.
+	return objects_.full_sweep_wanted &&
+	       __atomic_exchange_n(objects_.full_sweep_wanted, 0u, __ATOMIC_SEQ_CST);
+}
+
+std::vector<std::pair<std::uint64_t, std::uint64_t>> KernelMaps::take_closed()
+{
+	const int fd = objects_.closed_fd;
+	std::vector<std::uint64_t> ids;
+	std::uint64_t id = 0, next = 0;
+	const void *prev = nullptr;
+	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+		ids.push_back(next);
+		id = next;
+		prev = &id;
+	}
+	std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
+	for (std::uint64_t sid : ids) {
+		std::uint64_t when = 0;
+		if (bpf_map_lookup_elem(fd, &sid, &when) != 0)
+			continue;
+		bpf_map_delete_elem(fd, &sid);
+		out.emplace_back(sid, when);
+	}
+	return out;
+}
+
+KernelStats KernelMaps::stats() const
+{
+	KernelStats out;
+	const int ncpu = libbpf_num_possible_cpus();
+	if (ncpu <= 0)
+		return out;
+	std::vector<std::uint64_t> values(static_cast<std::size_t>(ncpu));
+	for (__u32 idx = 0; idx < UDPI_STAT_MAX; idx++) {
+		if (bpf_map_lookup_elem(objects_.stats_fd, &idx, values.data()) != 0)
+			continue;
+		if (idx == UDPI_STAT_INSERT_LAST_ERRNO)
+			out.insert_last_errno = *std::max_element(values.begin(), values.end());
+		else
+			for (std::uint64_t v : values)
+				out.sum[idx] += v;
+	}
+	return out;
+}
+
+} // namespace udpintercept::detail

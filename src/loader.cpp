@@ -1,0 +1,551 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The only file that includes the generated skeleton: the backends as rows
+// of programs (named by skeleton member) with their own configuration, and
+// the lifecycle open -> configure -> load -> attach, tried per backend.
+#include "loader.h"
+
+#include <algorithm>
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+#include <vector>
+
+#include <udpintercept/error.h>
+
+#include "fd.h"
+#include "kernel_probe.h"
+#include "kretprobe.h"
+#include "libbpf_log.h"
+#include "privileges.h"
+#include "udpintercept.skel.h"
+
+namespace udpintercept::detail {
+
+namespace {
+
+constexpr const char *kVmlinuxBtf = "/sys/kernel/btf/vmlinux";
+constexpr long kCgroup2Magic = 0x63677270;
+
+using Skeleton = udpintercept_bpf;
+using Programs = decltype(Skeleton::progs);
+using Maps = decltype(Skeleton::maps);
+using ProgramRef = bpf_program *Programs::*;
+using MapRef = bpf_map *Maps::*;
+
+struct SkeletonDeleter {
+	void operator()(Skeleton *skel) const noexcept { udpintercept_bpf__destroy(skel); }
+};
+
+struct LinkDeleter {
+	void operator()(bpf_link *link) const noexcept { bpf_link__destroy(link); }
+};
+
+using LogFn = std::function<void(const std::string &)>;
+
+// What a backend's configuration step works on, between open and load.
+struct Configuration {
+	Skeleton &skel;
+	const Options &options;
+	const KernelFeatures &kernel;
+	const LogFn &log;
+	std::vector<ProgramRef> on_demand; // loaded now, attached when asked for
+};
+
+struct BackendRow {
+	Backend backend;
+	/// Whether this kernel has the backend's hooks (the trial load decides the rest).
+	Availability (*probe)(const KernelFeatures &);
+	/// The programs it loads and attaches.
+	std::vector<ProgramRef> programs;
+	/// Maps only its programs use: not created when another backend is chosen.
+	std::vector<MapRef> own_maps;
+	/// Its programs attach to the cgroup v2 root (CAP_NET_ADMIN).
+	bool needs_cgroup;
+	/// Its hooks are opened as perf events (kprobes), which kernel.perf_event_paranoid can refuse.
+	bool needs_perf_events;
+	/// Knobs and program choices of its own, set between open and load.
+	void (*configure)(Configuration &);
+};
+
+// A map only programs that were not loaded would use keeps its least size.
+void shrink(bpf_map *map)
+{
+	bpf_map__set_max_entries(map, static_cast<__u32>(std::max(1, libbpf_num_possible_cpus())));
+}
+
+void no_configuration(Configuration &) {}
+
+// The tracepoint backend's choices, each made by asking the kernel.
+void configure_tracepoint(Configuration &c)
+{
+	auto *ro = c.skel.rodata;
+	auto &progs = c.skel.progs;
+
+	// kfree_skb names the receiving socket of a drop since 6.12.
+	ro->kfree_skb_has_sk = c.kernel.tracepoint_arity("kfree_skb") >= 4;
+	if (!ro->kfree_skb_has_sk)
+		bpf_program__set_autoload(progs.tp_kfree_skb, false);
+
+	// Peer stashes live in task storage where cgroup programs may use it (a
+	// question of the kernel's version the verifier answers), else in LRU maps.
+	const auto sock_addr_may = [](bpf_func_id helper) {
+		return helper_allowed(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_UDP4_RECVMSG, helper);
+	};
+	ro->stash_in_task =
+		sock_addr_may(BPF_FUNC_task_storage_get) && sock_addr_may(BPF_FUNC_get_current_task_btf);
+	if (ro->stash_in_task) {
+		shrink(c.skel.maps.send_stash);
+		shrink(c.skel.maps.recv_stash);
+	}
+	c.log(fmt::format("peer stashes in {}", ro->stash_in_task ? "task storage" : "LRU hash maps"));
+
+	// Sends are counted by one cgroup_skb/egress program where the kernel lets
+	// those see the current task, else with the sendmsg hooks,
+	// sock_send_length and net_dev_queue.
+	bool egress_sees_task = true;
+	for (const auto helper :
+	     {BPF_FUNC_get_current_pid_tgid, BPF_FUNC_get_current_uid_gid, BPF_FUNC_get_current_cgroup_id,
+	      BPF_FUNC_get_current_comm, BPF_FUNC_jiffies64})
+		egress_sees_task = egress_sees_task &&
+				   helper_allowed(BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_EGRESS, helper);
+	ro->send_at_egress = egress_sees_task && !c.options.sends_at_tracepoint;
+	for (bpf_program *p :
+	     {progs.tp_send_length, progs.cg_sendmsg4, progs.cg_sendmsg6, progs.tp_net_dev_queue})
+		bpf_program__set_autoload(p, !ro->send_at_egress);
+	bpf_program__set_autoload(progs.cg_skb_egress, ro->send_at_egress);
+	c.log(ro->send_at_egress
+		      ? "sends counted at cgroup_skb/egress"
+		      : "sends counted at sock_send_length (with cgroup sendmsg hooks and net_dev_queue)");
+
+	// The arrival hook costs every received datagram a program: by default it
+	// is attached when the first recv() without an address asks for it.
+	c.skel.bss->arrivals_asked = c.options.recv_peers_from_start;
+	if (!c.options.recv_peers_from_start)
+		c.on_demand = {&Programs::cg_skb_ingress, &Programs::tp_kfree_skb};
+}
+
+const std::vector<BackendRow> &backend_rows()
+{
+	// In the order `auto` prefers them: a trampoline is the cheapest hook and
+	// sees every argument; the tracepoint backend hangs on stable hooks; a
+	// kprobe traps on every call and its return probes are bounded.
+	static const std::vector<BackendRow> rows = {
+		{
+			Backend::fentry,
+			probe_fentry_backend,
+			{&Programs::fx_udp_sendmsg, &Programs::fx_udpv6_sendmsg,
+			 &Programs::fe_skb_consume_udp, &Programs::fx_ip4_datagram_connect,
+			 &Programs::fx_ip6_datagram_connect, &Programs::fe_udp_destroy_sock,
+			 &Programs::fe_udpv6_destroy_sock},
+			{},
+			false,
+			false,
+			no_configuration,
+		},
+		{
+			Backend::tracepoint,
+			probe_tracepoint_backend,
+			{&Programs::tp_send_length, &Programs::tp_recv_length, &Programs::cg_sendmsg4,
+			 &Programs::cg_sendmsg6, &Programs::cg_recvmsg4, &Programs::cg_recvmsg6,
+			 &Programs::cg_connect4, &Programs::cg_connect6, &Programs::cg_sock_release,
+			 &Programs::cg_skb_ingress, &Programs::tp_kfree_skb, &Programs::tp_net_dev_queue,
+			 &Programs::cg_skb_egress},
+			{&Maps::send_stash, &Maps::recv_stash, &Maps::task_stashes, &Maps::gso_notes,
+			 &Maps::gso_pending, &Maps::rx_rings, &Maps::rx_ring_zero, &Maps::ptr_scratch},
+			true,
+			false,
+			configure_tracepoint,
+		},
+		{
+			Backend::kprobe,
+			probe_kprobe_backend,
+			{&Programs::kp_udp_sendmsg, &Programs::kr_udp_sendmsg, &Programs::kp_udpv6_sendmsg,
+			 &Programs::kr_udpv6_sendmsg, &Programs::kp_skb_consume_udp,
+			 &Programs::kp_ip4_datagram_connect, &Programs::kr_ip4_datagram_connect,
+			 &Programs::kp_ip6_datagram_connect, &Programs::kr_ip6_datagram_connect,
+			 &Programs::kp_udp_destroy_sock, &Programs::kp_udpv6_destroy_sock},
+			{&Maps::kp_send4, &Maps::kp_send6, &Maps::kp_connect},
+			false,
+			true,
+			no_configuration,
+		},
+	};
+	return rows;
+}
+
+// `detail` (libbpf's own words) goes last, after what to do.
+[[noreturn]] void fail(const char *stage, int err, const std::string &what, const std::string &detail = {})
+{
+	const std::string tail = detail.empty() ? "" : "\nlibbpf said:\n" + detail;
+	// The capabilities were checked before any load: a refusal now comes from
+	// a resource limit, the kernel's lockdown or a security policy.
+	if (err == EPERM || err == EACCES)
+		throw Error(stage, err,
+			    fmt::format("{}: permission denied although this process has the capabilities "
+					"it needs: {}{}",
+					what, explain_denial(), tail));
+	throw Error(stage, err, fmt::format("{}: {}{}", what, std::strerror(err), tail));
+}
+
+} // namespace
+
+struct Loader::Impl {
+	Options options;
+	LogFn log;
+	const BackendRow *row = nullptr;
+	std::string reason;
+
+	std::unique_ptr<Skeleton, SkeletonDeleter> skel;
+	UniqueFd cgroup; // the cgroup v2 root, for programs attached later
+	std::vector<bpf_program *> on_demand;
+	// Destroyed after the links that use them (members go in reverse order).
+	std::vector<std::unique_ptr<TracefsKretprobe>> kretprobes;
+	std::string kretprobe_note; // why return probes could not be made through tracefs
+	std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links;
+	bool privileges_dropped = false;
+	std::optional<bool> maps_need_cap_bpf;
+
+	explicit Impl(const Options &opts) : options(opts)
+	{
+		log = [this](const std::string &line) {
+			if (options.log)
+				options.log(line);
+		};
+	}
+
+	std::vector<std::pair<const BackendRow *, std::string>>
+	candidates(std::optional<KernelFeatures> &kernel, std::unique_ptr<btf, void (*)(btf *)> &vmlinux);
+	void open();
+	void configure(const KernelFeatures &kernel);
+	void load(LibbpfCapture &capture);
+	void attach(LibbpfCapture &capture);
+	void attach_program(bpf_program *prog, LibbpfCapture &capture);
+	bpf_link *attach_kretprobe(bpf_program *prog, const std::string &function);
+	void keep_needed_capabilities();
+	void reset() noexcept;
+};
+
+std::vector<std::pair<const BackendRow *, std::string>>
+Loader::Impl::candidates(std::optional<KernelFeatures> &kernel,
+			 std::unique_ptr<btf, void (*)(btf *)> &vmlinux)
+{
+	if (access(kVmlinuxBtf, R_OK) != 0)
+		throw Error(
+			"btf", errno,
+			fmt::format("no BTF at {}: udpintercept needs a kernel built with "
+				    "CONFIG_DEBUG_INFO_BTF=y (every major distribution's kernel since 2020)",
+				    kVmlinuxBtf));
+	vmlinux.reset(btf__load_vmlinux_btf());
+	if (!vmlinux)
+		fail("btf", errno, fmt::format("cannot read the kernel's BTF from {}", kVmlinuxBtf));
+	kernel.emplace(vmlinux.get());
+
+	std::vector<std::pair<const BackendRow *, std::string>> out;
+	std::vector<std::string> rejected;
+	for (const auto &r : backend_rows()) {
+		if (options.backend != Backend::automatic && r.backend != options.backend)
+			continue;
+		const auto avail = r.probe(*kernel);
+		log(fmt::format("backend {}: {}", to_string(r.backend), avail.why));
+		if (avail.available)
+			out.emplace_back(&r, avail.why);
+		else
+			rejected.push_back(fmt::format("{}: {}", to_string(r.backend), avail.why));
+	}
+	if (out.empty() && options.backend != Backend::automatic)
+		throw Error(
+			"backend", EOPNOTSUPP,
+			fmt::format("backend '{}' is not available on this kernel: {} (the automatic choice "
+				    "picks one this kernel has)",
+				    to_string(options.backend), rejected.front()));
+	if (out.empty())
+		throw Error("backend", EOPNOTSUPP,
+			    fmt::format("no backend works on this kernel ({})", fmt::join(rejected, "; ")));
+	return out;
+}
+
+void Loader::Impl::open()
+{
+	skel.reset(udpintercept_bpf__open());
+	if (!skel)
+		fail("open", errno, "cannot open the embedded BPF object");
+}
+
+void Loader::Impl::configure(const KernelFeatures &kernel)
+{
+	auto *ro = skel->rodata;
+	ro->interval_ns = static_cast<__u64>(options.interval.count()) * 1000000ULL;
+	ro->filter_pid = options.pid.value_or(0);
+	ro->filter_uid = options.uid.value_or(0);
+	ro->filter_uid_set = options.uid.has_value();
+	ro->filter_port = options.port.value_or(0);
+	ro->filter_family = !options.family                   ? 0
+			    : *options.family == Family::ipv4 ? UDPI_AF_INET
+							      : UDPI_AF_INET6;
+	if (options.cgroup) {
+		struct statfs sfs {};
+		struct stat st {};
+		if (statfs(options.cgroup->c_str(), &sfs) != 0 || stat(options.cgroup->c_str(), &st) != 0)
+			fail("options", errno, fmt::format("cgroup filter '{}'", *options.cgroup));
+		if (sfs.f_type != kCgroup2Magic || !S_ISDIR(st.st_mode))
+			throw Error(
+				"options", EINVAL,
+				fmt::format("cgroup filter '{}' is not a cgroup v2 directory (cgroup v2 is "
+					    "mounted at '{}')",
+					    *options.cgroup, cgroup2_mount()));
+		ro->filter_cgroup = st.st_ino; // a cgroup v2 directory's inode number is its id
+	}
+	bpf_map__set_max_entries(skel->maps.flows, options.max_flows);
+	bpf_map__set_max_entries(skel->maps.socks, options.max_sockets);
+	bpf_map__set_max_entries(skel->maps.events, options.ring_buffer_bytes);
+
+	// Only the chosen backend's programs load (and the flush program, which
+	// every backend has); maps only other backends use are not created.
+	bpf_program *prog;
+	bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);
+	for (ProgramRef p : row->programs)
+		bpf_program__set_autoload(skel->progs.*p, true);
+	bpf_program__set_autoload(skel->progs.flush_flow, true);
+	for (const auto &other : backend_rows())
+		if (&other != row)
+			for (MapRef m : other.own_maps)
+				if (std::find(row->own_maps.begin(), row->own_maps.end(), m) ==
+				    row->own_maps.end())
+					bpf_map__set_autocreate(skel->maps.*m, false);
+
+	Configuration c{*skel, options, kernel, log, {}};
+	row->configure(c);
+	for (ProgramRef p : c.on_demand)
+		if (bpf_program__autoload(skel->progs.*p))
+			on_demand.push_back(skel->progs.*p);
+}
+
+void Loader::Impl::load(LibbpfCapture &capture)
+{
+	if (int err = udpintercept_bpf__load(skel.get()); err)
+		fail("load", -err,
+		     fmt::format("the kernel refused the {} backend's BPF programs", to_string(row->backend)),
+		     capture.tail());
+}
+
+void Loader::Impl::attach(LibbpfCapture &capture)
+{
+	if (row->needs_cgroup) {
+		const std::string root = cgroup2_mount();
+		cgroup = UniqueFd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+		if (!cgroup)
+			fail("attach", errno, fmt::format("cannot open the cgroup v2 root '{}'", root));
+	}
+	for (ProgramRef p : row->programs) {
+		bpf_program *prog = skel->progs.*p;
+		if (bpf_program__autoload(prog) &&
+		    std::find(on_demand.begin(), on_demand.end(), prog) == on_demand.end())
+			attach_program(prog, capture);
+	}
+}
+
+void Loader::Impl::attach_program(bpf_program *prog, LibbpfCapture &capture)
+{
+	const bpf_prog_type type = bpf_program__type(prog);
+	const std::string_view section = bpf_program__section_name(prog);
+	bpf_link *link = nullptr;
+	// Cgroup links attach with multi-attach semantics, so other users'
+	// cgroup programs keep working.
+	if (type == BPF_PROG_TYPE_CGROUP_SOCK_ADDR || type == BPF_PROG_TYPE_CGROUP_SOCK ||
+	    type == BPF_PROG_TYPE_CGROUP_SKB)
+		link = bpf_program__attach_cgroup(prog, cgroup.get());
+	else if (section.rfind("kretprobe/", 0) == 0)
+		link = attach_kretprobe(prog, std::string(section.substr(10)));
+	else
+		link = bpf_program__attach(prog);
+	if (!link)
+		fail("attach", errno,
+		     fmt::format("cannot attach {} ({} backend)", bpf_program__name(prog),
+				 to_string(row->backend)),
+		     capture.tail(4));
+	links.emplace_back(link);
+}
+
+// Return probes get room for kKretprobeMaxactive concurrent calls (see
+// kretprobe.h); without tracefs, the kernel's default, said in the log.
+bpf_link *Loader::Impl::attach_kretprobe(bpf_program *prog, const std::string &function)
+{
+	constexpr int kKretprobeMaxactive = 1024;
+	try {
+		auto probe = std::make_unique<TracefsKretprobe>(function, kKretprobeMaxactive);
+		const int pfd = probe->release_perf_fd();
+		bpf_link *link = bpf_program__attach_perf_event(prog, pfd);
+		if (!link) {
+			const int err = errno;
+			close(pfd);
+			errno = err;
+			return nullptr;
+		}
+		kretprobes.push_back(std::move(probe));
+		return link;
+	} catch (const Error &e) {
+		log(fmt::format("{}; {} gets the kernel's default room for concurrent calls", e.what(),
+				function));
+		if (kretprobe_note.empty()) {
+			const std::string why = tracefs_denial();
+			kretprobe_note = fmt::format("return probes with the kernel's default room for "
+						     "concurrent calls: {}",
+						     why.empty() ? e.what() : why);
+		}
+		return bpf_program__attach(prog);
+	}
+}
+
+// What an attached object still uses: CAP_BPF where the kernel checks it on
+// every bpf() call (before 6.5, while kernel.unprivileged_bpf_disabled is
+// set: the tracer reads its maps until it stops); CAP_BPF and CAP_NET_ADMIN
+// while the arrival hook waits to be attached; CAP_DAC_OVERRIDE if it took
+// that to make tracefs return probes, which go away with the tracer.
+void Loader::Impl::keep_needed_capabilities()
+{
+	if (!maps_need_cap_bpf)
+		maps_need_cap_bpf = !maps_usable_without_cap_bpf(bpf_map__fd(skel->maps.flows));
+	std::vector<int> keep;
+	if (*maps_need_cap_bpf || !on_demand.empty())
+		keep.push_back(kCapBpf);
+	if (!on_demand.empty())
+		keep.push_back(kCapNetAdmin);
+	if (!kretprobes.empty() && geteuid() != 0)
+		keep.push_back(kCapDacOverride);
+	keep_only_capabilities(keep);
+	log(fmt::format("capabilities kept once attached: {}", effective_capability_names()));
+}
+
+void Loader::Impl::reset() noexcept
+{
+	links.clear();
+	kretprobes.clear();
+	kretprobe_note.clear();
+	on_demand.clear();
+	cgroup.reset();
+	skel.reset();
+}
+
+Loader::Loader(const Options &options) : impl_(std::make_unique<Impl>(options))
+{
+	Impl &d = *impl_;
+	LibbpfCapture capture(d.options.log);
+	std::optional<KernelFeatures> kernel;
+	std::unique_ptr<btf, void (*)(btf *)> vmlinux(nullptr, btf__free);
+	const auto candidates = d.candidates(kernel, vmlinux);
+	std::string tried; // backends `auto` tried first
+	raise_memlock_limit();
+	// The trial load: a backend the BTF says is there can still be refused
+	// (an architecture without trampolines, a lockdown or security policy);
+	// `auto` then falls through to the next one. A missing privilege is not
+	// a kernel feature: `auto` takes the best backend the capabilities allow,
+	// and if none, the privilege error of the best one stops the search.
+	std::optional<std::size_t> lacking;
+	bool attached = false;
+	for (std::size_t i = 0; i < candidates.size() && !attached; i++) {
+		d.row = candidates[i].first;
+		const PrivilegeNeeds needs{d.row->needs_cgroup, d.row->needs_perf_events};
+		if (const auto missing = missing_capabilities(needs); !missing.empty()) {
+			lacking = lacking.value_or(i);
+			const auto what = fmt::format("{} needs {}", to_string(d.row->backend),
+						      fmt::join(missing, ", "));
+			d.log(fmt::format("backend {}, which this process lacks", what));
+			tried += what + "; ";
+			continue;
+		}
+		try {
+			d.open();
+			d.configure(*kernel);
+			d.load(capture);
+			d.attach(capture);
+			d.reason = tried + candidates[i].second;
+			if (!d.kretprobe_note.empty())
+				d.reason += "; " + d.kretprobe_note;
+			attached = true;
+		} catch (const Error &e) {
+			d.reset();
+			if (d.options.backend != Backend::automatic)
+				throw Error(e.stage(), e.code().value(),
+					    fmt::format("backend '{}' is not available on this kernel: {}",
+							to_string(d.row->backend), e.what()));
+			if (i + 1 == candidates.size() && !lacking)
+				throw;
+			d.log(fmt::format("backend {} failed its trial load: {}", to_string(d.row->backend),
+					  e.what()));
+			tried += fmt::format("{} refused ({}); ", to_string(d.row->backend),
+					     e.code().message());
+		}
+	}
+	if (!attached) {
+		d.row = candidates[lacking.value()].first;
+		check_privileges(to_string(d.row->backend), {d.row->needs_cgroup, d.row->needs_perf_events});
+	}
+	d.log(fmt::format("attached the {} backend ({})", to_string(d.row->backend), d.reason));
+}
+
+Loader::~Loader() = default;
+
+Backend Loader::backend() const noexcept
+{
+	return impl_->row->backend;
+}
+
+const std::string &Loader::reason() const noexcept
+{
+	return impl_->reason;
+}
+
+KernelObjects Loader::objects() const noexcept
+{
+	const Skeleton &s = *impl_->skel;
+	KernelObjects o;
+	o.flows_fd = bpf_map__fd(s.maps.flows);
+	o.closed_fd = bpf_map__fd(s.maps.closed);
+	o.stats_fd = bpf_map__fd(s.maps.stats);
+	o.flush_prog_fd = bpf_program__fd(s.progs.flush_flow);
+	o.full_sweep_wanted = &s.bss->full_sweep_wanted;
+	return o;
+}
+
+int Loader::ring_fd() const noexcept
+{
+	return bpf_map__fd(impl_->skel->maps.events);
+}
+
+// A recv() without an address on an unconnected socket asked for the arrival
+// hook: from now on such receives name their sender.
+void Loader::attach_arrivals()
+{
+	Impl &d = *impl_;
+	if (d.on_demand.empty())
+		return;
+	LibbpfCapture capture(d.options.log);
+	for (bpf_program *prog : std::exchange(d.on_demand, {}))
+		d.attach_program(prog, capture);
+	d.log("attached the arrival hook (cgroup_skb/ingress); such receives before it count as peer "
+	      "unknown");
+	if (d.privileges_dropped)
+		d.keep_needed_capabilities();
+}
+
+void Loader::drop_privileges()
+{
+	impl_->privileges_dropped = true;
+	impl_->keep_needed_capabilities();
+}
+
+void Loader::detach() noexcept
+{
+	impl_->links.clear();
+	impl_->kretprobes.clear();
+	impl_->on_demand.clear();
+}
+
+} // namespace udpintercept::detail

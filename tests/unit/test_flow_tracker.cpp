@@ -1,0 +1,457 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The flow tracker without a kernel: a fake of the kernel's tables that
+// does what the BPF side does (flow.bpf.h, flow.bpf.c's flush program), and
+// records handed over in the orders that races produce.
+#include <catch2/catch.hpp>
+
+#include <deque>
+#include <map>
+#include <unordered_map>
+
+#include "flow_tracker.h"
+
+using namespace udpintercept;
+using detail::FlowTracker;
+using detail::Record;
+
+namespace {
+
+constexpr std::uint64_t kMs = 1'000'000;
+constexpr std::uint64_t kInterval = 1000 * kMs;
+constexpr std::uint64_t kBoot = 3600'000 * kMs; // the kernel clock at a test's start
+
+udpi_flow_key key_of(std::uint64_t sock, std::uint16_t port)
+{
+	udpi_flow_key k{};
+	k.sock_id = sock;
+	k.raddr[10] = k.raddr[11] = 0xff;
+	k.raddr[12] = 127;
+	k.raddr[15] = 1;
+	k.rport = port;
+	k.family = UDPI_AF_INET;
+	return k;
+}
+
+// The kernel's side, as the BPF programs behave.
+class FakeKernel final : public detail::KernelFlows {
+public:
+	std::unordered_map<udpi_flow_key, udpi_flow, detail::FlowKeyHash, detail::FlowKeyEqual> table;
+	std::deque<Record> ring;          // records not yet consumed
+	std::size_t ring_room = SIZE_MAX; // records the ring buffer can still take
+	bool full_sweep_wanted = false;   // .bss full_sweep_wanted
+	std::vector<std::pair<std::uint64_t, std::uint64_t>> closed_map;
+	std::uint64_t now = kBoot;          // bpf_ktime_get_ns()
+	std::uint64_t interval = kInterval; // rodata interval_ns
+	int for_each_calls = 0, flush_calls = 0, lost = 0;
+
+	// handle_count(): one operation of `bytes` sent on the flow.
+	void send(const udpi_flow_key &key, std::uint64_t bytes)
+	{
+		bool created = false;
+		auto it = table.find(key);
+		if (it == table.end()) {
+			udpi_flow fresh{};
+			fresh.emitted_changes = UDPI_NEVER_EMITTED;
+			it = table.emplace(key, fresh).first;
+			created = true;
+		}
+		udpi_flow &f = it->second;
+		const bool first = f.changes == 0;
+		f.tx_bytes += bytes;
+		f.tx_packets += 1;
+		f.changes += 1;
+		f.last_ns = now;
+		if (created || first || now - f.last_emit_ns >= interval)
+			emit_at(created ? UDPI_REC_NEW : UDPI_REC_UPDATE, key, f);
+		else
+			note_pending(key, f);
+	}
+
+	// handle_close(): one record names the socket, or the `closed` map does.
+	void close_socket(std::uint64_t sock_id)
+	{
+		Record r;
+		r.kind = UDPI_REC_SOCK_CLOSE;
+		r.key.sock_id = sock_id;
+		if (!push(r))
+			closed_map.emplace_back(sock_id, now);
+	}
+
+	// defer(): the busy table refused the flow; the operation goes to user space.
+	Record deferred(const udpi_flow_key &key, std::uint64_t bytes)
+	{
+		Record r;
+		r.kind = UDPI_REC_DEFERRED;
+		r.key = key;
+		r.flow.tx_bytes = bytes;
+		r.flow.tx_packets = 1;
+		r.flow.changes = 1;
+		r.flow.last_ns = now;
+		return r;
+	}
+
+	std::optional<udpi_flow> lookup(const udpi_flow_key &key) override
+	{
+		auto it = table.find(key);
+		return it == table.end() ? std::nullopt : std::optional(it->second);
+	}
+	bool insert(const udpi_flow_key &key, const udpi_flow &flow) override
+	{
+		return table.emplace(key, flow).second;
+	}
+	bool erase(const udpi_flow_key &key) override { return table.erase(key) != 0; }
+	void for_each(const std::function<void(const udpi_flow_key &, const udpi_flow &)> &fn) override
+	{
+		for_each_calls++;
+		for (const auto &[k, f] : table)
+			fn(k, f);
+	}
+	udpi_flush_result flush(const udpi_flow_key &key) override
+	{
+		flush_calls++;
+		auto it = table.find(key);
+		if (it == table.end())
+			return UDPI_FLUSH_GONE;
+		udpi_flow &f = it->second;
+		if (f.changes == f.emitted_changes)
+			return UDPI_FLUSH_CURRENT;
+		if (now - f.last_emit_ns < interval)
+			return UDPI_FLUSH_NOT_DUE;
+		return emit_at(f.changes ? UDPI_REC_UPDATE : UDPI_REC_CONNECT, key, f) ? UDPI_FLUSH_SENT
+										       : UDPI_FLUSH_RING_FULL;
+	}
+	bool take_full_sweep_request() override { return std::exchange(full_sweep_wanted, false); }
+	std::vector<std::pair<std::uint64_t, std::uint64_t>> take_closed() override
+	{
+		return std::exchange(closed_map, {});
+	}
+
+private:
+	bool push(const Record &r)
+	{
+		if (ring_room == 0)
+			return false;
+		if (ring_room != SIZE_MAX)
+			ring_room--;
+		ring.push_back(r);
+		return true;
+	}
+	bool emit_at(udpi_record_kind kind, const udpi_flow_key &key, udpi_flow &f)
+	{
+		const std::uint64_t before = f.last_emit_ns;
+		f.last_emit_ns = now;
+		Record r;
+		r.kind = kind;
+		r.key = key;
+		r.flow = f;
+		if (!push(r)) {
+			lost++;
+			full_sweep_wanted = true;
+			f.last_emit_ns = before;
+			return false;
+		}
+		f.emitted_changes = f.changes;
+		return true;
+	}
+	void note_pending(const udpi_flow_key &key, udpi_flow &f)
+	{
+		if (f.pending_for_ns == f.last_emit_ns)
+			return;
+		f.pending_for_ns = f.last_emit_ns;
+		Record r;
+		r.kind = UDPI_REC_PENDING;
+		r.key = key;
+		r.last_emit_ns = f.last_emit_ns;
+		if (!push(r))
+			full_sweep_wanted = true;
+	}
+};
+
+struct Delivered {
+	EventKind kind;
+	udpi_flow_key key;
+	udpi_flow flow;
+};
+
+// A tracker over a fake kernel, and what it delivered.
+struct Harness {
+	FakeKernel kernel;
+	std::vector<Delivered> out;
+	FlowTracker tracker{kernel, std::chrono::nanoseconds(kInterval),
+			    [this](EventKind kind, const udpi_flow_key &key, const udpi_flow &flow) {
+				    out.push_back({kind, key, flow});
+			    }};
+
+	// Hands every queued record to the tracker, oldest first.
+	void consume()
+	{
+		while (!kernel.ring.empty()) {
+			const Record r = kernel.ring.front();
+			kernel.ring.pop_front();
+			tracker.on_record(r, kernel.now);
+		}
+	}
+	void sweep()
+	{
+		tracker.sweep(kernel.now);
+		consume();
+	}
+	// The newest delivered snapshot of the flow.
+	const Delivered &last(const udpi_flow_key &key) const
+	{
+		for (auto it = out.rbegin(); it != out.rend(); ++it)
+			if (detail::FlowKeyEqual{}(it->key, key))
+				return *it;
+		FAIL("no snapshot of the flow");
+		return out.back();
+	}
+};
+
+} // namespace
+
+TEST_CASE("a flow whose changes stop mid-interval is reported once its interval has passed", "[tracker]")
+{
+	Harness h;
+	const auto k = key_of(1, 53);
+	h.kernel.send(k, 10); // the first operation: reported at once
+	h.kernel.now = kBoot + 100 * kMs;
+	h.kernel.send(k, 20); // held back, noted pending once
+	h.kernel.now = kBoot + 200 * kMs;
+	h.kernel.send(k, 30); // held back, not noted again
+	h.consume();
+	REQUIRE(h.out.size() == 1);
+	CHECK(h.out[0].flow.tx_bytes == 10);
+	CHECK(h.tracker.pending() == 1);
+
+	h.kernel.now = kBoot + 500 * kMs;
+	h.sweep();
+	CHECK(h.out.size() == 1); // not yet due: nothing asked of the kernel
+	CHECK(h.kernel.flush_calls == 0);
+
+	h.kernel.now = kBoot + 1001 * kMs;
+	h.sweep();
+	REQUIRE(h.out.size() == 2);
+	CHECK(h.out[1].kind == EventKind::update);
+	CHECK(h.out[1].flow.tx_bytes == 60);
+	CHECK(h.out[1].flow.tx_packets == 3);
+	CHECK(h.tracker.pending() == 0);
+	CHECK(h.kernel.for_each_calls == 0); // the table was never read whole
+	CHECK(h.tracker.counters().flushes == 1);
+
+	// Later sweeps of a quiet table cost nothing.
+	for (int i = 0; i < 10; i++) {
+		h.kernel.now += 250 * kMs;
+		h.sweep();
+	}
+	CHECK(h.out.size() == 2);
+	CHECK(h.kernel.flush_calls == 1);
+	CHECK(h.kernel.for_each_calls == 0);
+}
+
+TEST_CASE("an update sent by an operation makes the pending note moot", "[tracker]")
+{
+	Harness h;
+	const auto k = key_of(1, 53);
+	h.kernel.send(k, 10);
+	h.kernel.now = kBoot + 100 * kMs;
+	h.kernel.send(k, 20);
+	h.kernel.now = kBoot + 1100 * kMs;
+	h.kernel.send(k, 30); // due: the kernel sends it
+	h.consume();
+	CHECK(h.tracker.pending() == 0);
+	h.kernel.now = kBoot + 2200 * kMs;
+	h.sweep();
+	CHECK(h.kernel.flush_calls == 0);
+	REQUIRE(h.out.size() == 2);
+	CHECK(h.out[1].flow.tx_bytes == 60);
+}
+
+TEST_CASE("a pending note that arrives before the snapshot of the same emission stays", "[tracker]")
+{
+	// CPU A sets last_emit_ns and is about to copy the flow; CPU B's change,
+	// held back by that emission, notes the flow first; CPU C's change lands
+	// after A's copy and is not noted again. The note must outlive A's record.
+	Harness h;
+	const auto k = key_of(1, 53);
+	h.kernel.send(k, 10);
+	h.consume();
+	h.kernel.now = kBoot + 1100 * kMs;
+	h.kernel.send(k, 20); // A: an update
+	Record update = h.kernel.ring.back();
+	h.kernel.ring.pop_back();
+	h.kernel.now = kBoot + 1200 * kMs;
+	h.kernel.send(k, 30); // B: noted pending
+	REQUIRE(h.kernel.ring.size() == 1);
+	h.kernel.ring.push_back(update); // the note is read first
+	h.consume();
+	CHECK(h.last(k).flow.tx_bytes == 30);
+	CHECK(h.tracker.pending() == 1);
+	h.kernel.now = kBoot + 2200 * kMs;
+	h.sweep();
+	CHECK(h.last(k).flow.tx_bytes == 60);
+}
+
+TEST_CASE("a close read before the flow's first record still ends the flow", "[tracker]")
+{
+	Harness h;
+	const auto k = key_of(7, 123);
+	h.kernel.send(k, 10); // CPU 1: the flow's birth...
+	Record birth = h.kernel.ring.back();
+	h.kernel.ring.pop_back();
+	h.kernel.close_socket(7); // ...whose record loses the race to CPU 0's close
+	h.kernel.ring.push_back(birth);
+	h.consume();
+	REQUIRE(h.out.size() == 1);
+	CHECK(h.out[0].kind == EventKind::close);
+	CHECK(h.out[0].flow.tx_bytes == 10);
+	CHECK(h.kernel.table.empty());
+	CHECK(h.tracker.counters().flows_erased == 1);
+	// Its socket's id is forgotten a while after the close.
+	h.kernel.now += detail::FlowTracker::kClosedMemoryNs + 1;
+	h.sweep();
+	h.tracker.stop(h.kernel.now);
+	CHECK(h.out.size() == 1);
+}
+
+TEST_CASE("a first record lost in a full ring is adopted by the sweep", "[tracker]")
+{
+	Harness h;
+	const auto k = key_of(3, 99);
+	h.kernel.ring_room = 0;
+	h.kernel.send(k, 40);
+	CHECK(h.kernel.lost == 1);
+	h.consume();
+	CHECK(h.out.empty());
+	h.kernel.ring_room = SIZE_MAX;
+	h.kernel.now = kBoot + 10 * kMs;
+	h.sweep(); // the kernel asked for a full sweep
+	CHECK(h.tracker.counters().full_sweeps == 1);
+	REQUIRE(h.out.size() == 1);
+	CHECK(h.out[0].kind == EventKind::update);
+	CHECK(h.out[0].flow.tx_bytes == 40);
+	h.sweep();
+	CHECK(h.tracker.counters().full_sweeps == 1);
+	CHECK(h.out.size() == 1);
+}
+
+TEST_CASE("a close that found the ring full is collected, with the flows of its socket", "[tracker]")
+{
+	Harness h;
+	const auto k = key_of(5, 1000);
+	h.kernel.send(k, 8);
+	h.consume();
+	h.kernel.ring_room = 0;
+	h.kernel.close_socket(5);
+	h.kernel.ring_room = SIZE_MAX;
+	h.sweep();
+	CHECK(h.tracker.counters().closes_deferred == 1);
+	CHECK(h.last(k).kind == EventKind::close);
+	CHECK(h.kernel.table.empty());
+}
+
+TEST_CASE("a deferred insert racing the kernel keeps every count", "[tracker]")
+{
+	Harness h;
+	const auto k = key_of(2, 5000);
+	// CPU 0's insert was refused as busy and deferred; CPU 1 then created the flow.
+	const Record deferred = h.kernel.deferred(k, 100);
+	h.kernel.send(k, 7);
+	h.consume();
+	h.tracker.on_record(deferred, h.kernel.now);
+	CHECK(h.tracker.counters().deferred_operations == 1);
+	CHECK(h.tracker.counters().flows_inserted == 0); // the kernel's entry won
+	CHECK(h.last(k).flow.tx_bytes == 107);
+	CHECK(h.last(k).flow.tx_packets == 2);
+	h.kernel.now = kBoot + 1500 * kMs;
+	h.kernel.send(k, 3);
+	h.consume();
+	CHECK(h.last(k).flow.tx_bytes == 110);
+	h.tracker.stop(h.kernel.now);
+	CHECK(h.last(k).kind == EventKind::final);
+	CHECK(h.last(k).flow.tx_bytes == 110);
+	CHECK(h.last(k).flow.tx_packets == 3);
+}
+
+TEST_CASE("a deferred operation of a missing flow enters the table from user space", "[tracker]")
+{
+	Harness h;
+	const auto k = key_of(2, 5001);
+	h.tracker.on_record(h.kernel.deferred(k, 100), h.kernel.now);
+	CHECK(h.tracker.counters().flows_inserted == 1);
+	REQUIRE(h.kernel.table.count(k));
+	CHECK(h.last(k).flow.tx_bytes == 100);
+	// The kernel counts on from there, within the interval the deferred
+	// snapshot opened: held back, then flushed.
+	h.kernel.now = kBoot + 10 * kMs;
+	h.kernel.send(k, 1);
+	h.consume();
+	CHECK(h.out.size() == 1);
+	CHECK(h.tracker.pending() == 1);
+	h.kernel.now = kBoot + 1001 * kMs;
+	h.sweep();
+	CHECK(h.out.size() == 2);
+	CHECK(h.last(k).flow.tx_bytes == 101);
+}
+
+TEST_CASE("snapshots of a flow never go backwards and are not repeated", "[tracker]")
+{
+	Harness h;
+	const auto k = key_of(4, 8);
+	Record r;
+	r.kind = UDPI_REC_UPDATE;
+	r.key = k;
+	r.flow.changes = 5;
+	r.flow.tx_bytes = 50;
+	h.tracker.on_record(r, h.kernel.now);
+	r.flow.changes = 3; // an older one, from another CPU
+	r.flow.tx_bytes = 30;
+	h.tracker.on_record(r, h.kernel.now);
+	r.flow.changes = 5; // the same state again (a flush and an operation)
+	r.flow.tx_bytes = 50;
+	h.tracker.on_record(r, h.kernel.now);
+	REQUIRE(h.out.size() == 1);
+	CHECK(h.out[0].flow.tx_bytes == 50);
+}
+
+TEST_CASE("stop ends every flow: close for closed sockets, final for the rest", "[tracker]")
+{
+	Harness h;
+	const auto open = key_of(10, 1), closing = key_of(11, 2);
+	h.kernel.send(open, 5);
+	h.kernel.send(closing, 6);
+	h.consume();
+	// The close record is still in the ring when tracing stops; the flow's
+	// last change is not reported yet either.
+	h.kernel.now = kBoot + 20 * kMs;
+	h.kernel.send(open, 1);
+	h.kernel.close_socket(11);
+	h.consume();
+	h.tracker.stop(h.kernel.now);
+	CHECK(h.last(open).kind == EventKind::final);
+	CHECK(h.last(open).flow.tx_bytes == 6);
+	CHECK(h.last(closing).kind == EventKind::close);
+	CHECK(h.last(closing).flow.tx_bytes == 6);
+}
+
+TEST_CASE("a per-operation tracker (interval 0) flushes what a full ring lost at once", "[tracker]")
+{
+	FakeKernel kernel;
+	kernel.interval = 0;
+	std::vector<Delivered> out;
+	FlowTracker tracker(kernel, std::chrono::nanoseconds(0),
+			    [&](EventKind kind, const udpi_flow_key &key, const udpi_flow &flow) {
+				    out.push_back({kind, key, flow});
+			    });
+	const auto k = key_of(1, 2);
+	udpi_flow f{};
+	f.emitted_changes = 0;
+	f.changes = 4;
+	f.tx_bytes = 44;
+	kernel.table.emplace(k, f); // changes the kernel could not send
+	kernel.full_sweep_wanted = true;
+	tracker.sweep(kernel.now);
+	REQUIRE(kernel.ring.size() == 1);
+	tracker.on_record(kernel.ring.front(), kernel.now);
+	REQUIRE(out.size() == 1);
+	CHECK(out[0].flow.tx_bytes == 44);
+}

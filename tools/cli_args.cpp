@@ -1,0 +1,287 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "cli_args.h"
+
+#include <algorithm>
+#include <array>
+#include <fmt/format.h>
+#include <optional>
+
+#include "parse.h"
+
+namespace udpintercept::cli {
+
+namespace {
+
+constexpr std::string_view kUsage = R"(Usage: udpintercept [OPTION]...
+Trace UDP sends and receives on this machine (IPv4 and IPv6) and print one
+snapshot per flow: a flow is one local socket talking to one remote endpoint,
+and each snapshot carries its cumulative counters.
+
+Output:
+  -j, --json              one JSON object per line, fields: event time_ns time
+                          pid uid comm cgroup_id netns family saddr sport daddr
+                          dport tx_bytes tx_packets rx_bytes rx_packets
+                          (default: one readable line per snapshot)
+  -i, --interval MS       at most one update per flow every MS milliseconds
+                          (default 1000); 0 = a snapshot for every operation
+  -d, --duration S        stop after S seconds (default: until SIGINT/SIGTERM)
+
+Filters (applied in the kernel):
+  -p, --pid PID           only operations by process PID
+  -u, --uid UID           only operations by user UID
+  -P, --port PORT         only flows with local or remote port PORT
+  -f, --family FAMILY     ipv4 or ipv6 (IPv4-mapped IPv6 traffic counts as ipv4)
+  -c, --cgroup PATH       only operations by tasks in this cgroup v2 directory
+                          (exactly it, not its children)
+
+Kernel hooks and sizes:
+  -b, --backend NAME      auto (default), fentry, kprobe or tracepoint; auto
+                          probes the kernel and picks the best one it offers
+      --max-flows N       flow table size (default 65536)
+      --max-sockets N     socket table size (default 65536)
+      --ring-buffer BYTES ring buffer size, a power of two (default 4194304)
+      --recv-peers WHEN   tracepoint backend: when to start noting the sender
+                          of every arriving datagram, which recv() without an
+                          address on an unconnected socket needs: on-demand
+                          (default: at the first such receive; it, and what
+                          is queued then, count as peer unknown) or always
+                          (from the start, at some 5 % of a UDP flood's rate)
+  -v, --verbose           log backend probing and libbpf warnings to stderr
+  -h, --help              this text
+  -V, --version           the version
+
+Events: connect (connect() set the peer), update (counters changed), close
+(the socket was destroyed: final totals), final (tracing stopped while the
+flow was open). On SIGINT, SIGTERM or the end of --duration the final
+snapshots are printed, then one summary line on stderr:
+  udpintercept: events=N lost=N closes_deferred=N untracked_flows=N ...
+lost counts snapshots the ring buffer had no room for; counters stay exact
+because every snapshot is cumulative.
+
+Needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (run as root, or grant those
+three), and gives up those it no longer uses once attached. Exit status: 0
+after a clean stop, 1 on a runtime error, 2 for bad usage.
+)";
+
+// Applies an option's value; returns an error message, or nothing.
+using Apply = std::optional<std::string> (*)(Config &, std::string_view value);
+
+struct OptionSpec {
+	char short_name; // 0: long only
+	std::string_view long_name;
+	bool takes_value;
+	Apply apply;
+};
+
+// A whole number within `limit`, stored by `store`.
+template <const detail::Limit &limit, typename Store>
+std::optional<std::string> number(Config &c, std::string_view value, Store store)
+{
+	std::string error;
+	const auto n = detail::parse_whole(value, limit, &error);
+	if (!n)
+		return error;
+	store(c, *n);
+	return std::nullopt;
+}
+
+const std::array<OptionSpec, 16> kOptions = {{
+	{'j', "json", false,
+	 [](Config &c, std::string_view) -> std::optional<std::string> {
+		 c.json = true;
+		 return std::nullopt;
+	 }},
+	{'i', "interval", true,
+	 [](Config &c, std::string_view v) {
+		 return number<detail::kIntervalMs>(
+			 c, v, [](Config &c, std::uint64_t n) { c.options.interval = std::chrono::milliseconds(n); });
+	 }},
+	{'d', "duration", true,
+	 [](Config &c, std::string_view v) {
+		 return number<detail::kDurationS>(
+			 c, v, [](Config &c, std::uint64_t n) { c.duration = std::chrono::seconds(n); });
+	 }},
+	{'p', "pid", true,
+	 [](Config &c, std::string_view v) {
+		 return number<detail::kPid>(
+			 c, v, [](Config &c, std::uint64_t n) { c.options.pid = static_cast<std::uint32_t>(n); });
+	 }},
+	{'u', "uid", true,
+	 [](Config &c, std::string_view v) {
+		 return number<detail::kUid>(
+			 c, v, [](Config &c, std::uint64_t n) { c.options.uid = static_cast<std::uint32_t>(n); });
+	 }},
+	{'P', "port", true,
+	 [](Config &c, std::string_view v) {
+		 return number<detail::kPort>(
+			 c, v, [](Config &c, std::uint64_t n) { c.options.port = static_cast<std::uint16_t>(n); });
+	 }},
+	{'f', "family", true,
+	 [](Config &c, std::string_view v) -> std::optional<std::string> {
+		 std::string error;
+		 c.options.family = detail::parse_family(v, &error);
+		 return c.options.family ? std::nullopt : std::optional(error);
+	 }},
+	{'c', "cgroup", true,
+	 [](Config &c, std::string_view v) -> std::optional<std::string> {
+		 if (v.empty() || v.front() != '/')
+			 return "expected the absolute path of a cgroup v2 directory";
+		 c.options.cgroup = std::string(v);
+		 return std::nullopt;
+	 }},
+	{'b', "backend", true,
+	 [](Config &c, std::string_view v) -> std::optional<std::string> {
+		 std::string error;
+		 const auto b = detail::parse_backend_name(v, &error);
+		 if (!b)
+			 return error;
+		 c.options.backend = *b;
+		 return std::nullopt;
+	 }},
+	{0, "max-flows", true,
+	 [](Config &c, std::string_view v) {
+		 return number<detail::kMaxFlows>(c, v, [](Config &c, std::uint64_t n) {
+			 c.options.max_flows = static_cast<std::uint32_t>(n);
+		 });
+	 }},
+	{0, "max-sockets", true,
+	 [](Config &c, std::string_view v) {
+		 return number<detail::kMaxSockets>(c, v, [](Config &c, std::uint64_t n) {
+			 c.options.max_sockets = static_cast<std::uint32_t>(n);
+		 });
+	 }},
+	{0, "ring-buffer", true,
+	 [](Config &c, std::string_view v) -> std::optional<std::string> {
+		 auto error = number<detail::kRingBuffer>(c, v, [](Config &c, std::uint64_t n) {
+			 c.options.ring_buffer_bytes = static_cast<std::uint32_t>(n);
+		 });
+		 const auto n = c.options.ring_buffer_bytes;
+		 if (!error && (n & (n - 1)))
+			 error = "expected a power of two";
+		 return error;
+	 }},
+	{0, "recv-peers", true,
+	 [](Config &c, std::string_view v) -> std::optional<std::string> {
+		 if (v != "on-demand" && v != "always")
+			 return "expected on-demand or always";
+		 c.options.recv_peers_from_start = v == "always";
+		 return std::nullopt;
+	 }},
+	{'v', "verbose", false,
+	 [](Config &c, std::string_view) -> std::optional<std::string> {
+		 c.verbose = true;
+		 return std::nullopt;
+	 }},
+	// --help and --version end the parse: see parse_args().
+	{'h', "help", false, nullptr},
+	{'V', "version", false, nullptr},
+}};
+
+const OptionSpec *find_long(std::string_view name)
+{
+	const auto it = std::find_if(kOptions.begin(), kOptions.end(),
+				     [&](const OptionSpec &o) { return o.long_name == name; });
+	return it == kOptions.end() ? nullptr : &*it;
+}
+
+const OptionSpec *find_short(char name)
+{
+	const auto it = std::find_if(kOptions.begin(), kOptions.end(), [&](const OptionSpec &o) {
+		return o.short_name && o.short_name == name;
+	});
+	return it == kOptions.end() ? nullptr : &*it;
+}
+
+ParseResult usage_error(std::string message)
+{
+	ParseResult r;
+	r.action = Action::usage_error;
+	r.error = std::move(message);
+	return r;
+}
+
+} // namespace
+
+std::string_view usage()
+{
+	return kUsage;
+}
+
+ParseResult parse_args(std::span<const std::string_view> args)
+{
+	ParseResult result;
+	Config &config = result.config;
+	std::optional<ParseResult> ended; // --help or --version, unless usage is bad
+
+	// One option: its spec, how it was spelled, and its value if attached (--x=v, -xv).
+	const auto apply = [&](const OptionSpec &spec, std::string_view spelled,
+			       std::optional<std::string_view> value,
+			       std::size_t &i) -> std::optional<std::string> {
+		if (!spec.takes_value) {
+			if (value)
+				return fmt::format("option '{}' takes no value", detail::quote(spelled));
+			if (!spec.apply) {
+				if (!ended) {
+					ended.emplace();
+					ended->action =
+						spec.short_name == 'h' ? Action::help : Action::version;
+				}
+				return std::nullopt;
+			}
+			return spec.apply(config, {});
+		}
+		if (!value) {
+			if (i + 1 >= args.size())
+				return fmt::format("option '{}' needs a value", detail::quote(spelled));
+			value = args[++i];
+		}
+		if (auto error = spec.apply(config, *value))
+			return fmt::format("invalid {} '{}': {}", spelled, detail::quote(*value), *error);
+		return std::nullopt;
+	};
+
+	bool options_end = false;
+	for (std::size_t i = 0; i < args.size(); i++) {
+		const std::string_view arg = args[i];
+		if (options_end || arg.size() < 2 || arg[0] != '-')
+			return usage_error(fmt::format("unexpected argument '{}'", detail::quote(arg)));
+		if (arg == "--") {
+			options_end = true;
+			continue;
+		}
+		if (arg[1] == '-') {
+			std::string_view name = arg.substr(2);
+			std::optional<std::string_view> value;
+			if (const auto eq = name.find('='); eq != std::string_view::npos) {
+				value = name.substr(eq + 1);
+				name = name.substr(0, eq);
+			}
+			const OptionSpec *spec = find_long(name);
+			if (!spec)
+				return usage_error(fmt::format("unknown option '--{}'", detail::quote(name)));
+			if (auto error = apply(*spec, arg.substr(0, name.size() + 2), value, i))
+				return usage_error(*error);
+			continue;
+		}
+		// Short options, bundled (-jv) or with the value attached (-i500).
+		for (std::size_t k = 1; k < arg.size(); k++) {
+			const OptionSpec *spec = find_short(arg[k]);
+			const std::string spelled = fmt::format("-{}", arg[k]);
+			if (!spec)
+				return usage_error(
+					fmt::format("unknown option '{}'", detail::quote(spelled)));
+			std::optional<std::string_view> value;
+			if (spec->takes_value && k + 1 < arg.size())
+				value = arg.substr(k + 1);
+			if (auto error = apply(*spec, spelled, value, i))
+				return usage_error(*error);
+			if (value)
+				break;
+		}
+	}
+	if (ended)
+		return *ended;
+	return result;
+}
+
+} // namespace udpintercept::cli
