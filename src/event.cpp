@@ -5,6 +5,8 @@
 #include <ctime>
 #include <fmt/format.h>
 
+#include "utf8.h"
+
 namespace udpintercept {
 
 std::string_view to_string(Family family) noexcept
@@ -53,27 +55,13 @@ std::string format_time(WallTime time)
 
 namespace {
 
-// comm is what a task named itself: escape it for JSON.
+// comm and the cgroup path are what a task or an administrator chose: any bytes.
 std::string json_string(std::string_view s)
 {
 	std::string out;
 	out.reserve(s.size() + 2);
 	out += '"';
-	for (unsigned char c : s) {
-		switch (c) {
-		case '"':
-			out += "\\\"";
-			break;
-		case '\\':
-			out += "\\\\";
-			break;
-		default:
-			if (c < 0x20 || c >= 0x7f)
-				out += fmt::format("\\u{:04x}", c);
-			else
-				out += static_cast<char>(c);
-		}
-	}
+	detail::append_json_text(out, s);
 	out += '"';
 	return out;
 }
@@ -100,19 +88,20 @@ std::string to_json(const Event &e)
 {
 	return fmt::format(
 		"{{\"event\":\"{}\",\"time_ns\":{},\"time\":\"{}\",\"pid\":{},\"uid\":{},\"comm\":{},"
-		"\"cgroup_id\":{},\"netns\":{},\"family\":\"{}\",\"saddr\":\"{}\",\"sport\":{},"
-		"\"daddr\":\"{}\",\"dport\":{},\"tx_bytes\":{},\"tx_packets\":{},\"rx_bytes\":{},"
-		"\"rx_packets\":{}}}",
+		"\"cgroup_id\":{},\"cgroup\":{},\"container_id\":{},\"netns\":{},\"family\":\"{}\","
+		"\"saddr\":\"{}\",\"sport\":{},\"daddr\":\"{}\",\"dport\":{},"
+		"\"tx_bytes\":{},\"tx_packets\":{},\"rx_bytes\":{},\"rx_packets\":{}}}",
 		to_string(e.kind), e.time.time_since_epoch().count(), format_time(e.time), e.pid, e.uid,
-		json_string(e.comm), e.cgroup_id, e.netns, to_string(e.family), e.local.address.to_string(),
-		e.local.port, e.remote.address.to_string(), e.remote.port, e.tx_bytes, e.tx_packets,
-		e.rx_bytes, e.rx_packets);
+		json_string(e.comm), e.cgroup_id, json_string(e.cgroup), json_string(e.container_id), e.netns,
+		to_string(e.family), e.local.address.to_string(), e.local.port, e.remote.address.to_string(),
+		e.remote.port, e.tx_bytes, e.tx_packets, e.rx_bytes, e.rx_packets);
 }
 
 std::string text_header()
 {
-	return fmt::format("{:<15} {:<7} {:>7} {:<15} {:<3} {:>23} -> {:<23} {:>13} {:>13}", "TIME", "EVENT",
-			   "PID", "COMM", "FAM", "LOCAL", "REMOTE", "TX pkts/bytes", "RX pkts/bytes");
+	return fmt::format("{:<15} {:<7} {:>7} {:<15} {:<3} {:>23} -> {:<23} {:>13} {:>13} {}", "TIME",
+			   "EVENT", "PID", "COMM", "FAM", "LOCAL", "REMOTE", "TX pkts/bytes", "RX pkts/bytes",
+			   "CONTAINER");
 }
 
 std::string to_text(const Event &e)
@@ -122,12 +111,16 @@ std::string to_text(const Event &e)
 	std::time_t secs = static_cast<std::time_t>(ns / 1000000000);
 	std::tm tm{};
 	localtime_r(&secs, &tm);
-	return fmt::format("{:02}:{:02}:{:02}.{:06} {:<7} {:>7} {:<15} {:<3} {:>23} -> {:<23} {:>13} {:>13}",
-			   tm.tm_hour, tm.tm_min, tm.tm_sec, (ns % 1000000000) / 1000, to_string(e.kind),
-			   e.pid, printable(e.comm), e.family == Family::ipv4 ? "ip4" : "ip6",
-			   endpoint_text(e.local), endpoint_text(e.remote),
-			   fmt::format("{}/{}", e.tx_packets, e.tx_bytes),
-			   fmt::format("{}/{}", e.rx_packets, e.rx_bytes));
+	// The container as `docker ps` shortens it; the full id and the cgroup are in --json.
+	const std::string_view container = e.container_id.empty()
+						   ? std::string_view("-")
+						   : std::string_view(e.container_id).substr(0, 12);
+	return fmt::format(
+		"{:02}:{:02}:{:02}.{:06} {:<7} {:>7} {:<15} {:<3} {:>23} -> {:<23} {:>13} {:>13} {}",
+		tm.tm_hour, tm.tm_min, tm.tm_sec, (ns % 1000000000) / 1000, to_string(e.kind), e.pid,
+		printable(e.comm), e.family == Family::ipv4 ? "ip4" : "ip6", endpoint_text(e.local),
+		endpoint_text(e.remote), fmt::format("{}/{}", e.tx_packets, e.tx_bytes),
+		fmt::format("{}/{}", e.rx_packets, e.rx_bytes), container);
 }
 
 } // namespace udpintercept

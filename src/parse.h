@@ -28,6 +28,7 @@ inline constexpr Limit kMaxFlows{"max-flows", 16, 1u << 24};       // flow table
 inline constexpr Limit kMaxSockets{"max-sockets", 16, 1u << 24};   // socket table entries
 inline constexpr Limit kRingBuffer{"ring-buffer", 4096, 1u << 30}; // bytes, a power of two
 inline constexpr Limit kDurationS{"duration", 1, 31536000};        // one year
+inline constexpr Limit kMaxSeries{"max_series", 1, 10000000};      // metric series
 
 /**
  * `text` as a decimal whole number within `limit`: no sign, no spaces, no

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <exception>
 
+#include "cgroup_names.h"
 #include "clock.h"
 #include "decode.h"
 #include "event_loop.h"
@@ -46,6 +47,7 @@ struct __attribute__((visibility("hidden"))) Tracer::Impl {
 	detail::WallClock clock;
 	detail::FlowTracker tracker;
 	detail::EventLoop loop;
+	detail::CgroupNames cgroup_names; // cgroup ids to paths and containers, for every Event
 
 	std::atomic<std::uint64_t> records_received{0};
 	std::atomic<bool> stopped{false};
@@ -81,7 +83,9 @@ struct __attribute__((visibility("hidden"))) Tracer::Impl {
 		if (!callback)
 			return;
 		try {
-			callback(detail::decode(kind, key, flow, clock));
+			Event event = detail::decode(kind, key, flow, clock);
+			cgroup_names.annotate(event);
+			callback(event);
 		} catch (...) {
 			if (!callback_error)
 				callback_error = std::current_exception();

@@ -2,8 +2,10 @@
 #include "cli_args.h"
 
 #include <algorithm>
+#include <arpa/inet.h>
 #include <array>
 #include <fmt/format.h>
+#include <netinet/in.h>
 #include <optional>
 
 #include "parse.h"
@@ -19,12 +21,15 @@ and each snapshot carries its cumulative counters.
 
 Output:
   -j, --json              one JSON object per line, fields: event time_ns time
-                          pid uid comm cgroup_id netns family saddr sport daddr
-                          dport tx_bytes tx_packets rx_bytes rx_packets
-                          (default: one readable line per snapshot)
+                          pid uid comm cgroup_id cgroup container_id netns
+                          family saddr sport daddr dport tx_bytes tx_packets
+                          rx_bytes rx_packets; more may come, so ignore fields
+                          you do not know (default: one readable line per
+                          snapshot)
   -i, --interval MS       at most one update per flow every MS milliseconds
                           (default 1000); 0 = a snapshot for every operation
   -d, --duration S        stop after S seconds (default: until SIGINT/SIGTERM)
+  -q, --quiet             no per-flow lines (with --metrics: the service mode)
 
 Filters (applied in the kernel):
   -p, --pid PID           only operations by process PID
@@ -33,6 +38,22 @@ Filters (applied in the kernel):
   -f, --family FAMILY     ipv4 or ipv6 (IPv4-mapped IPv6 traffic counts as ipv4)
   -c, --cgroup PATH       only operations by tasks in this cgroup v2 directory
                           (exactly it, not its children)
+
+Metrics (Prometheus text exposition):
+      --metrics [ADDR:]PORT
+                          serve http://ADDR:PORT/metrics, and /health (200
+                          while tracing); ADDR is a literal IPv4 address,
+                          default 127.0.0.1 (an IPv6 one in brackets needs a
+                          civetweb built with IPv6); PORT 0 takes a free
+                          port, said on stderr. Counters per comm, family and
+                          container: sent and received bytes and datagrams,
+                          exact sums over the flows
+      --metrics-labels LIST
+                          more labels, comma-separated: uid, pid, netns,
+                          local_addr, local_port, remote_addr, remote_port
+      --metrics-max-series N
+                          at most N series (default 10000); flows past it are
+                          counted in one series whose labels are all ~other
 
 Kernel hooks and sizes:
   -b, --backend NAME      auto (default), fentry, kprobe or tracepoint; auto
@@ -85,11 +106,49 @@ std::optional<std::string> number(Config &c, std::string_view value, Store store
 	return std::nullopt;
 }
 
-const std::array<OptionSpec, 16> kOptions = {{
+// --metrics-labels: names added to the default labels, in the order given.
+std::optional<std::string> add_metric_labels(Config &c, std::string_view list)
+{
+	for (;;) {
+		const auto comma = list.find(',');
+		const std::string_view name = list.substr(0, comma);
+		const auto label = parse_metric_label(name);
+		if (!label)
+			return fmt::format(
+				"'{}' is not a label: expected a comma-separated list of uid, pid, netns, "
+				"local_addr, local_port, remote_addr, remote_port",
+				detail::quote(name));
+		auto &labels = c.metrics_config.labels;
+		if (std::find(labels.begin(), labels.end(), *label) == labels.end())
+			labels.push_back(*label);
+		if (comma == std::string_view::npos)
+			return std::nullopt;
+		list.remove_prefix(comma + 1);
+	}
+}
+
+const std::array<OptionSpec, 20> kOptions = {{
 	{'j', "json", false,
 	 [](Config &c, std::string_view) -> std::optional<std::string> {
 		 c.json = true;
 		 return std::nullopt;
+	 }},
+	{'q', "quiet", false,
+	 [](Config &c, std::string_view) -> std::optional<std::string> {
+		 c.quiet = true;
+		 return std::nullopt;
+	 }},
+	{0, "metrics", true,
+	 [](Config &c, std::string_view v) -> std::optional<std::string> {
+		 std::string error;
+		 c.metrics = parse_metrics_listen(v, &error);
+		 return c.metrics ? std::nullopt : std::optional(error);
+	 }},
+	{0, "metrics-labels", true, add_metric_labels},
+	{0, "metrics-max-series", true,
+	 [](Config &c, std::string_view v) {
+		 return number<detail::kMaxSeries>(
+			 c, v, [](Config &c, std::uint64_t n) { c.metrics_config.max_series = n; });
 	 }},
 	{'i', "interval", true,
 	 [](Config &c, std::string_view v) {
@@ -207,6 +266,41 @@ std::string_view usage()
 	return kUsage;
 }
 
+std::string MetricsListen::host_port() const
+{
+	return ipv6 ? fmt::format("[{}]:{}", address, port) : fmt::format("{}:{}", address, port);
+}
+
+std::optional<MetricsListen> parse_metrics_listen(std::string_view text, std::string *error)
+{
+	constexpr detail::Limit kMetricsPort{"port", 0, 65535}; // 0: any free port
+	const auto fail = [&](std::string message) -> std::optional<MetricsListen> {
+		if (error)
+			*error = std::move(message);
+		return std::nullopt;
+	};
+	MetricsListen listen;
+	std::string_view port = text;
+	if (const auto colon = text.rfind(':'); colon != std::string_view::npos) {
+		std::string_view address = text.substr(0, colon);
+		port = text.substr(colon + 1);
+		// Literal addresses only: a name could resolve to several, or to none at start.
+		listen.ipv6 = address.size() >= 2 && address.front() == '[' && address.back() == ']';
+		if (listen.ipv6)
+			address = address.substr(1, address.size() - 2);
+		listen.address = std::string(address);
+		unsigned char buf[sizeof(in6_addr)];
+		if (inet_pton(listen.ipv6 ? AF_INET6 : AF_INET, listen.address.c_str(), buf) != 1)
+			return fail("expected [ADDR:]PORT, ADDR a literal IPv4 address or an IPv6 address in "
+				    "brackets (127.0.0.1:9100, [::1]:9100)");
+	}
+	const auto n = detail::parse_whole(port, kMetricsPort, nullptr);
+	if (!n)
+		return fail("expected [ADDR:]PORT with PORT a whole number from 0 to 65535");
+	listen.port = static_cast<std::uint16_t>(*n);
+	return listen;
+}
+
 ParseResult parse_args(std::span<const std::string_view> args)
 {
 	ParseResult result;
@@ -241,6 +335,7 @@ ParseResult parse_args(std::span<const std::string_view> args)
 	};
 
 	bool options_end = false;
+	std::string metrics_option; // an option that means nothing without --metrics
 	for (std::size_t i = 0; i < args.size(); i++) {
 		const std::string_view arg = args[i];
 		if (options_end || arg.size() < 2 || arg[0] != '-')
@@ -261,6 +356,8 @@ ParseResult parse_args(std::span<const std::string_view> args)
 				return usage_error(fmt::format("unknown option '--{}'", detail::quote(name)));
 			if (auto error = apply(*spec, arg.substr(0, name.size() + 2), value, i))
 				return usage_error(*error);
+			if (spec->long_name.starts_with("metrics-"))
+				metrics_option = fmt::format("--{}", spec->long_name);
 			continue;
 		}
 		// Short options, bundled (-jv) or with the value attached (-i500).
@@ -281,6 +378,10 @@ ParseResult parse_args(std::span<const std::string_view> args)
 	}
 	if (ended)
 		return *ended;
+	if (!metrics_option.empty() && !config.metrics)
+		return usage_error(fmt::format("{} needs --metrics", metrics_option));
+	if (config.quiet && config.json)
+		return usage_error("--quiet and --json contradict each other (--quiet prints no flow)");
 	return result;
 }
 

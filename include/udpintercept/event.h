@@ -61,7 +61,15 @@ struct Event {
 	std::uint32_t uid = 0;       ///< its user id
 	std::string comm;            ///< its command (at most 15 characters)
 	std::uint64_t cgroup_id = 0; ///< its cgroup v2 id
-	std::uint32_t netns = 0;     ///< inode number of the socket's network namespace
+	/// The path of that cgroup under the cgroup v2 mount ("/" for its root,
+	/// "" if unknown), resolved when the tracer first met the id.
+	std::string cgroup;
+	/// The bare 64-hex id of the container the process runs in ("" if none):
+	/// from `cgroup` where it names one (Docker, containerd, CRI-O, Podman,
+	/// Kubernetes pods, systemd or cgroupfs drivers), else, on hosts with
+	/// cgroup v1 hierarchies, from the process's v1 paths.
+	std::string container_id;
+	std::uint32_t netns = 0; ///< inode number of the socket's network namespace
 	Family family = Family::ipv4;
 	Endpoint local;  ///< saddr, sport
 	Endpoint remote; ///< daddr, dport

@@ -8,99 +8,13 @@
 
 #include <catch2/catch.hpp>
 
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <string>
 
 #include "../integration/recorder.h"
+#include "ledger.h"
 
 namespace accuracy {
-
-struct Counts {
-	std::uint64_t tx_packets = 0, tx_bytes = 0, rx_packets = 0, rx_bytes = 0;
-	bool operator==(const Counts &) const = default;
-};
-
-inline std::ostream &operator<<(std::ostream &os, const Counts &c)
-{
-	return os << "tx " << c.tx_packets << "/" << c.tx_bytes << " rx " << c.rx_packets << "/"
-		  << c.rx_bytes;
-}
-
-/// The kernel's UDP datagram counters of the calling thread's namespace.
-struct Mib {
-	std::uint64_t in4 = 0, out4 = 0, in6 = 0, out6 = 0;
-
-	static Mib read()
-	{
-		Mib m;
-		std::ifstream snmp("/proc/net/snmp");
-		std::string names, values;
-		while (std::getline(snmp, names) && std::getline(snmp, values)) {
-			if (names.rfind("Udp: ", 0) != 0)
-				continue;
-			std::istringstream n(names), v(values);
-			std::string name, value;
-			while (n >> name && v >> value) {
-				if (name == "InDatagrams")
-					m.in4 = std::stoull(value);
-				else if (name == "OutDatagrams")
-					m.out4 = std::stoull(value);
-			}
-			break;
-		}
-		std::ifstream snmp6("/proc/net/snmp6");
-		std::string name, value;
-		while (snmp6 >> name >> value) {
-			if (name == "Udp6InDatagrams")
-				m.in6 = std::stoull(value);
-			else if (name == "Udp6OutDatagrams")
-				m.out6 = std::stoull(value);
-		}
-		return m;
-	}
-};
-
-/// What the scenario itself knows each flow moved, by "local" -> "remote".
-class Ledger {
-public:
-	void sent(const testutil::SockAddr &local, const testutil::SockAddr &remote, std::uint64_t bytes,
-		  std::uint64_t packets = 1)
-	{
-		auto &c = flows_[{testutil::endpoint(local), testutil::endpoint(remote)}];
-		c.tx_packets += packets;
-		c.tx_bytes += bytes;
-		(family(remote) == AF_INET ? out4 : out6) += packets;
-	}
-	void received(const testutil::SockAddr &local, const testutil::SockAddr &remote, std::uint64_t bytes)
-	{
-		auto &c = flows_[{testutil::endpoint(local), testutil::endpoint(remote)}];
-		c.rx_packets += 1;
-		c.rx_bytes += bytes;
-		(family(remote) == AF_INET ? in4 : in6) += 1;
-	}
-	const std::map<testutil::FlowName, Counts> &flows() const { return flows_; }
-
-	std::uint64_t in4 = 0, out4 = 0, in6 = 0, out6 = 0;
-
-private:
-	// IPv4-mapped peers are IPv4 traffic (and the kernel counts them in Udp:).
-	static int family(const testutil::SockAddr &a)
-	{
-		if (a.family() == AF_INET)
-			return AF_INET;
-		return a.ip().rfind("::ffff:", 0) == 0 && a.ip().find('.') != std::string::npos ? AF_INET
-												: AF_INET6;
-	}
-	std::map<testutil::FlowName, Counts> flows_;
-};
-
-/// How a scenario's figures are held to the oracle.
-enum class MibCheck {
-	both_sides,   ///< Out and In deltas equal the ledger's and the tracer's
-	receive_side, ///< GSO: OutDatagrams counts a segmented send once on some kernels
-};
 
 /// This process only: the machine's other UDP users must not reach the tracer's loss counters.
 inline udpintercept::Options own_process()

@@ -18,6 +18,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <tuple>
 #include <unistd.h>
 #include <vector>
 
@@ -218,6 +219,21 @@ public:
 private:
 	int fd_;
 };
+
+/// Identifies a flow by what a test knows: local and remote endpoint text.
+struct FlowName {
+	std::string local;  // "ip:port"
+	std::string remote; // "ip:port"
+	bool operator<(const FlowName &o) const
+	{
+		return std::tie(local, remote) < std::tie(o.local, o.remote);
+	}
+};
+
+inline std::string endpoint(const SockAddr &a)
+{
+	return a.ip() + ":" + std::to_string(a.port());
+}
 
 /// One flat JSON object of the CLI's --json output: strings and integers.
 using JsonObject = std::map<std::string, std::string>;

@@ -14,24 +14,9 @@
 
 namespace testutil {
 
-/// Identifies a flow by what a test knows: local and remote endpoint text.
-struct FlowName {
-	std::string local;  // "ip:port"
-	std::string remote; // "ip:port"
-	bool operator<(const FlowName &o) const
-	{
-		return std::tie(local, remote) < std::tie(o.local, o.remote);
-	}
-};
-
 inline std::string endpoint(const udpintercept::Endpoint &e)
 {
 	return e.address.to_string() + ":" + std::to_string(e.port);
-}
-
-inline std::string endpoint(const SockAddr &a)
-{
-	return a.ip() + ":" + std::to_string(a.port());
 }
 
 /// Options for the backend under test (see test_backend()).

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// The README's C++ example is examples/count_dns.cpp, which the build compiles.
+// The README's C++ examples are examples/*.cpp, which the build compiles.
 #include <catch2/catch.hpp>
 
 #include <fstream>
@@ -22,6 +22,13 @@ TEST_CASE("the README's C++ example is the compiled examples/count_dns.cpp", "[r
 {
 	const std::string readme = slurp(UDPI_SOURCE_ROOT "/README.md");
 	const std::string example = slurp(UDPI_SOURCE_ROOT "/examples/count_dns.cpp");
+	CHECK(readme.find("```cpp\n" + example + "```") != std::string::npos);
+}
+
+TEST_CASE("the README's metrics example is the compiled examples/top_talkers.cpp", "[readme]")
+{
+	const std::string readme = slurp(UDPI_SOURCE_ROOT "/README.md");
+	const std::string example = slurp(UDPI_SOURCE_ROOT "/examples/top_talkers.cpp");
 	CHECK(readme.find("```cpp\n" + example + "```") != std::string::npos);
 }
 

@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "cgroup_names.h"
+
+#include <array>
+#include <cerrno>
+#include <dirent.h>
+#include <fcntl.h>
+#include <fstream>
+#include <sstream>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <utility>
+#include <vector>
+
+#include "kernel_probe.h"
+#include "fd.h"
+
+namespace udpintercept::detail {
+
+namespace {
+
+constexpr std::size_t kIdLength = 64;
+// Bounds on what is remembered: far more cgroups than a machine holds at
+// once, so only a long history of removed ones is ever forgotten.
+constexpr std::size_t kMaxPaths = 1 << 16;
+constexpr std::size_t kMaxGone = 1 << 16;
+constexpr std::size_t kMaxV1Entries = 1 << 14;
+constexpr auto kV1Fresh = std::chrono::seconds(1);
+
+bool is_id(std::string_view s)
+{
+	if (s.size() != kIdLength)
+		return false;
+	for (char c : s)
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+			return false;
+	return true;
+}
+
+// One path component: the id it names, or "".
+std::string_view id_of_component(std::string_view c)
+{
+	// systemd drivers make a transient unit of the container: <runtime>-<id>.scope.
+	constexpr std::string_view kScope = ".scope";
+	if (c.size() > kScope.size() && c.substr(c.size() - kScope.size()) == kScope)
+		c.remove_suffix(kScope.size());
+	if (is_id(c))
+		return c; // cgroupfs drivers of Docker, containerd and Kubernetes: the id alone
+	// cgroupfs drivers of Podman and CRI-O keep the runtime's prefix.
+	static constexpr std::array<std::string_view, 4> kRuntimes = {"docker-", "cri-containerd-", "crio-",
+								      "libpod-"};
+	for (std::string_view prefix : kRuntimes)
+		if (c.size() == prefix.size() + kIdLength && c.substr(0, prefix.size()) == prefix &&
+		    is_id(c.substr(prefix.size())))
+			return c.substr(prefix.size());
+	return {};
+}
+
+} // namespace
+
+std::string container_id_of(std::string_view path)
+{
+	while (!path.empty()) {
+		const auto slash = path.rfind('/');
+		const std::string_view last = slash == std::string_view::npos ? path : path.substr(slash + 1);
+		if (const auto id = id_of_component(last); !id.empty())
+			return std::string(id);
+		if (slash == std::string_view::npos)
+			break;
+		path = path.substr(0, slash);
+	}
+	return {};
+}
+
+std::string container_id_of_v1(std::string_view proc_cgroup)
+{
+	while (!proc_cgroup.empty()) {
+		const auto nl = proc_cgroup.find('\n');
+		std::string_view line = proc_cgroup.substr(0, nl);
+		proc_cgroup = nl == std::string_view::npos ? std::string_view{} : proc_cgroup.substr(nl + 1);
+		const auto first = line.find(':');
+		const auto second = first == std::string_view::npos ? first : line.find(':', first + 1);
+		if (second == std::string_view::npos || line.substr(0, first) == "0")
+			continue;
+		if (auto id = container_id_of(line.substr(second + 1)); !id.empty())
+			return id;
+	}
+	return {};
+}
+
+bool has_cgroup_v1()
+{
+	std::ifstream in("/proc/self/cgroup");
+	std::string line;
+	while (std::getline(in, line))
+		if (line.rfind("0:", 0) != 0 && !line.empty())
+			return true;
+	return false;
+}
+
+CgroupNames::CgroupNames(std::string root, std::string proc, bool v1_fallback)
+    : root_(std::move(root)), proc_(std::move(proc)), v1_fallback_(v1_fallback)
+{
+	while (root_.size() > 1 && root_.back() == '/')
+		root_.pop_back();
+}
+
+CgroupNames::CgroupNames() : CgroupNames(cgroup2_mount(), "/proc", has_cgroup_v1()) {}
+
+void CgroupNames::walk()
+{
+	walks_++;
+	if (root_.empty())
+		return;
+	std::unordered_map<std::uint64_t, std::string> found;
+	// Depth first with an explicit stack: the depth is the tree's, not ours to trust.
+	std::vector<std::pair<UniqueFd, std::string>> stack;
+	UniqueFd top(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+	struct stat st {};
+	if (!top || fstat(top.get(), &st) != 0)
+		return;
+	found[st.st_ino] = "/";
+	stack.emplace_back(std::move(top), "");
+	while (!stack.empty()) {
+		auto [fd, rel] = std::move(stack.back());
+		stack.pop_back();
+		DIR *dir = fdopendir(fd.get());
+		if (!dir)
+			continue;
+		fd.release(); // the DIR owns it now
+		while (const dirent *d = readdir(dir)) {
+			if (d->d_type != DT_DIR && d->d_type != DT_UNKNOWN)
+				continue;
+			const std::string_view name = d->d_name;
+			if (name == "." || name == "..")
+				continue;
+			// A cgroup removed while we look is simply not found.
+			UniqueFd child(openat(dirfd(dir), d->d_name,
+					      O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+			if (!child || fstat(child.get(), &st) != 0)
+				continue;
+			std::string path = rel + "/" + std::string(name);
+			found[st.st_ino] = path;
+			stack.emplace_back(std::move(child), std::move(path));
+		}
+		closedir(dir);
+	}
+	if (paths_.size() + found.size() > kMaxPaths)
+		paths_.clear(); // forget removed cgroups, keep what exists now
+	for (auto &[id, path] : found)
+		paths_.insert_or_assign(id, std::move(path));
+}
+
+const std::string &CgroupNames::path(std::uint64_t id)
+{
+	static const std::string kUnknown;
+	if (id == 0)
+		return kUnknown;
+	if (auto it = paths_.find(id); it != paths_.end())
+		return it->second;
+	if (gone_.count(id))
+		return kUnknown;
+	walk();
+	if (auto it = paths_.find(id); it != paths_.end())
+		return it->second;
+	if (gone_.size() >= kMaxGone)
+		gone_.clear();
+	gone_.insert(id);
+	return kUnknown;
+}
+
+const std::string &CgroupNames::v1_container(std::uint32_t pid, std::uint64_t cgroup_id)
+{
+	const auto now = std::chrono::steady_clock::now();
+	auto &entry = v1_[cgroup_id][pid];
+	const bool fresh =
+		entry.read_at != std::chrono::steady_clock::time_point{} && now - entry.read_at < kV1Fresh;
+	if (fresh)
+		return entry.container_id;
+	if (entry.read_at == std::chrono::steady_clock::time_point{})
+		v1_entries_++;
+	std::ifstream in(proc_ + "/" + std::to_string(pid) + "/cgroup");
+	if (in) {
+		std::ostringstream text;
+		text << in.rdbuf();
+		entry.container_id = container_id_of_v1(text.str());
+	}
+	// A process that has exited keeps the answer it had: its flows' last
+	// snapshots come after it is gone.
+	entry.read_at = now;
+	if (v1_entries_ > kMaxV1Entries) {
+		std::string keep = entry.container_id;
+		v1_.clear();
+		v1_entries_ = 1;
+		auto &again = v1_[cgroup_id][pid];
+		again = V1Entry{std::move(keep), now};
+		return again.container_id;
+	}
+	return entry.container_id;
+}
+
+void CgroupNames::annotate(Event &event)
+{
+	event.cgroup = path(event.cgroup_id);
+	event.container_id = container_id_of(event.cgroup);
+	if (event.container_id.empty() && v1_fallback_ && event.pid != 0)
+		event.container_id = v1_container(event.pid, event.cgroup_id);
+}
+
+} // namespace udpintercept::detail

@@ -1,0 +1,417 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "scenarios.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <netinet/udp.h>
+#include <sys/wait.h>
+#include <thread>
+
+using namespace std::chrono_literals;
+using accuracy::Ledger;
+using accuracy::MibCheck;
+using testutil::SockAddr;
+using testutil::Udp;
+
+namespace scenarios {
+
+namespace {
+
+const std::vector<Fam> kBoth = {kIpv4, kIpv6};
+
+void expect(bool ok, const std::string &what)
+{
+	if (!ok)
+		throw Failure(what + (errno ? std::string(" (errno: ") + std::strerror(errno) + ")" : ""));
+}
+
+void connected(Ledger &l, Observer &, const Fam &f)
+{
+	Udp server = bound(f), client = bound(f);
+	client.connect(server.local());
+	for (int i = 0; i < 9; i++) {
+		client.send(100 + i);
+		l.sent(client.local(), server.local(), 100 + i);
+	}
+	for (int i = 0; i < 9; i++) {
+		SockAddr from;
+		l.received(server.local(), client.local(), server.recv_from(from));
+	}
+}
+
+void several_peers(Ledger &l, Observer &, const Fam &f)
+{
+	Udp hub = bound(f);
+	std::vector<Udp> peers;
+	for (int i = 0; i < 4; i++)
+		peers.push_back(bound(f));
+	for (int round = 0; round < 3; round++)
+		for (std::size_t i = 0; i < peers.size(); i++) {
+			hub.send_to(peers[i].local(), 20 + i);
+			l.sent(hub.local(), peers[i].local(), 20 + i);
+			SockAddr from;
+			l.received(peers[i].local(), hub.local(), peers[i].recv_from(from));
+			peers[i].send_to(hub.local(), 7);
+			l.sent(peers[i].local(), hub.local(), 7);
+			l.received(hub.local(), peers[i].local(), hub.recv_from(from));
+		}
+}
+
+void recv_learns_peers(Ledger &l, Observer &, const Fam &f)
+{
+	Udp server = bound(f);
+	Udp a = bound(f), b = bound(f);
+	for (int i = 0; i < 5; i++) {
+		a.send_to(server.local(), 30);
+		l.sent(a.local(), server.local(), 30);
+		b.send_to(server.local(), 31);
+		l.sent(b.local(), server.local(), 31);
+	}
+	// Queued in arrival order, read without asking for the sender.
+	for (int i = 0; i < 5; i++) {
+		l.received(server.local(), a.local(), server.recv());
+		l.received(server.local(), b.local(), server.recv());
+	}
+	// And one that arrives while the reader is blocked.
+	std::thread late([&] {
+		std::this_thread::sleep_for(50ms);
+		b.send_to(server.local(), 32);
+	});
+	l.received(server.local(), b.local(), server.recv());
+	late.join();
+	l.sent(b.local(), server.local(), 32);
+}
+
+void mmsg(Ledger &l, Observer &, const Fam &f)
+{
+	Udp rx = bound(f), tx = bound(f);
+	constexpr int kMsgs = 8;
+	char payload[kMsgs][64];
+	iovec iov[kMsgs];
+	mmsghdr msgs[kMsgs] = {};
+	const SockAddr to = rx.local();
+	for (int i = 0; i < kMsgs; i++) {
+		iov[i] = {payload[i], static_cast<size_t>(10 + i)};
+		msgs[i].msg_hdr.msg_iov = &iov[i];
+		msgs[i].msg_hdr.msg_iovlen = 1;
+		msgs[i].msg_hdr.msg_name = const_cast<sockaddr *>(to.sa());
+		msgs[i].msg_hdr.msg_namelen = to.len;
+	}
+	expect(sendmmsg(tx.fd(), msgs, kMsgs, 0) == kMsgs, "sendmmsg sends every message");
+	for (int i = 0; i < kMsgs; i++)
+		l.sent(tx.local(), rx.local(), 10 + i);
+
+	char in[kMsgs][64];
+	iovec riov[kMsgs];
+	mmsghdr rmsgs[kMsgs] = {};
+	sockaddr_storage from[kMsgs];
+	for (int i = 0; i < kMsgs; i++) {
+		riov[i] = {in[i], sizeof(in[i])};
+		rmsgs[i].msg_hdr.msg_iov = &riov[i];
+		rmsgs[i].msg_hdr.msg_iovlen = 1;
+		rmsgs[i].msg_hdr.msg_name = &from[i];
+		rmsgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
+	}
+	expect(recvmmsg(rx.fd(), rmsgs, kMsgs, MSG_WAITFORONE, nullptr) == kMsgs,
+	       "recvmmsg reads every message");
+	for (int i = 0; i < kMsgs; i++)
+		l.received(rx.local(), tx.local(), rmsgs[i].msg_len);
+}
+
+void peek(Ledger &l, Observer &, const Fam &f)
+{
+	Udp rx = bound(f), tx = bound(f);
+	tx.send_to(rx.local(), 40);
+	l.sent(tx.local(), rx.local(), 40);
+	expect(rx.recv(65536, MSG_PEEK) == 40, "MSG_PEEK sees the datagram");
+	expect(rx.recv(65536, MSG_PEEK) == 40, "MSG_PEEK sees it again");
+	SockAddr from;
+	l.received(rx.local(), tx.local(), rx.recv_from(from));
+	// A zero-length datagram peeked, then read.
+	tx.send_to(rx.local(), 0);
+	l.sent(tx.local(), rx.local(), 0);
+	expect(rx.recv(65536, MSG_PEEK) == 0, "MSG_PEEK sees a zero-length datagram");
+	l.received(rx.local(), tx.local(), rx.recv_from(from));
+}
+
+void truncated(Ledger &l, Observer &, const Fam &f)
+{
+	Udp rx = bound(f), tx = bound(f);
+	rx.connect(tx.local()); // recv() on a connected socket: the peer is the socket's
+	tx.send_to(rx.local(), 500);
+	tx.send_to(rx.local(), 500);
+	l.sent(tx.local(), rx.local(), 500);
+	l.sent(tx.local(), rx.local(), 500);
+	expect(rx.recv(100) == 100, "a short buffer gets what fits");
+	l.received(rx.local(), tx.local(), 100);
+	expect(rx.recv(100, MSG_TRUNC) == 500, "MSG_TRUNC returns the full length");
+	l.received(rx.local(), tx.local(), 500);
+}
+
+void zero_length(Ledger &l, Observer &, const Fam &f)
+{
+	Udp rx = bound(f), tx = bound(f);
+	for (int i = 0; i < 3; i++) {
+		tx.send_to(rx.local(), 0);
+		l.sent(tx.local(), rx.local(), 0);
+	}
+	for (int i = 0; i < 3; i++) {
+		SockAddr from;
+		l.received(rx.local(), tx.local(), rx.recv_from(from));
+	}
+}
+
+void refused(Ledger &l, Observer &, const Fam &f)
+{
+	Udp tx = bound(f);
+	SockAddr closed_port;
+	{
+		Udp gone = bound(f);
+		closed_port = gone.local();
+	}
+	std::vector<char> huge(70000, 'x');
+	errno = 0;
+	const ssize_t sent =
+		::sendto(tx.fd(), huge.data(), huge.size(), 0, closed_port.sa(), closed_port.len);
+	expect(sent < 0 && errno == EMSGSIZE, "a 70000-byte datagram is refused with EMSGSIZE");
+
+	tx.connect(closed_port);
+	tx.send(10); // accepted; the ICMP port unreachable comes back
+	l.sent(tx.local(), closed_port, 10);
+	std::this_thread::sleep_for(50ms);
+	errno = 0;
+	const ssize_t again = ::send(tx.fd(), "x", 1, 0);
+	expect(again < 0 && errno == ECONNREFUSED, "the next send is refused with ECONNREFUSED");
+}
+
+void reconnect(Ledger &l, Observer &, const Fam &f)
+{
+	Udp s = bound(f), p1 = bound(f), p2 = bound(f), p3 = bound(f);
+	const SockAddr s_connected = s.local(); // AF_UNSPEC gives the ephemeral port back
+	s.connect(p1.local());
+	s.send(11);
+	l.sent(s.local(), p1.local(), 11);
+	s.connect(p2.local());
+	s.send(12);
+	s.send(12);
+	l.sent(s.local(), p2.local(), 12);
+	l.sent(s.local(), p2.local(), 12);
+	sockaddr unspec{};
+	unspec.sa_family = AF_UNSPEC;
+	expect(::connect(s.fd(), &unspec, sizeof(unspec)) == 0, "connect(AF_UNSPEC)");
+	s.send_to(p3.local(), 13);
+	l.sent(s.local(), p3.local(), 13);
+	SockAddr from;
+	l.received(p1.local(), s_connected, p1.recv_from(from));
+	for (int i = 0; i < 2; i++)
+		l.received(p2.local(), s_connected, p2.recv_from(from));
+	l.received(p3.local(), s.local(), p3.recv_from(from));
+}
+
+void mapped(Ledger &l, Observer &, const Fam &)
+{
+	Udp v4 = bound(kIpv4);
+	Udp v6(AF_INET6);
+	v6.bind("::");
+	const SockAddr to = SockAddr::parse("::ffff:127.0.0.1", v4.local().port());
+	for (int i = 0; i < 3; i++)
+		v6.send_to(to, 25);
+	SockAddr from;
+	for (int i = 0; i < 3; i++) {
+		expect(v4.recv_from(from) == 25, "the IPv4 socket receives the mapped datagram");
+		v4.send_to(from, 5);
+	}
+	// The v6 socket's own view of itself and its peer, in the tracer's IPv4 form.
+	const SockAddr self = SockAddr::parse("0.0.0.0", v6.local().port());
+	for (int i = 0; i < 3; i++) {
+		l.sent(self, v4.local(), 25);
+		l.received(v4.local(), SockAddr::parse("127.0.0.1", from.port()), 25);
+		l.sent(v4.local(), SockAddr::parse("127.0.0.1", from.port()), 5);
+		SockAddr back;
+		expect(v6.recv_from(back) == 5, "the IPv6 socket receives the answer");
+		l.received(self, v4.local(), 5);
+	}
+}
+
+void gso(Ledger &l, Observer &, const Fam &f)
+{
+	Udp rx = bound(f), tx = bound(f);
+	// Per call, through a control message...
+	std::vector<char> payload(1000, 'g');
+	iovec iov{payload.data(), payload.size()};
+	char control[CMSG_SPACE(sizeof(std::uint16_t))] = {};
+	msghdr msg{};
+	const SockAddr to = rx.local();
+	msg.msg_name = const_cast<sockaddr *>(to.sa());
+	msg.msg_namelen = to.len;
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = control;
+	msg.msg_controllen = sizeof(control);
+	cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+	cm->cmsg_level = SOL_UDP;
+	cm->cmsg_type = UDP_SEGMENT;
+	cm->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
+	const std::uint16_t seg = 100;
+	std::memcpy(CMSG_DATA(cm), &seg, sizeof(seg));
+	expect(sendmsg(tx.fd(), &msg, 0) == 1000, "a UDP_SEGMENT send of 1000 bytes");
+	l.sent(tx.local(), rx.local(), 1000, 10);
+	// ...and for the socket, with a short last segment.
+	const int sock_seg = 300;
+	expect(setsockopt(tx.fd(), SOL_UDP, UDP_SEGMENT, &sock_seg, sizeof(sock_seg)) == 0,
+	       "setsockopt(UDP_SEGMENT)");
+	tx.send_to(rx.local(), 1000);
+	l.sent(tx.local(), rx.local(), 1000, 4);
+	for (int i = 0; i < 14; i++) {
+		SockAddr from;
+		l.received(rx.local(), tx.local(), rx.recv_from(from));
+	}
+}
+
+void forked(Ledger &l, Observer &o, const Fam &)
+{
+	Udp rx = bound(kIpv4), tx = bound(kIpv4);
+	tx.send_to(rx.local(), 10);
+	l.sent(tx.local(), rx.local(), 10);
+	const pid_t child = fork();
+	expect(child >= 0, "fork");
+	if (child == 0) {
+		for (int i = 0; i < 4; i++)
+			if (::sendto(tx.fd(), "abcdefghij", 10, 0, rx.local().sa(), rx.local().len) != 10)
+				_exit(1);
+		_exit(0);
+	}
+	int status = 0;
+	expect(waitpid(child, &status, 0) == child, "waitpid");
+	expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child sent its four datagrams");
+	for (int i = 0; i < 4; i++)
+		l.sent(tx.local(), rx.local(), 10);
+	for (int i = 0; i < 5; i++) {
+		SockAddr from;
+		l.received(rx.local(), tx.local(), rx.recv_from(from));
+	}
+	o.forked_sender(tx.local(), rx.local(), child);
+}
+
+void threads(Ledger &l, Observer &, const Fam &f)
+{
+	Udp rx = bound(f), tx = bound(f);
+	int rcvbuf = 4 << 20;
+	expect(setsockopt(rx.fd(), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) == 0,
+	       "SO_RCVBUFFORCE past rmem_max: nothing may drop");
+	constexpr int kThreads = 8, kEach = 100;
+	std::vector<std::thread> senders;
+	for (int t = 0; t < kThreads; t++)
+		senders.emplace_back([&, t] {
+			for (int i = 0; i < kEach; i++)
+				tx.send_to(rx.local(), 16 + t);
+		});
+	for (auto &t : senders)
+		t.join();
+	for (int t = 0; t < kThreads; t++)
+		for (int i = 0; i < kEach; i++)
+			l.sent(tx.local(), rx.local(), 16 + t);
+	std::atomic<int> left{kThreads * kEach};
+	std::atomic<std::uint64_t> bytes{0};
+	std::vector<std::thread> readers;
+	for (int t = 0; t < 4; t++)
+		readers.emplace_back([&] {
+			while (left.fetch_sub(1) > 0)
+				bytes += rx.recv_from();
+		});
+	for (auto &t : readers)
+		t.join();
+	for (int i = 0; i < kThreads * kEach - 1; i++)
+		l.received(rx.local(), tx.local(), 0);
+	l.received(rx.local(), tx.local(), bytes.load());
+}
+
+void storm(Ledger &l, Observer &o, const Fam &)
+{
+	Udp rx = bound(kIpv4);
+	int rcvbuf = 8 << 20;
+	expect(setsockopt(rx.fd(), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) == 0,
+	       "SO_RCVBUFFORCE past rmem_max: nothing may drop");
+	// Thousands; the kernel matrix, under emulation, sets fewer.
+	const int kSockets =
+		std::getenv("UDPI_STORM_SOCKETS") ? std::atoi(std::getenv("UDPI_STORM_SOCKETS")) : 3000;
+	for (int i = 0; i < kSockets; i++) {
+		// Distinct ports, so that no two sockets share a flow's name.
+		Udp s(AF_INET);
+		s.bind("127.0.0.1", static_cast<std::uint16_t>(20000 + i));
+		s.send_to(rx.local(), 8);
+		l.sent(s.local(), rx.local(), 8);
+		SockAddr from;
+		l.received(rx.local(), s.local(), rx.recv_from(from));
+		if (i % 500 == 0)
+			o.pump(1ms);
+	}
+	o.storm_sent(kSockets);
+	rx.close();
+	o.storm_closed();
+}
+
+} // namespace
+
+Udp bound(const Fam &f)
+{
+	Udp s(f.af);
+	s.bind(f.loopback);
+	return s;
+}
+
+const std::vector<Scenario> &all()
+{
+	static const std::vector<Scenario> kAll = {
+		{"connected client and server", kBoth, MibCheck::both_sides, false, false, connected},
+		{"unconnected socket with several peers, both ways", kBoth, MibCheck::both_sides, false,
+		 false, several_peers},
+		{"a server reading with recv() learns each peer from the datagram", kBoth,
+		 MibCheck::both_sides, true, false, recv_learns_peers},
+		{"sendmmsg and recvmmsg count each message", kBoth, MibCheck::both_sides, false, false, mmsg},
+		{"MSG_PEEK counts nothing; the read after it counts once", kBoth, MibCheck::both_sides, false,
+		 false, peek},
+		{"a short buffer counts the bytes copied, or the full length under MSG_TRUNC", kBoth,
+		 MibCheck::both_sides, false, false, truncated},
+		{"zero-length datagrams are datagrams", kBoth, MibCheck::both_sides, false, false,
+		 zero_length},
+		{"refused sends count nothing: EMSGSIZE and ECONNREFUSED", kBoth, MibCheck::both_sides, false,
+		 false, refused},
+		{"connect() to a second peer, then connect(AF_UNSPEC)", kBoth, MibCheck::both_sides, false,
+		 false, reconnect},
+		{"an AF_INET6 socket talking to IPv4-mapped peers is IPv4 traffic",
+		 {kIpv4},
+		 MibCheck::both_sides,
+		 false,
+		 false,
+		 mapped},
+		// GSO: OutDatagrams counts a segmented send once on some kernels.
+		{"UDP_SEGMENT (GSO) sends count the datagrams on the wire", kBoth, MibCheck::receive_side,
+		 false, false, gso},
+		{"a socket shared with a forked child: exact totals, newest process named",
+		 {kIpv4},
+		 MibCheck::both_sides,
+		 false,
+		 true,
+		 forked},
+		{"many threads on one socket", kBoth, MibCheck::both_sides, false, false, threads},
+		{"a socket storm: every short-lived socket reported, the flow table back to empty",
+		 {kIpv4},
+		 MibCheck::both_sides,
+		 false,
+		 false,
+		 storm},
+	};
+	return kAll;
+}
+
+const Scenario &named(const std::string &name)
+{
+	for (const auto &s : all())
+		if (s.name == name)
+			return s;
+	throw std::invalid_argument("no scenario named '" + name + "'");
+}
+
+} // namespace scenarios

@@ -1,0 +1,241 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// Container identity on real flows: cgroups made under the cgroup v2 mount
+// as each container runtime names them (and, on hybrid hosts, a cgroup v1
+// one), a child process moved into each sends a datagram, and its flow must
+// carry the cgroup path and the container id, also in the close that comes
+// after the cgroup is gone.
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <filesystem>
+#include <memory>
+#include <fstream>
+#include <sys/wait.h>
+
+#include "recorder.h"
+
+using namespace std::chrono_literals;
+using testutil::Recorder;
+using testutil::SockAddr;
+using testutil::Udp;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kId = "c0ffee00"
+			"0123456789abcdef0123456789abcdef0123456789abcdef01234567";
+const std::string kPodUid = "5c2b6e0a_0b1c_4d2e_9f3a_0123456789ab";
+
+std::string mount_of(const std::string &type, const std::string &option = "")
+{
+	std::ifstream mounts("/proc/self/mounts");
+	std::string dev, dir, fstype, opts, rest;
+	while (mounts >> dev >> dir >> fstype >> opts && std::getline(mounts, rest))
+		if (fstype == type &&
+		    (option.empty() || ("," + opts + ",").find("," + option + ",") != std::string::npos))
+			return dir;
+	return {};
+}
+
+// A cgroup directory (and its parents under `top`), removed deepest first.
+class Cgroup {
+public:
+	Cgroup(const std::string &mount, const std::string &top, const std::string &rel)
+	    : mount_(mount), top_(mount + top), dir_(mount + top + rel), path_(top + rel)
+	{
+		fs::create_directories(dir_);
+	}
+	~Cgroup()
+	{
+		std::error_code ec;
+		for (fs::path p = dir_; p.string().size() >= top_.size(); p = p.parent_path())
+			fs::remove(p, ec); // cgroupfs removes an empty cgroup with rmdir
+	}
+	/// The path under the mount, as the tracer reports it.
+	const std::string &path() const { return path_; }
+	std::string procs() const { return dir_ + "/cgroup.procs"; }
+
+private:
+	std::string mount_, top_, dir_, path_;
+};
+
+// A child that joins the cgroups, sends one datagram to `to`, and exits
+// when told (its socket's close is the flow's last snapshot).
+class Sender {
+public:
+	Sender(const std::vector<std::string> &procs, const SockAddr &to)
+	{
+		REQUIRE(pipe(go_) == 0);
+		pid_ = fork();
+		REQUIRE(pid_ >= 0);
+		if (pid_ == 0) {
+			close(go_[1]);
+			for (const auto &p : procs) {
+				std::ofstream f(p);
+				f << getpid() << std::flush;
+				if (!f)
+					_exit(3);
+			}
+			const int s = socket(to.family(), SOCK_DGRAM, 0);
+			if (s < 0 || sendto(s, "container", 9, 0, to.sa(), to.len) != 9)
+				_exit(4);
+			char c;
+			(void)!read(go_[0], &c, 1);
+			_exit(0);
+		}
+		close(go_[0]);
+	}
+	~Sender()
+	{
+		if (pid_ > 0)
+			finish();
+	}
+	pid_t pid() const { return pid_; }
+	/// Lets the child exit, and reaps it; its exit status.
+	int finish()
+	{
+		close(go_[1]);
+		int status = 0;
+		waitpid(pid_, &status, 0);
+		pid_ = -1;
+		return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	}
+
+private:
+	int go_[2];
+	pid_t pid_ = -1;
+};
+
+// Polls until `done` or the deadline.
+template <typename Pred> bool pump_until(Recorder &rec, Pred done, std::chrono::milliseconds timeout = 10s)
+{
+	const auto end = std::chrono::steady_clock::now() + timeout;
+	while (!done()) {
+		if (std::chrono::steady_clock::now() > end)
+			return false;
+		rec.tracer().poll(10ms);
+	}
+	return true;
+}
+
+// The snapshots of the sender's flow (its pid's) of this kind.
+std::vector<udpintercept::Event> of_sender(const Recorder &rec, pid_t pid, udpintercept::EventKind kind)
+{
+	std::vector<udpintercept::Event> out;
+	for (const auto &e : rec.events)
+		if (e.pid == static_cast<std::uint32_t>(pid) && e.tx_packets == 1 && e.kind == kind)
+			out.push_back(e);
+	return out;
+}
+
+struct Naming {
+	const char *runtime;
+	std::string rel; // under the test's own top cgroup
+	std::string id;  // what it names
+};
+
+} // namespace
+
+TEST_CASE("every runtime's container cgroup names its flows' container", "[cgroups]")
+{
+	const std::string v2 = mount_of("cgroup2");
+	REQUIRE(!v2.empty());
+	const std::string top = "/udpi-cgroup-test-" + std::to_string(getpid());
+	const std::string pod_slice = "-pod" + kPodUid + ".slice";
+	const std::string pod_dir = "/pod" + std::string("5c2b6e0a-0b1c-4d2e-9f3a-0123456789ab");
+	const std::vector<Naming> namings = {
+		{"docker, systemd driver", "/system.slice/docker-" + kId + ".scope", kId},
+		{"docker, cgroupfs driver", "/docker/" + kId, kId},
+		{"containerd in kubernetes, systemd driver",
+		 "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable" + pod_slice +
+			 "/cri-containerd-" + kId + ".scope",
+		 kId},
+		{"containerd in kubernetes, cgroupfs driver", "/kubepods/besteffort" + pod_dir + "/" + kId,
+		 kId},
+		{"cri-o, systemd driver",
+		 "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort" + pod_slice + "/crio-" +
+			 kId + ".scope",
+		 kId},
+		{"cri-o, cgroupfs driver", "/kubepods/burstable" + pod_dir + "/crio-" + kId, kId},
+		{"podman, systemd driver", "/machine.slice/libpod-" + kId + ".scope", kId},
+		{"podman, split cgroups", "/machine.slice/libpod-" + kId + ".scope/container", kId},
+		{"podman, cgroupfs driver", "/libpod_parent/libpod-" + kId, kId},
+		{"a pod's own slice, no container",
+		 "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort" + pod_slice, ""},
+		{"a login session", "/user.slice/user-1000.slice/session-1.scope", ""},
+	};
+
+	Udp server(AF_INET);
+	server.bind("127.0.0.1");
+	// The receiving side: everything, since the senders are children.
+	Recorder rec;
+	for (const auto &n : namings) {
+		INFO(n.runtime << ": " << n.rel);
+		auto cg = std::make_unique<Cgroup>(v2, top, n.rel);
+		const std::string path = cg->path();
+		Sender child({cg->procs()}, server.local());
+		const pid_t pid = child.pid();
+		REQUIRE(server.recv_from() == 9);
+		REQUIRE(pump_until(
+			rec, [&] { return !of_sender(rec, pid, udpintercept::EventKind::update).empty(); }));
+		const auto first = of_sender(rec, pid, udpintercept::EventKind::update).front();
+		CHECK(first.cgroup == path);
+		CHECK(first.container_id == n.id);
+
+		// The container goes, and its cgroup with it, before the tracer
+		// hears of the close: the close still names both.
+		REQUIRE(child.finish() == 0);
+		cg.reset();
+		REQUIRE(!fs::exists(v2 + path));
+		REQUIRE(pump_until(
+			rec, [&] { return !of_sender(rec, pid, udpintercept::EventKind::close).empty(); }));
+		const auto close = of_sender(rec, pid, udpintercept::EventKind::close).front();
+		CHECK(close.cgroup == path);
+		CHECK(close.container_id == n.id);
+	}
+	// This process's own flow: its cgroup, and no container.
+	std::ifstream self("/proc/self/cgroup");
+	std::string line, own = "/";
+	while (std::getline(self, line))
+		if (line.rfind("0::", 0) == 0)
+			own = line.substr(3);
+	const auto mine = rec.last_by_flow();
+	REQUIRE(!mine.empty());
+	for (const auto &[name, e] : mine)
+		if (e.pid == static_cast<std::uint32_t>(getpid())) {
+			CHECK(e.cgroup == own);
+			CHECK(e.container_id == "");
+		}
+}
+
+TEST_CASE("on hybrid hosts a process's cgroup v1 path names its container when v2 names none", "[cgroups]")
+{
+	// Runtimes on hybrid hosts put containers in the v1 hierarchies only.
+	const std::string v1 = mount_of("cgroup", "pids");
+	if (v1.empty()) {
+		WARN("no cgroup v1 pids hierarchy here (a pure cgroup v2 host): nothing to fall back to");
+		return;
+	}
+	const std::string v2 = mount_of("cgroup2");
+	REQUIRE(!v2.empty());
+	const std::string top = "/udpi-cgroup-v1-test-" + std::to_string(getpid());
+	Udp server(AF_INET);
+	server.bind("127.0.0.1");
+	Recorder rec;
+	auto docker_v1 = std::make_unique<Cgroup>(v1, top, "/docker/" + kId);
+	auto plain_v2 = std::make_unique<Cgroup>(v2, top, "/system.slice/containerd.service");
+	Sender child({docker_v1->procs(), plain_v2->procs()}, server.local());
+	const pid_t pid = child.pid();
+	REQUIRE(server.recv_from() == 9);
+	REQUIRE(pump_until(rec,
+			   [&] { return !of_sender(rec, pid, udpintercept::EventKind::update).empty(); }));
+	const auto first = of_sender(rec, pid, udpintercept::EventKind::update).front();
+	CHECK(first.cgroup == plain_v2->path()); // the v2 path, which names none
+	CHECK(first.container_id == kId);        // the v1 path's
+	REQUIRE(child.finish() == 0);
+	docker_v1.reset();
+	plain_v2.reset();
+	REQUIRE(pump_until(rec,
+			   [&] { return !of_sender(rec, pid, udpintercept::EventKind::close).empty(); }));
+	CHECK(of_sender(rec, pid, udpintercept::EventKind::close).front().container_id == kId);
+}
