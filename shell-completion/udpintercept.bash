@@ -31,7 +31,19 @@ _udpintercept()
 		_uids
 		return
 		;;
-	-i | --interval | -d | --duration | -P | --port | --max-flows | --max-sockets | --ring-buffer)
+	--metrics-labels)
+		# a comma-separated list: complete its last item
+		local prefix=${cur%"${cur##*,}"}
+		COMPREPLY=($(compgen -P "$prefix" -W 'uid pid netns local_addr local_port remote_addr
+			remote_port' -- "${cur##*,}"))
+		return
+		;;
+	--metrics)
+		COMPREPLY=($(compgen -W '127.0.0.1:9593 0.0.0.0:9593' -- "$cur"))
+		return
+		;;
+	-i | --interval | -d | --duration | -P | --port | --max-flows | --max-sockets | --ring-buffer | \
+		--metrics-max-series)
 		# a number: nothing to offer
 		return
 		;;
@@ -39,9 +51,10 @@ _udpintercept()
 	$split && return
 
 	if [[ $cur == -* ]]; then
-		COMPREPLY=($(compgen -W '-j --json -i --interval -d --duration -p --pid -u --uid
-			-P --port -f --family -c --cgroup -b --backend --max-flows --max-sockets
-			--ring-buffer --recv-peers -v --verbose -h --help -V --version' -- "$cur"))
+		COMPREPLY=($(compgen -W '-j --json -i --interval -d --duration -q --quiet -p --pid
+			-u --uid -P --port -f --family -c --cgroup --metrics --metrics-labels
+			--metrics-max-series -b --backend --max-flows --max-sockets --ring-buffer
+			--recv-peers -v --verbose -h --help -V --version' -- "$cur"))
 	fi
 } &&
 	complete -F _udpintercept udpintercept

@@ -34,9 +34,18 @@ def help_options(cli):
 
 
 def json_fields(help_text):
-    """The field names --help lists after "fields:", if it does."""
-    m = re.search(r"fields:\s*(.*?)\s*\(", help_text, re.S)
-    return m.group(1).split() if m else []
+    """The field names --help lists after "fields:", up to the first word that
+    is not one or ends the list (with ';', '.' or ')')."""
+    m = re.search(r"fields:\s*(.*)", help_text, re.S)
+    fields = []
+    for raw in (m.group(1).split() if m else []):
+        name = raw.rstrip(",;.)")
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            break
+        fields.append(name)
+        if raw[-1] in ";.)":
+            break
+    return fields
 
 
 def man_options(scd):
