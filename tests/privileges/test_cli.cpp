@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <csignal>
+#include <filesystem>
 #include <regex>
 
 #include "unprivileged.h"
@@ -169,4 +170,37 @@ TEST_CASE("as nobody without one of the three capabilities, the CLI names it or 
 		REQUIRE(cli.wait_exit(120s) == 0);
 		check_exact(cli.out_text, ledger);
 	}
+}
+
+TEST_CASE("as nobody with --metrics, the HTTP server's threads hold no capability", "[cli]")
+{
+	const std::vector<Cap> three(std::begin(kThree), std::end(kThree));
+	std::uint64_t missing = 0;
+	if (expected_backend(g_cli_path, mask(three), &missing).empty()) {
+		SUCCEED("the backend under test is refused to these capabilities here (see above)");
+		return;
+	}
+	Process cli(as_nobody(three, {"--metrics", "127.0.0.1:0", "--quiet"}));
+	REQUIRE(cli.wait_stderr("tracing UDP with the", 120s));
+	INFO(cli.err_text);
+	const std::string tasks = "/proc/" + std::to_string(cli.pid()) + "/task";
+	int threads = 0;
+	for (const auto &task : std::filesystem::directory_iterator(tasks)) {
+		const pid_t tid = std::stoi(task.path().filename());
+		std::ifstream status(task.path() / "status");
+		std::string line, prm;
+		while (std::getline(status, line))
+			if (line.rfind("CapPrm:", 0) == 0)
+				prm = line.substr(7);
+		const std::uint64_t permitted = std::stoull(prm, nullptr, 16);
+		INFO("thread " << tid << " CapPrm " << cap_names(permitted));
+		if (tid == cli.pid())
+			CHECK((permitted & bit(kCapPerfmon)) == 0);
+		else
+			CHECK(permitted == 0);
+		threads++;
+	}
+	CHECK(threads > 1); // civetweb's threads are there
+	cli.signal(SIGINT);
+	CHECK(cli.wait_exit(120s) == 0);
 }
