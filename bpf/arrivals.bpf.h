@@ -22,37 +22,29 @@ extern const volatile bool kfree_skb_has_sk;
  * recv() without an address on an unconnected socket: neither the socket
  * nor a cgroup recvmsg hook names the sender. The datagrams' senders are
  * noted on arrival (cgroup_skb/ingress sees each one with its socket, just
- * before the kernel queues it) in a per-socket ring, in arrival order; a
- * UDP socket's queue is FIFO, so each consumed datagram is the oldest noted
- * one that was neither consumed nor dropped (kfree_skb names the socket of
- * a drop since 6.12). Every consumption takes its entry, also when the
- * sender came from elsewhere, so the ring stays in step with the queue.
+ * before the kernel queues it) in arrival order; a UDP socket's queue is
+ * FIFO, so each consumed datagram is the oldest noted one that was neither
+ * consumed nor dropped. Every consumption takes its entry, also when the
+ * sender came from elsewhere (recvfrom()), so the notes stay in step with
+ * the queue whichever way the application reads.
+ *
+ * The notes of a socket live in a ring of UDPI_RX_RING entries; a burst that
+ * queues more spills the rest into rx_spill, keyed by socket and arrival
+ * number, so any depth the socket's receive buffer allows is followed.
  */
 #define UDPI_RX_RING 64
 
 struct rx_entry {
 	__u64 seq; /* arrival number + 1; 0 = empty */
-	__u64 skb; /* identity for drops */
 	struct udpi_peer peer;
-	__u32 dropped;
+	__u32 dropped; /* the kernel dropped it instead of queueing it */
 };
-
-/*
- * A socket whose application has read this many datagrams in a row with
- * their addresses (recvfrom, recvmsg with msg_name) goes quiet: arrivals are
- * no longer noted, which is most of the cost of this path. Its first recv()
- * without an address wakes the ring; the datagrams queued at that moment
- * count as peer unknown, later ones are noted again.
- */
-#define UDPI_RX_QUIET_AFTER 256
 
 /* The consumer's and the producer's counters on separate cache lines. */
 struct rx_ring {
-	__u64 head;   /* next arrival number to consume */
-	__u64 skip;   /* datagrams queued before tracking began: their senders are not known */
-	__u32 quiet;  /* arrivals are not noted (see UDPI_RX_QUIET_AFTER) */
-	__u32 streak; /* consecutive receives that named their sender */
-	__u64 consumer_pad[5];
+	__u64 head; /* next arrival number to consume */
+	__u64 skip; /* datagrams queued before tracking began: their senders are not known */
+	__u64 consumer_pad[6];
 	__u64 tail; /* next arrival number to note */
 	__u64 producer_pad[7];
 	struct rx_entry e[UDPI_RX_RING];
@@ -60,11 +52,30 @@ struct rx_ring {
 
 UDPI_ARRIVALS struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 65536); /* sized to the socket table by user space */
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64); /* struct sock address */
 	__type(value, struct rx_ring);
 } rx_rings SEC(".maps");
+
+struct rx_spill_key {
+	__u64 sk;  /* struct sock address */
+	__u64 seq; /* arrival number */
+};
+
+struct rx_spilled {
+	struct udpi_peer peer;
+	__u32 dropped;
+};
+
+/* The notes beyond a ring's depth (allocated only while a burst lasts). */
+UDPI_ARRIVALS struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct rx_spill_key);
+	__type(value, struct rx_spilled);
+} rx_spill SEC(".maps");
 
 static __always_inline __u64 sk_queued(struct sock *sk)
 {
@@ -73,55 +84,62 @@ static __always_inline __u64 sk_queued(struct sock *sk)
 }
 
 /*
- * The sender of the datagram this receive consumed, from the ring. `named`:
- * the receive named its sender itself (a cgroup recvmsg hook's stash).
- * *quiet: the ring was quiet, which this CPU's socket cache may remember
- * (a wake expires every cache).
+ * Takes the note of the datagram this receive consumed; true with its
+ * sender in *p, false if its sender was not noted (queued before tracking
+ * began, or no room to note it). A note the kernel struck out (a drop after
+ * ingress) is passed over: that datagram never reached the queue.
  */
-static __always_inline bool rx_ring_take(struct sock *sk, bool named, struct udpi_peer *p, bool *quiet)
+static __always_inline bool rx_ring_take(struct sock *sk, struct udpi_peer *p)
 {
 	__u64 skaddr = (__u64)sk;
 	struct rx_ring *r = bpf_map_lookup_elem(&rx_rings, &skaddr);
 
 	if (!r)
 		return false;
-	if (named) {
-		*quiet = r->quiet;
-		if (r->quiet)
-			return false;
-		if (++r->streak >= UDPI_RX_QUIET_AFTER)
-			r->quiet = 1; /* this entry is still taken below */
-	} else {
-		r->streak = 0;
-		if (r->quiet) {
-			/* Wake the ring: what is queued now was not noted. */
-			__sync_fetch_and_and(&r->quiet, 0);
-			sock_caches_expire();
-			r->skip = sk_queued(sk);
-			r->head = *(volatile __u64 *)&r->tail;
-			return false;
-		}
-	}
 	if (r->skip) {
-		r->skip--;
+		__sync_fetch_and_add(&r->skip, -1);
 		return false;
 	}
-	for (int i = 0; i < UDPI_RX_RING; i++) {
-		__u64 n = __sync_fetch_and_add(&r->head, 1);
-		struct rx_entry *e = &r->e[n % UDPI_RX_RING];
+	for (int i = 0; i < 8; i++) {
+		const __u64 n = *(volatile __u64 *)&r->head;
+		struct rx_spill_key key = {skaddr, n};
+		struct rx_spilled *s;
+		struct rx_entry e;
 
-		if (e->seq != n + 1) {
-			/* never noted (the ring overflowed, or arrived before the socket was tracked) */
-			if (n >= r->tail)
-				__sync_fetch_and_add(&r->head, -1);
-			return false;
-		}
-		if (e->dropped)
+		if (n >= *(volatile __u64 *)&r->tail)
+			return false; /* arrived before tracking began */
+		/*
+		 * The slot is copied before head moves on: the producer reuses it
+		 * only once head has passed it. Two readers of one socket take
+		 * turns through the compare-and-swap.
+		 */
+		__builtin_memcpy(&e, &r->e[n % UDPI_RX_RING], sizeof(e));
+		if (__sync_val_compare_and_swap(&r->head, n, n + 1) != n)
 			continue;
-		*p = e->peer;
+		if (e.seq == n + 1) {
+			if (e.dropped)
+				continue;
+			*p = e.peer;
+			return true;
+		}
+		s = bpf_map_lookup_elem(&rx_spill, &key);
+		if (!s)
+			return false; /* no room was left to note it */
+		e.peer = s->peer;
+		e.dropped = s->dropped;
+		bpf_map_delete_elem(&rx_spill, &key);
+		if (e.dropped)
+			continue;
+		*p = e.peer;
 		return true;
 	}
 	return false;
+}
+
+/* The socket is gone: a new socket at its address starts with no notes. */
+static __always_inline void rx_ring_forget(__u64 skaddr)
+{
+	bpf_map_delete_elem(&rx_rings, &skaddr);
 }
 
 #endif /* UDPINTERCEPT_BPF_ARRIVALS_BPF_H */

@@ -79,4 +79,52 @@ static __always_inline __u32 udpi_sk_netns(const struct sock *sk)
 	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 }
 
+#define UDPI_EEXIST 17
+#define UDPI_EBUSY 16
+
+/*
+ * Inserts key -> value unless present; 0 or a negative errno.
+ *
+ * Only the low 32 bits of the result are the error: before Linux 6.4 the
+ * map operations returned int, and the verifier calls them directly in place
+ * of the helper, so -EEXIST arrives zero-extended (0x00000000ffffffef).
+ *
+ * Since Linux 5.7 (the per-CPU map_locked counter of kernel/bpf/hashtab.c,
+ * added against deadlocks of a program interrupting an update) an update
+ * also fails with -EBUSY when this CPU's counter is held by an interrupted
+ * update; before 6.1 every preallocated hash map takes that path: a
+ * spurious failure that is retried a few times, then left to the caller.
+ */
+static __always_inline int udpi_map_insert_new(void *map, const void *key, const void *value)
+{
+	int err = -UDPI_EBUSY;
+
+	for (int i = 0; i < 4 && err == -UDPI_EBUSY; i++)
+		err = (int)bpf_map_update_elem(map, key, value, BPF_NOEXIST);
+	return err;
+}
+
+/*
+ * The skb's shared info (skb->head + skb->end): one read where end (an
+ * offset, not a pointer, on every 64-bit kernel: NET_SKBUFF_DATA_USES_OFFSET
+ * since Linux 2.6.22) sits just before head, as it does on every kernel
+ * udpintercept supports; else two CO-RE reads.
+ */
+static __always_inline struct skb_shared_info *udpi_skb_shinfo(struct sk_buff *skb)
+{
+	const __u32 off_end = bpf_core_field_offset(skb->end);
+	struct {
+		__u32 end;
+		__u32 head_lo;
+		__u32 head_hi;
+	} w;
+
+	if (bpf_core_field_size(skb->end) == 4 && bpf_core_field_offset(skb->head) == off_end + 4) {
+		if (bpf_probe_read_kernel(&w, sizeof(w), (void *)skb + off_end))
+			return NULL;
+		return (struct skb_shared_info *)((((__u64)w.head_hi << 32) | w.head_lo) + w.end);
+	}
+	return (struct skb_shared_info *)(BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end));
+}
+
 #endif /* UDPINTERCEPT_BPF_CORE_FIXES_BPF_H */

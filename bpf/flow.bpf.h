@@ -23,8 +23,6 @@
 #define UDPI_SOCK_DGRAM 2
 #define UDPI_MSG_PEEK 0x2
 #define UDPI_MSG_ERRQUEUE 0x2000
-#define UDPI_EEXIST 17
-#define UDPI_EBUSY 16
 
 /* The endpoint of one operation, in the normalised form of udpi_flow_key. */
 struct udpi_peer {
@@ -147,26 +145,6 @@ static __always_inline bool peer_filtered_out(struct sock *sk, const struct udpi
 	return false;
 }
 
-/*
- * Inserts key -> value unless present; 0 or a negative errno.
- *
- * Only the low 32 bits of the result are the error: before 6.4 the map
- * operations returned int, and the verifier calls them directly in place of
- * the helper, so -EEXIST arrives zero-extended (0x00000000ffffffef).
- *
- * Before about 6.1, an update also fails with -EBUSY when this CPU's
- * map_locked counter is held by an interrupted update (kernel/bpf/hashtab.c):
- * a spurious failure that is retried a few times, then left to the caller.
- */
-static __always_inline int insert_new(void *map, const void *key, const void *value)
-{
-	int err = -UDPI_EBUSY;
-
-	for (int i = 0; i < 4 && err == -UDPI_EBUSY; i++)
-		err = (int)bpf_map_update_elem(map, key, value, BPF_NOEXIST);
-	return err;
-}
-
 static __always_inline void note_insert_failure(int err)
 {
 	__u32 idx = UDPI_STAT_INSERT_LAST_ERRNO;
@@ -245,7 +223,7 @@ static __always_inline __u64 sock_id_of(__u64 skaddr)
 		if (!fresh.id)
 			return 0;
 		/* Losing a creation race to another CPU is fine: take the winner's id. */
-		err = insert_new(&socks, &skaddr, &fresh);
+		err = udpi_map_insert_new(&socks, &skaddr, &fresh);
 		if (err && err != -UDPI_EEXIST) {
 			note_insert_failure(err);
 			stat_add(UDPI_STAT_SOCKS_UNTRACKED, 1);
@@ -260,7 +238,6 @@ static __always_inline __u64 sock_id_of(__u64 skaddr)
 	asm volatile("" ::: "memory");
 	c->id = s->id;
 	c->epoch = seen;
-	c->rx_quiet = 0;
 	asm volatile("" ::: "memory");
 	*(volatile __u64 *)&c->sk = skaddr;
 	return s->id;
@@ -361,7 +338,7 @@ static __always_inline struct udpi_flow *flow_get(struct sock *sk, const struct 
 	sk_local(sk, &fresh);
 	fresh.netns = udpi_sk_netns(sk);
 	fresh.emitted_changes = UDPI_NEVER_EMITTED;
-	err = insert_new(&flows, key, &fresh);
+	err = udpi_map_insert_new(&flows, key, &fresh);
 	*created = !err;
 	if (!err)
 		stat_add(UDPI_STAT_FLOWS_CREATED, 1);
@@ -383,7 +360,7 @@ static __always_inline void make_key(struct udpi_flow_key *key, __u64 sock_id, c
 }
 
 /*
- * The flow table refused a new flow only because it was busy (insert_new()):
+ * The flow table refused a new flow only because it was busy (udpi_map_insert_new()):
  * the operation goes to user space, which adds the flow or its counts.
  */
 static __always_inline void defer(struct sock *sk, const struct udpi_flow_key *key, __u64 bytes,
@@ -472,8 +449,13 @@ static __always_inline void handle_count(struct sock *sk, const struct udpi_peer
 	 */
 	if (due || f->pid != bpf_get_current_pid_tgid() >> 32)
 		note_task(f, now);
-	if (first && !f->lport)
-		sk_local(sk, f); /* a connect() before the first send bound the port */
+	/*
+	 * A flow born at connect() (cgroup connect4/6 run before the kernel binds
+	 * and routes the socket) takes the local address and port the kernel
+	 * gave it, as getsockname() says, from its first operation on.
+	 */
+	if (first && !created)
+		sk_local(sk, f);
 	if (due)
 		emit_at(created ? UDPI_REC_NEW : UDPI_REC_UPDATE, &key, f, now);
 	else

@@ -89,7 +89,7 @@ struct sock_cache {
 	__u64 sk;
 	__u64 id;
 	__u64 epoch;
-	__u64 rx_quiet; /* tracepoint backend: the socket's receive ring was quiet */
+	__u64 pad; /* a power-of-two size */
 };
 
 UDPI_SHARED struct {

@@ -116,31 +116,10 @@ struct {
 	__type(value, __u64);
 } gso_pending SEC(".maps");
 
-/*
- * The skb's shared info (skb->head + skb->end): one read where end (an
- * offset on 64-bit kernels) sits just before head, as it has for years.
- */
-static __always_inline struct skb_shared_info *skb_shinfo_of(struct sk_buff *skb)
-{
-	const __u32 off_end = bpf_core_field_offset(skb->end);
-	struct {
-		__u32 end;
-		__u32 head_lo;
-		__u32 head_hi;
-	} w;
-
-	if (bpf_core_field_size(skb->end) == 4 && bpf_core_field_offset(skb->head) == off_end + 4) {
-		if (bpf_probe_read_kernel(&w, sizeof(w), (void *)skb + off_end))
-			return NULL;
-		return (struct skb_shared_info *)((((__u64)w.head_hi << 32) | w.head_lo) + w.end);
-	}
-	return (struct skb_shared_info *)(BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end));
-}
-
 SEC("raw_tp/net_dev_queue")
 int BPF_PROG(tp_net_dev_queue, struct sk_buff *skb)
 {
-	struct skb_shared_info *shinfo = skb_shinfo_of(skb);
+	struct skb_shared_info *shinfo = udpi_skb_shinfo(skb);
 	struct gso_note fresh = {}, *n;
 	struct sock *sk;
 	__u64 tid;
@@ -289,8 +268,8 @@ static __always_inline void ask_for_arrivals(void)
 SEC("raw_tp/sock_recv_length")
 int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 {
-	struct udpi_peer p = {};
-	bool have, connected = false, quiet = false;
+	struct udpi_peer p = {}, noted = {};
+	bool have, connected = false;
 	__be16 dport = 0;
 	__u16 family = 0;
 
@@ -305,33 +284,19 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 			return 0;
 		connected = dport != 0;
 	}
-	if (!connected) {
-		struct sock_cache *c = have ? sock_cache_of((__u64)sk) : NULL;
-		struct udpi_peer noted = {};
-
-		/* A named receive on a quiet ring has nothing to keep in step. */
-		if (!c || !c->rx_quiet) {
-			if (rx_ring_take(sk, have, &noted, &quiet) && !have) {
-				p = noted;
-				have = true;
-			}
-		}
+	/* Every receive on an unconnected socket takes its note, named or not. */
+	if (!connected && rx_ring_take(sk, &noted) && !have) {
+		p = noted;
+		have = true;
 	}
 	if (!have && !sk_peer_of(sk, family, dport, &p)) {
-		/* recv() without an address on an unconnected socket */
+		/* recv() without an address of a datagram whose sender was not noted */
 		stat_add(UDPI_STAT_PEER_UNKNOWN, 1);
 		p.family = family;
 		if (!arrivals_asked)
 			ask_for_arrivals();
 	}
 	handle_count(sk, &p, (__u64)ret, 1, false);
-	if (quiet) {
-		/* handle_count() just made this CPU's cache entry this socket's */
-		struct sock_cache *c = sock_cache_of((__u64)sk);
-
-		if (c)
-			c->rx_quiet = 1;
-	}
 	return 0;
 }
 
@@ -480,7 +445,9 @@ int cg_connect6(struct bpf_sock_addr *ctx)
 SEC("cgroup/sock_release")
 int cg_sock_release(struct bpf_sock *ctx)
 {
-	if (ctx->protocol == UDPI_IPPROTO_UDP)
+	if (ctx->protocol == UDPI_IPPROTO_UDP) {
 		handle_close((__u64)ctx);
+		rx_ring_forget((__u64)ctx);
+	}
 	return 1;
 }

@@ -16,7 +16,7 @@ _udpintercept()
 		return
 		;;
 	--recv-peers)
-		COMPREPLY=($(compgen -W 'on-demand always' -- "$cur"))
+		COMPREPLY=($(compgen -W 'exact lazy-inexact' -- "$cur"))
 		return
 		;;
 	-c | --cgroup)

@@ -124,11 +124,14 @@ void configure_tracepoint(Configuration &c)
 		      ? "sends counted at cgroup_skb/egress"
 		      : "sends counted at sock_send_length (with cgroup sendmsg hooks and net_dev_queue)");
 
-	// The arrival hook costs every received datagram a program: by default it
-	// is attached when the first recv() without an address asks for it.
-	c.skel.bss->arrivals_asked = c.options.recv_peers_from_start;
-	if (!c.options.recv_peers_from_start)
+	// The arrival hook (the senders of datagrams read with recv() without an
+	// address) is in place from the start; only the inexact opt-in defers it
+	// to the first such receive.
+	c.skel.bss->arrivals_asked = !c.options.recv_peers_lazy_inexact;
+	if (c.options.recv_peers_lazy_inexact)
 		c.on_demand = {&Programs::cg_skb_ingress, &Programs::tp_kfree_skb};
+	// A ring of notes for each unconnected socket that receives, at most.
+	bpf_map__set_max_entries(c.skel.maps.rx_rings, c.options.max_sockets);
 }
 
 const std::vector<BackendRow> &backend_rows()

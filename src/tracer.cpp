@@ -45,9 +45,9 @@ struct __attribute__((visibility("hidden"))) Tracer::Impl {
 	detail::Loader loader;
 	detail::KernelMaps kernel;
 	detail::WallClock clock;
+	detail::CgroupNames cgroup_names; // the tracer's thread only
 	detail::FlowTracker tracker;
 	detail::EventLoop loop;
-	detail::CgroupNames cgroup_names; // cgroup ids to paths and containers, for every Event
 
 	std::atomic<std::uint64_t> records_received{0};
 	std::atomic<bool> stopped{false};

@@ -61,12 +61,13 @@ Kernel hooks and sizes:
       --max-flows N       flow table size (default 65536)
       --max-sockets N     socket table size (default 65536)
       --ring-buffer BYTES ring buffer size, a power of two (default 4194304)
-      --recv-peers WHEN   tracepoint backend: when to start noting the sender
-                          of every arriving datagram, which recv() without an
-                          address on an unconnected socket needs: on-demand
-                          (default: at the first such receive; it, and what
-                          is queued then, count as peer unknown) or always
-                          (from the start, at some 5 % of a UDP flood's rate)
+      --recv-peers MODE   tracepoint backend: exact (default) notes the sender
+                          of every arriving datagram from the start, which
+                          recv() without an address on an unconnected socket
+                          needs; lazy-inexact defers that to the first such
+                          receive (cheaper until then, but that receive and
+                          the datagrams queued then count under an unknown
+                          peer)
   -v, --verbose           log backend probing and libbpf warnings to stderr
   -h, --help              this text
   -V, --version           the version
@@ -221,9 +222,12 @@ const std::array<OptionSpec, 20> kOptions = {{
 	 }},
 	{0, "recv-peers", true,
 	 [](Config &c, std::string_view v) -> std::optional<std::string> {
-		 if (v != "on-demand" && v != "always")
-			 return "expected on-demand or always";
-		 c.options.recv_peers_from_start = v == "always";
+		 // `always` is the former name of exact; on-demand was renamed for what it gives up.
+		 if (v == "on-demand")
+			 return "expected exact or lazy-inexact (on-demand is now lazy-inexact)";
+		 if (v != "exact" && v != "always" && v != "lazy-inexact")
+			 return "expected exact or lazy-inexact";
+		 c.options.recv_peers_lazy_inexact = v == "lazy-inexact";
 		 return std::nullopt;
 	 }},
 	{'v', "verbose", false,

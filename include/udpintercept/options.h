@@ -49,14 +49,14 @@ struct UDPINTERCEPT_EXPORT Options {
 	/// program could (the default wherever the kernel allows it, and cheaper).
 	bool sends_at_tracepoint = false;
 
-	/// Tracepoint backend only: attach the hook that notes each arriving
-	/// datagram's sender (cgroup_skb/ingress, for recv() without an address
-	/// on an unconnected socket) at start. By default it is attached at the
-	/// first such receive (during the poll() that follows): that receive,
-	/// any before the poll, and datagrams queued at that moment count as
-	/// peer unknown. The hook costs every received datagram a program, about
-	/// 5 % of a loopback flood's rate.
-	bool recv_peers_from_start = false;
+	/// Tracepoint backend only, and inexact: note arriving datagrams' senders
+	/// (the arrival hook, cgroup_skb/ingress: what recv() without an address
+	/// on an unconnected socket needs) only once the first such receive on
+	/// the machine asks for it, instead of from the start. Saves every
+	/// received datagram a program until then, at the price of exactness:
+	/// that receive, any before the next poll(), and the datagrams queued at
+	/// that moment count under an unknown peer (Stats::peer_unknown).
+	bool recv_peers_lazy_inexact = false;
 
 	/// Receives a line for each decision worth logging (backend probing, choices).
 	std::function<void(std::string_view)> log;

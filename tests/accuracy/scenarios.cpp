@@ -4,7 +4,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <net/if.h>
 #include <netinet/udp.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <thread>
 
@@ -352,6 +354,240 @@ void storm(Ledger &l, Observer &o, const Fam &)
 	o.storm_closed();
 }
 
+// A receiver that reads only with recv() while senders queue datagrams, and
+// the tracer attached just before: every sender's flow exact from its first
+// datagram (the arrival hook is in place from the start).
+void recv_only_senders(Ledger &l, Observer &, const Fam &f)
+{
+	Udp server = bound(f);
+	std::vector<Udp> senders;
+	for (int i = 0; i < 5; i++)
+		senders.push_back(bound(f));
+	for (int round = 0; round < 4; round++)
+		for (std::size_t i = 0; i < senders.size(); i++) {
+			senders[i].send_to(server.local(), 40 + i);
+			l.sent(senders[i].local(), server.local(), 40 + i);
+		}
+	// One sender's queue is read before the next round arrives, the rest after.
+	for (int round = 0; round < 4; round++)
+		for (std::size_t i = 0; i < senders.size(); i++)
+			l.received(server.local(), senders[i].local(), server.recv());
+}
+
+// Deeper queues than one socket's ring of notes holds (a syslog or statsd
+// receiver under load), read with recv() only.
+void deep_queue(Ledger &l, Observer &, const Fam &f)
+{
+	Udp server = bound(f);
+	const int rcvbuf = 16 << 20;
+	expect(setsockopt(server.fd(), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) == 0,
+	       "a receive buffer for the whole burst");
+	std::vector<Udp> senders;
+	for (int i = 0; i < 4; i++)
+		senders.push_back(bound(f));
+	constexpr int kQueued = 2000;
+	for (int n = 0; n < kQueued; n++) {
+		Udp &from = senders[n % senders.size()];
+		from.send_to(server.local(), 16 + n % 7);
+		l.sent(from.local(), server.local(), 16 + n % 7);
+	}
+	for (int n = 0; n < kQueued; n++)
+		l.received(server.local(), senders[n % senders.size()].local(), server.recv());
+}
+
+// A socket that reads its senders' addresses for long, then turns to recv()
+// with datagrams of two senders queued.
+void recvfrom_then_recv(Ledger &l, Observer &, const Fam &f)
+{
+	Udp server = bound(f), a = bound(f), b = bound(f);
+	for (int i = 0; i < 300; i++) {
+		a.send_to(server.local(), 20);
+		l.sent(a.local(), server.local(), 20);
+		SockAddr from;
+		l.received(server.local(), a.local(), server.recv_from(from));
+	}
+	for (int i = 0; i < 3; i++) {
+		a.send_to(server.local(), 21);
+		l.sent(a.local(), server.local(), 21);
+		b.send_to(server.local(), 22);
+		l.sent(b.local(), server.local(), 22);
+	}
+	for (int i = 0; i < 3; i++) {
+		l.received(server.local(), a.local(), server.recv());
+		l.received(server.local(), b.local(), server.recv());
+	}
+}
+
+// The endpoint as the tracer names it: IPv4-mapped addresses are IPv4.
+SockAddr as_traced(const SockAddr &a)
+{
+	const std::string ip = a.ip();
+	if (a.family() == AF_INET6 && ip.rfind("::ffff:", 0) == 0 && ip.find('.') != std::string::npos)
+		return SockAddr::parse(ip.substr(7), a.port());
+	return a;
+}
+
+// One exchange on a connected socket; the ledger names its local end as
+// getsockname() does after connect(), which the tracer must report too.
+void exchange(Ledger &l, Udp &client, Udp &server, std::size_t bytes)
+{
+	client.send(bytes);
+	const SockAddr self = as_traced(client.local());
+	l.sent(self, server.local(), bytes);
+	SockAddr from;
+	const std::size_t got = server.recv_from(from);
+	expect(as_traced(from).ip() == self.ip(), "the server sees the client's address");
+	l.received(server.local(), self, got);
+	server.send_to(from, bytes / 2);
+	l.sent(server.local(), self, bytes / 2);
+	l.received(self, server.local(), client.recv());
+}
+
+// Connected sockets made the common ways: bound to the wildcard, then
+// connect() (as dig does); bound by connect() itself; and, for IPv4, an
+// IPv6 socket connected to an IPv4-mapped peer.
+void connected_ways(Ledger &l, Observer &, const Fam &f)
+{
+	Udp server = bound(f);
+	Udp wildcard(f.af);
+	wildcard.bind(f.af == AF_INET ? "0.0.0.0" : "::");
+	wildcard.connect(server.local());
+	Udp autobound(f.af);
+	autobound.connect(server.local());
+	for (int i = 0; i < 3; i++) {
+		exchange(l, wildcard, server, 30 + i);
+		exchange(l, autobound, server, 40 + i);
+	}
+	if (f.af != AF_INET)
+		return;
+	Udp mapped(AF_INET6);
+	mapped.bind("::");
+	mapped.connect(SockAddr::parse("::ffff:127.0.0.1", server.local().port()));
+	for (int i = 0; i < 3; i++)
+		exchange(l, mapped, server, 50 + i);
+}
+
+// lo with IFF_MULTICAST, which a fresh namespace's loopback lacks.
+void loopback_multicast()
+{
+	const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	ifreq ifr{};
+	std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+	expect(fd >= 0 && ioctl(fd, SIOCGIFFLAGS, &ifr) == 0, "lo's flags");
+	ifr.ifr_flags |= IFF_MULTICAST;
+	expect(ioctl(fd, SIOCSIFFLAGS, &ifr) == 0, "multicast on lo");
+	close(fd);
+}
+
+// Receivers of one port with SO_REUSEADDR: one bound to the wildcard, one to
+// the address the datagrams go to, so that each socket's flows have names
+// of their own (getsockname() tells them apart).
+std::vector<Udp> shared_port_receivers(const char *destination, std::uint16_t &port)
+{
+	std::vector<Udp> out;
+	for (const char *address : {"0.0.0.0", destination}) {
+		Udp r(AF_INET);
+		const int one = 1;
+		expect(setsockopt(r.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0, "SO_REUSEADDR");
+		r.bind(address, port);
+		port = r.local().port();
+		out.push_back(std::move(r));
+	}
+	return out;
+}
+
+// A multicast group on lo with two members: each member's flow from the
+// sender exact, read with recv().
+void multicast(Ledger &l, Observer &, const Fam &)
+{
+	loopback_multicast();
+	std::uint16_t port = 0;
+	auto members = shared_port_receivers("239.1.2.3", port);
+	const SockAddr group = SockAddr::parse("239.1.2.3", port);
+	ip_mreq mreq{};
+	inet_pton(AF_INET, "239.1.2.3", &mreq.imr_multiaddr);
+	inet_pton(AF_INET, "127.0.0.1", &mreq.imr_interface);
+	for (auto &m : members)
+		expect(setsockopt(m.fd(), IPPROTO_IP, IP_ADD_MEMBERSHIP, &mreq, sizeof(mreq)) == 0,
+		       "joining the group on lo");
+	Udp sender = bound(kIpv4);
+	const in_addr lo = mreq.imr_interface;
+	const int loop = 1;
+	expect(setsockopt(sender.fd(), IPPROTO_IP, IP_MULTICAST_IF, &lo, sizeof(lo)) == 0, "IP_MULTICAST_IF");
+	expect(setsockopt(sender.fd(), IPPROTO_IP, IP_MULTICAST_LOOP, &loop, sizeof(loop)) == 0,
+	       "IP_MULTICAST_LOOP");
+	for (int i = 0; i < 5; i++) {
+		sender.send_to(group, 60 + i);
+		l.sent(sender.local(), group, 60 + i);
+	}
+	for (auto &m : members)
+		for (int i = 0; i < 5; i++)
+			l.received(m.local(), sender.local(), m.recv());
+}
+
+// A broadcast on lo's 127.255.255.255 to two receivers sharing a port.
+void broadcast(Ledger &l, Observer &, const Fam &)
+{
+	std::uint16_t port = 0;
+	auto receivers = shared_port_receivers("127.255.255.255", port);
+	const SockAddr to = SockAddr::parse("127.255.255.255", port);
+	Udp sender = bound(kIpv4);
+	const int one = 1;
+	expect(setsockopt(sender.fd(), SOL_SOCKET, SO_BROADCAST, &one, sizeof(one)) == 0, "SO_BROADCAST");
+	for (int i = 0; i < 5; i++) {
+		sender.send_to(to, 70 + i);
+		l.sent(sender.local(), to, 70 + i);
+	}
+	for (auto &r : receivers)
+		for (int i = 0; i < 5; i++)
+			l.received(r.local(), sender.local(), r.recv());
+}
+
+// An SO_REUSEPORT group of four sockets: the kernel spreads the senders over
+// them; each socket reads with recv() and learns who sent what from the
+// payload (the sender's index), the tracer from the datagram.
+void reuseport(Ledger &l, Observer &, const Fam &f)
+{
+	std::vector<Udp> group;
+	std::uint16_t port = 0;
+	for (int i = 0; i < 4; i++) {
+		Udp r(f.af);
+		const int one = 1;
+		expect(setsockopt(r.fd(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == 0, "SO_REUSEPORT");
+		r.bind(f.loopback, port);
+		port = r.local().port();
+		group.push_back(std::move(r));
+	}
+	std::vector<Udp> senders;
+	for (int i = 0; i < 12; i++)
+		senders.push_back(bound(f));
+	int sent = 0;
+	for (int round = 0; round < 3; round++)
+		for (std::size_t i = 0; i < senders.size(); i++) {
+			std::vector<char> payload(20 + i, static_cast<char>(i));
+			expect(sendto(senders[i].fd(), payload.data(), payload.size(), 0,
+				      group[0].local().sa(),
+				      group[0].local().len) == static_cast<ssize_t>(payload.size()),
+			       "sendto the group");
+			l.sent(senders[i].local(), group[0].local(), payload.size());
+			sent++;
+		}
+	// Loopback delivers within sendto(): every datagram is queued by now.
+	int received = 0;
+	for (auto &r : group)
+		for (;;) {
+			char buf[256];
+			const ssize_t n = ::recv(r.fd(), buf, sizeof(buf), MSG_DONTWAIT);
+			if (n < 0)
+				break;
+			const auto who = static_cast<std::size_t>(static_cast<unsigned char>(buf[0]));
+			expect(who < senders.size(), "a payload names its sender");
+			l.received(r.local(), senders[who].local(), static_cast<std::uint64_t>(n));
+			received++;
+		}
+	expect(received == sent, "every datagram was read by one socket of the group");
+}
+
 } // namespace
 
 Udp bound(const Fam &f)
@@ -364,42 +600,58 @@ Udp bound(const Fam &f)
 const std::vector<Scenario> &all()
 {
 	static const std::vector<Scenario> kAll = {
-		{"connected client and server", kBoth, MibCheck::both_sides, false, false, connected},
+		{"connected client and server", kBoth, MibCheck::both_sides, false, connected},
 		{"unconnected socket with several peers, both ways", kBoth, MibCheck::both_sides, false,
-		 false, several_peers},
+		 several_peers},
 		{"a server reading with recv() learns each peer from the datagram", kBoth,
-		 MibCheck::both_sides, true, false, recv_learns_peers},
-		{"sendmmsg and recvmmsg count each message", kBoth, MibCheck::both_sides, false, false, mmsg},
+		 MibCheck::both_sides, false, recv_learns_peers},
+		{"sendmmsg and recvmmsg count each message", kBoth, MibCheck::both_sides, false, mmsg},
 		{"MSG_PEEK counts nothing; the read after it counts once", kBoth, MibCheck::both_sides, false,
-		 false, peek},
+		 peek},
 		{"a short buffer counts the bytes copied, or the full length under MSG_TRUNC", kBoth,
-		 MibCheck::both_sides, false, false, truncated},
-		{"zero-length datagrams are datagrams", kBoth, MibCheck::both_sides, false, false,
-		 zero_length},
+		 MibCheck::both_sides, false, truncated},
+		{"zero-length datagrams are datagrams", kBoth, MibCheck::both_sides, false, zero_length},
 		{"refused sends count nothing: EMSGSIZE and ECONNREFUSED", kBoth, MibCheck::both_sides, false,
-		 false, refused},
+		 refused},
 		{"connect() to a second peer, then connect(AF_UNSPEC)", kBoth, MibCheck::both_sides, false,
-		 false, reconnect},
+		 reconnect},
 		{"an AF_INET6 socket talking to IPv4-mapped peers is IPv4 traffic",
 		 {kIpv4},
 		 MibCheck::both_sides,
 		 false,
-		 false,
 		 mapped},
 		// GSO: OutDatagrams counts a segmented send once on some kernels.
 		{"UDP_SEGMENT (GSO) sends count the datagrams on the wire", kBoth, MibCheck::receive_side,
-		 false, false, gso},
+		 false, gso},
 		{"a socket shared with a forked child: exact totals, newest process named",
 		 {kIpv4},
 		 MibCheck::both_sides,
-		 false,
 		 true,
 		 forked},
-		{"many threads on one socket", kBoth, MibCheck::both_sides, false, false, threads},
-		{"a socket storm: every short-lived socket reported, the flow table back to empty",
+		{"a receiver reading only with recv() knows every sender from the first datagram", kBoth,
+		 MibCheck::both_sides, false, recv_only_senders},
+		{"more datagrams queued unread than a ring of notes holds, then read with recv()", kBoth,
+		 MibCheck::both_sides, false, deep_queue},
+		{"a socket that read with recvfrom() for long, then recv(), stays exact", kBoth,
+		 MibCheck::both_sides, false, recvfrom_then_recv},
+		{"connected sockets report the local address getsockname() gives", kBoth,
+		 MibCheck::both_sides, false, connected_ways},
+		{"a multicast group on lo: each member's flows exact",
 		 {kIpv4},
 		 MibCheck::both_sides,
 		 false,
+		 multicast},
+		{"a broadcast to two receivers: each receiver's flows exact",
+		 {kIpv4},
+		 MibCheck::both_sides,
+		 false,
+		 broadcast},
+		{"an SO_REUSEPORT group of four sockets: each socket's flows exact", kBoth,
+		 MibCheck::both_sides, false, reuseport},
+		{"many threads on one socket", kBoth, MibCheck::both_sides, false, threads},
+		{"a socket storm: every short-lived socket reported, the flow table back to empty",
+		 {kIpv4},
+		 MibCheck::both_sides,
 		 false,
 		 storm},
 	};

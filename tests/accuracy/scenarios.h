@@ -51,11 +51,10 @@ inline constexpr Fam kIpv6{AF_INET6, "::1"};
 testutil::Udp bound(const Fam &f);
 
 struct Scenario {
-	std::string name;           ///< the accuracy tier's test case
-	std::vector<Fam> families;  ///< run once for each
-	accuracy::MibCheck check;   ///< how its figures hold against the MIB
-	bool recv_peers_from_start; ///< reads with recv(): the arrival hook from the first datagram
-	bool whole_process_tree;    ///< a forked child sends: trace more than this process
+	std::string name;          ///< the accuracy tier's test case
+	std::vector<Fam> families; ///< run once for each
+	accuracy::MibCheck check;  ///< how its figures hold against the MIB
+	bool whole_process_tree;   ///< a forked child sends: trace more than this process
 	std::function<void(accuracy::Ledger &, Observer &, const Fam &)> body;
 };
 

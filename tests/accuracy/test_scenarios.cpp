@@ -56,7 +56,6 @@ void run_scenario(const std::string &name)
 	// datagram where recv() must learn peers.
 	udpintercept::Options options =
 		s.whole_process_tree ? udpintercept::Options{} : accuracy::own_process();
-	options.recv_peers_from_start = s.recv_peers_from_start;
 	for (const auto &f : s.families) {
 		CAPTURE(f.loopback);
 		accuracy::run(
@@ -128,6 +127,43 @@ TEST_CASE("UDP_SEGMENT (GSO) sends count the datagrams on the wire", "[accuracy]
 TEST_CASE("a socket shared with a forked child: exact totals, newest process named", "[accuracy][fork]")
 {
 	run_scenario("a socket shared with a forked child: exact totals, newest process named");
+}
+
+TEST_CASE("a receiver reading only with recv() knows every sender from the first datagram",
+	  "[accuracy][recv]")
+{
+	run_scenario("a receiver reading only with recv() knows every sender from the first datagram");
+}
+
+TEST_CASE("more datagrams queued unread than a ring of notes holds, then read with recv()",
+	  "[accuracy][recv]")
+{
+	run_scenario("more datagrams queued unread than a ring of notes holds, then read with recv()");
+}
+
+TEST_CASE("a socket that read with recvfrom() for long, then recv(), stays exact", "[accuracy][recv]")
+{
+	run_scenario("a socket that read with recvfrom() for long, then recv(), stays exact");
+}
+
+TEST_CASE("connected sockets report the local address getsockname() gives", "[accuracy][connect]")
+{
+	run_scenario("connected sockets report the local address getsockname() gives");
+}
+
+TEST_CASE("a multicast group on lo: each member's flows exact", "[accuracy][recv][multicast]")
+{
+	run_scenario("a multicast group on lo: each member's flows exact");
+}
+
+TEST_CASE("a broadcast to two receivers: each receiver's flows exact", "[accuracy][recv][broadcast]")
+{
+	run_scenario("a broadcast to two receivers: each receiver's flows exact");
+}
+
+TEST_CASE("an SO_REUSEPORT group of four sockets: each socket's flows exact", "[accuracy][recv][reuseport]")
+{
+	run_scenario("an SO_REUSEPORT group of four sockets: each socket's flows exact");
 }
 
 TEST_CASE("many threads on one socket", "[accuracy][threads]")

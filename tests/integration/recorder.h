@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <map>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -39,7 +40,7 @@ public:
 	{
 	}
 
-	/// Delivers whatever arrives during `d`.
+	/// Delivers whatever arrives during `d` (for tests that show nothing more arrives).
 	void pump(std::chrono::milliseconds d)
 	{
 		const auto end = std::chrono::steady_clock::now() + d;
@@ -47,12 +48,21 @@ public:
 			tracer_.poll(std::chrono::milliseconds(10));
 	}
 
-	/// Stops the tracer (the `final` snapshots arrive).
-	void stop()
+	/// Delivers snapshots until `done()` holds, or at most `deadline`; whether it held.
+	template <typename Done>
+	bool pump_until(Done done, std::chrono::milliseconds deadline = std::chrono::seconds(10))
 	{
-		pump(std::chrono::milliseconds(50));
-		tracer_.stop();
+		const auto end = std::chrono::steady_clock::now() + deadline;
+		while (!done()) {
+			if (std::chrono::steady_clock::now() >= end)
+				return false;
+			tracer_.poll(std::chrono::milliseconds(10));
+		}
+		return true;
 	}
+
+	/// Stops the tracer: what the kernel queued, then the `final` snapshots, arrive.
+	void stop() { tracer_.stop(); }
 
 	/// The newest snapshot of each flow, named by its endpoints. A flow is
 	/// grouped by socket and peer: its `connect` snapshot can show the local
@@ -63,6 +73,15 @@ public:
 		for (const auto &[id, evs] : groups())
 			out[{endpoint(evs.back().local), endpoint(evs.back().remote)}] = evs.back();
 		return out;
+	}
+
+	/// The newest snapshot of the flow with these endpoints, if any arrived.
+	std::optional<udpintercept::Event> last_of(const FlowName &f) const
+	{
+		auto evs = of_flow(f);
+		if (evs.empty())
+			return std::nullopt;
+		return evs.back();
 	}
 
 	/// Every snapshot of the flow whose newest snapshot has these endpoints.

@@ -81,7 +81,6 @@ std::string run_under(Backend b, bool sends_at_tracepoint = false)
 	o.backend = b;
 	o.sends_at_tracepoint = sends_at_tracepoint;
 	o.pid = static_cast<std::uint32_t>(getpid());
-	o.recv_peers_from_start = true; // recv() without an address names its senders from the first
 	Recorder rec(o);
 	traffic();
 	rec.stop();

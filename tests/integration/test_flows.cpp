@@ -152,89 +152,88 @@ TEST_CASE("an unconnected socket talking to several peers has one flow per peer"
 TEST_CASE("a socket that read its senders' addresses for long, then calls recv(), stays exact",
 	  "[flows][recv]")
 {
-	Options o;
-	o.recv_peers_from_start = true;
-	Recorder rec(o);
-	Udp server(AF_INET), a(AF_INET);
+	Recorder rec;
+	Udp server(AF_INET), a(AF_INET), b(AF_INET);
 	server.bind("127.0.0.1");
 	a.bind("127.0.0.1");
-	// 300 reads that name the sender: the tracepoint backend stops noting arrivals.
+	b.bind("127.0.0.1");
+	// 300 reads that name the sender...
 	for (int i = 0; i < 300; i++) {
 		a.send_to(server.local(), 20);
 		SockAddr from;
 		REQUIRE(server.recv_from(from) == 20);
 	}
-	// The first recv() without an address wakes the noting: on the tracepoint
-	// backend, the datagram it reads (queued while nothing was noted) has no
-	// known sender. Every later one does.
+	// ...then recv() without an address, with datagrams of two senders queued.
 	a.send_to(server.local(), 21);
+	b.send_to(server.local(), 23);
 	REQUIRE(server.recv() == 21);
+	REQUIRE(server.recv() == 23);
 	for (int i = 0; i < 3; i++) {
 		a.send_to(server.local(), 22);
 		REQUIRE(server.recv() == 22);
 	}
 	rec.stop();
 
-	const bool tracepoint = rec.tracer().backend() == Backend::tracepoint;
 	const auto flows = rec.last_by_flow();
 	const auto &in = flows.at({endpoint(server.local()), endpoint(a.local())});
-	CHECK(in.rx_packets == (tracepoint ? 303u : 304u));
-	CHECK(in.rx_bytes == 300u * 20 + 3 * 22 + (tracepoint ? 0 : 21));
-	CHECK(rec.tracer().stats().peer_unknown == (tracepoint ? 1u : 0u));
-	if (tracepoint) {
-		const auto unknown = std::find_if(flows.begin(), flows.end(), [&](const auto &kv) {
-			return kv.first.local == endpoint(server.local()) && kv.second.remote.port == 0;
-		});
-		REQUIRE(unknown != flows.end());
-		CHECK(unknown->second.rx_packets == 1);
-		CHECK(unknown->second.rx_bytes == 21);
-	}
+	CHECK(in.rx_packets == 304u);
+	CHECK(in.rx_bytes == 300u * 20 + 21 + 3 * 22);
+	const auto &in_b = flows.at({endpoint(server.local()), endpoint(b.local())});
+	CHECK(in_b.rx_packets == 1u);
+	CHECK(in_b.rx_bytes == 23u);
+	CHECK(rec.tracer().stats().peer_unknown == 0);
 	const auto &out = flows.at({endpoint(a.local()), endpoint(server.local())});
 	CHECK(out.tx_packets == 304);
 	CHECK(out.tx_bytes == 300u * 20 + 21 + 3 * 22);
 }
 
-TEST_CASE("the first recv() without an address attaches the arrival hook, later ones name their sender",
+TEST_CASE("recv() without an address names its senders from the first datagram; lazy-inexact does not",
 	  "[flows][recv]")
 {
-	Recorder rec; // the default: arrivals noted on demand
-	Udp server(AF_INET6), a(AF_INET6), b(AF_INET6);
-	server.bind("::1");
-	a.bind("::1");
-	b.bind("::1");
-	// Both queued before anything asked for arrivals to be noted.
-	a.send_to(server.local(), 40);
-	b.send_to(server.local(), 41);
-	REQUIRE(server.recv() == 40);
-	// The tracer takes the request and attaches the hook; the datagram
-	// queued before that keeps an unknown sender.
-	rec.pump(50ms);
-	REQUIRE(server.recv() == 41);
-	for (int i = 0; i < 3; i++) {
-		a.send_to(server.local(), 42);
-		b.send_to(server.local(), 43);
-		REQUIRE(server.recv() == 42);
-		REQUIRE(server.recv() == 43);
-	}
-	rec.stop();
+	for (const bool lazy : {false, true}) {
+		CAPTURE(lazy);
+		Options o;
+		o.recv_peers_lazy_inexact = lazy;
+		Recorder rec(o);
+		Udp server(AF_INET6), a(AF_INET6), b(AF_INET6);
+		server.bind("::1");
+		a.bind("::1");
+		b.bind("::1");
+		// Both queued before any recv() without an address on the machine.
+		a.send_to(server.local(), 40);
+		b.send_to(server.local(), 41);
+		REQUIRE(server.recv() == 40);
+		// The lazy mode's request for the arrival hook is served by a poll;
+		// the datagram queued before that keeps an unknown sender.
+		REQUIRE(rec.pump_until([&] { return !rec.events.empty(); }));
+		REQUIRE(server.recv() == 41);
+		for (int i = 0; i < 3; i++) {
+			a.send_to(server.local(), 42);
+			b.send_to(server.local(), 43);
+			REQUIRE(server.recv() == 42);
+			REQUIRE(server.recv() == 43);
+		}
+		rec.stop();
 
-	const bool tracepoint = rec.tracer().backend() == Backend::tracepoint;
-	const auto flows = rec.last_by_flow();
-	const auto &from_a = flows.at({endpoint(server.local()), endpoint(a.local())});
-	const auto &from_b = flows.at({endpoint(server.local()), endpoint(b.local())});
-	CHECK(from_a.rx_packets == (tracepoint ? 3u : 4u));
-	CHECK(from_a.rx_bytes == 3u * 42 + (tracepoint ? 0 : 40));
-	CHECK(from_b.rx_packets == (tracepoint ? 3u : 4u));
-	CHECK(from_b.rx_bytes == 3u * 43 + (tracepoint ? 0 : 41));
-	CHECK(rec.tracer().stats().peer_unknown == (tracepoint ? 2u : 0u));
-	if (tracepoint) {
-		// Counted all the same, on the socket's flow without a peer.
-		const auto unknown = std::find_if(flows.begin(), flows.end(), [&](const auto &kv) {
-			return kv.first.local == endpoint(server.local()) && kv.second.remote.port == 0;
-		});
-		REQUIRE(unknown != flows.end());
-		CHECK(unknown->second.rx_packets == 2);
-		CHECK(unknown->second.rx_bytes == 40u + 41);
+		const bool unknown_first = lazy && rec.tracer().backend() == Backend::tracepoint;
+		const auto flows = rec.last_by_flow();
+		const auto &from_a = flows.at({endpoint(server.local()), endpoint(a.local())});
+		const auto &from_b = flows.at({endpoint(server.local()), endpoint(b.local())});
+		CHECK(from_a.rx_packets == (unknown_first ? 3u : 4u));
+		CHECK(from_a.rx_bytes == 3u * 42 + (unknown_first ? 0 : 40));
+		CHECK(from_b.rx_packets == (unknown_first ? 3u : 4u));
+		CHECK(from_b.rx_bytes == 3u * 43 + (unknown_first ? 0 : 41));
+		CHECK(rec.tracer().stats().peer_unknown == (unknown_first ? 2u : 0u));
+		if (unknown_first) {
+			// Counted all the same, on the socket's flow without a peer.
+			const auto unknown = std::find_if(flows.begin(), flows.end(), [&](const auto &kv) {
+				return kv.first.local == endpoint(server.local()) &&
+				       kv.second.remote.port == 0;
+			});
+			REQUIRE(unknown != flows.end());
+			CHECK(unknown->second.rx_packets == 2);
+			CHECK(unknown->second.rx_bytes == 40u + 41);
+		}
 	}
 }
 
@@ -246,7 +245,10 @@ TEST_CASE("closing a socket reports its flows' totals as close events", "[flows]
 	const std::string c = endpoint(client.local()), s = endpoint(server.local());
 	client.close();
 	server.close();
-	rec.pump(300ms);
+	REQUIRE(rec.pump_until([&] {
+		const auto tx = rec.last_of({c, s}), rx = rec.last_of({s, c});
+		return tx && tx->kind == EventKind::close && rx && rx->kind == EventKind::close;
+	}));
 
 	auto tx = rec.of_flow({c, s});
 	REQUIRE(!tx.empty());
@@ -271,7 +273,7 @@ TEST_CASE("stopping sends one final snapshot per open flow", "[flows][final]")
 	Recorder rec;
 	Udp client(AF_INET), server(AF_INET);
 	connected_exchange("127.0.0.1", AF_INET, 3, 10, client, server);
-	rec.pump(100ms);
+	REQUIRE(rec.pump_until([&] { return rec.last_by_flow().size() == 2; }));
 	const auto before_stop = rec.events.size();
 	rec.stop();
 	std::map<testutil::FlowName, int> finals;
@@ -297,8 +299,9 @@ TEST_CASE("a burst of 1000 datagrams yields a handful of snapshots, not 1000", "
 		client.send(64);
 		server.recv_from();
 	}
-	rec.pump(1500ms); // the sweep reports what the burst left unreported
+	// The sweep reports what the burst left unreported, within the interval.
 	const testutil::FlowName tx{endpoint(client.local()), endpoint(server.local())};
+	CHECK(rec.pump_until([&] { return rec.last_of(tx) && rec.last_of(tx)->tx_packets == 1000; }, 5s));
 	auto updates = rec.of_flow(tx);
 	CHECK(updates.size() >= 2); // the connect, the first send at once...
 	CHECK(updates.size() <= 6); // ...and at most a few interval updates
@@ -318,7 +321,8 @@ TEST_CASE("the first operation of a new flow is reported at once", "[flows][inte
 	Udp a(AF_INET), b(AF_INET);
 	b.bind("127.0.0.1");
 	a.send_to(b.local(), 33); // a lone DNS-like query
-	rec.pump(100ms);
+	// Well within the 10 s interval: the first operation does not wait for it.
+	CHECK(rec.pump_until([&] { return rec.last_by_flow().size() == 1; }, 5s));
 	const auto flows = rec.last_by_flow();
 	REQUIRE(flows.size() == 1);
 	CHECK(flows.begin()->second.kind == EventKind::update);
@@ -336,8 +340,9 @@ TEST_CASE("interval 0 sends one snapshot per operation", "[flows][interval]")
 	client.connect(server.local());
 	for (int i = 0; i < 20; i++)
 		client.send(8);
-	rec.pump(100ms);
-	auto tx = rec.of_flow({endpoint(client.local()), endpoint(server.local())});
+	const testutil::FlowName name{endpoint(client.local()), endpoint(server.local())};
+	CHECK(rec.pump_until([&] { return rec.of_flow(name).size() >= 21; }));
+	auto tx = rec.of_flow(name);
 	// connect + 20 sends, each snapshot one datagram further
 	REQUIRE(tx.size() == 21);
 	for (std::size_t i = 1; i < tx.size(); i++)
@@ -361,4 +366,43 @@ TEST_CASE("counting starts with tracing: sockets older than the tracer", "[flows
 	REQUIRE(flows.size() == 2);
 	CHECK(flows.at({endpoint(client.local()), endpoint(server.local())}).tx_bytes == 40);
 	CHECK(flows.at({endpoint(server.local()), endpoint(client.local())}).rx_packets == 2);
+}
+
+TEST_CASE("a callback that throws loses nothing: the rest is delivered, stop() still sends every final",
+	  "[flows][errors]")
+{
+	Options o;
+	o.pid = static_cast<std::uint32_t>(getpid());
+	std::map<std::uint16_t, int> updates, finals;
+	Tracer t(testutil::with_test_backend(o), [&](const Event &e) {
+		(e.kind == EventKind::final ? finals : updates)[e.remote.port]++;
+		throw std::runtime_error("the consumer failed");
+	});
+	Udp a(AF_INET);
+	a.bind("127.0.0.1");
+	std::vector<Udp> peers;
+	for (int i = 0; i < 3; i++) {
+		peers.emplace_back(AF_INET);
+		peers.back().bind("127.0.0.1");
+		a.send_to(peers.back().local(), 10);
+	}
+	// Each call that delivers rethrows the first exception, after the rest.
+	const auto end = std::chrono::steady_clock::now() + 10s;
+	int threw = 0;
+	while (updates.size() < 3 && std::chrono::steady_clock::now() < end) {
+		try {
+			t.poll(10ms);
+		} catch (const std::runtime_error &e) {
+			CHECK(std::string(e.what()) == "the consumer failed");
+			threw++;
+		}
+	}
+	CHECK(updates.size() == 3);
+	CHECK(threw >= 1);
+	CHECK_THROWS_WITH(t.stop(), "the consumer failed");
+	CHECK(finals.size() == 3);
+	for (const auto &p : peers)
+		CHECK(finals[p.local().port()] == 1);
+	t.stop(); // already stopped: nothing more, nothing thrown
+	CHECK(finals.size() == 3);
 }

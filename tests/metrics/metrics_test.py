@@ -159,7 +159,7 @@ class Cli:
 
 def start_cli(command, cli_args):
     backend = os.environ.get("UDPI_TEST_BACKEND")
-    args = command + ["--metrics", "127.0.0.1:0", "--quiet", "--recv-peers", "always"] + cli_args
+    args = command + ["--metrics", "127.0.0.1:0", "--quiet"] + cli_args
     if backend:
         args += ["--backend", backend]
     cli = Cli(args)

@@ -141,8 +141,8 @@ TEST_CASE("a Tracer made by nobody with the three capabilities counts exactly an
 	const auto [backend, eff] = ready_line(child.out_text);
 	CHECK(backend == expected);
 	const std::uint64_t kept_bpf = maps_need_cap_bpf() ? bit(kCapBpf) : 0;
-	CHECK(cap_names(eff) ==
-	      cap_names(backend == "tracepoint" ? bit(kCapBpf) | bit(kCapNetAdmin) : kept_bpf));
+	// Exact by default: every hook is attached, none waits on demand.
+	CHECK(cap_names(eff) == cap_names(kept_bpf));
 	check_traces_exactly(child);
 }
 

@@ -69,7 +69,9 @@ TEST_CASE("each option sets its field, in every spelling", "[cli_args]")
 	CHECK(c.options.max_flows == 200000);
 	CHECK(c.options.max_sockets == 16);
 	CHECK(c.options.ring_buffer_bytes == 65536);
-	CHECK(c.options.recv_peers_from_start);
+	CHECK_FALSE(c.options.recv_peers_lazy_inexact);
+	CHECK(parse({"--recv-peers", "lazy-inexact"}).config.options.recv_peers_lazy_inexact);
+	CHECK_FALSE(parse({}).config.options.recv_peers_lazy_inexact);
 	CHECK(parse({"-jv"}).config.verbose);
 	CHECK(parse({"-i0"}).config.options.interval.count() == 0);
 }
@@ -88,7 +90,8 @@ TEST_CASE("bad usage is an error message naming the option and what it expects",
 		{{"--family", "ipx"}, "ipv4 or ipv6"},
 		{{"--cgroup", "relative"}, "absolute"},
 		{{"--ring-buffer", "5000"}, "power of two"},
-		{{"--recv-peers", "sometimes"}, "on-demand or always"},
+		{{"--recv-peers", "sometimes"}, "exact or lazy-inexact"},
+		{{"--recv-peers", "on-demand"}, "now lazy-inexact"},
 		{{"--bogus"}, "unknown option '--bogus'"},
 		{{"-x"}, "unknown option '-x'"},
 		{{"stray"}, "unexpected argument 'stray'"},

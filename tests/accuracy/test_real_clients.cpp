@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// Real clients people run, on the host (the kernel matrix's guests have
+// neither): dig querying a dnsmasq the test starts on a loopback port.
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <fcntl.h>
+#include <fstream>
+#include <poll.h>
+#include <regex>
+#include <sys/wait.h>
+#include <thread>
+
+#include "../integration/recorder.h"
+#include "ledger.h"
+
+using namespace std::chrono_literals;
+using testutil::Recorder;
+
+namespace {
+
+// A program's output, run to its end with a deadline.
+struct Run {
+	int status = -1;
+	std::string out;
+};
+
+Run run(std::vector<std::string> argv, std::chrono::seconds deadline)
+{
+	int out[2];
+	REQUIRE(pipe2(out, O_CLOEXEC) == 0);
+	const pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		dup2(out[1], 1);
+		dup2(out[1], 2);
+		std::vector<char *> args;
+		for (auto &a : argv)
+			args.push_back(a.data());
+		args.push_back(nullptr);
+		execvp(args[0], args.data());
+		_exit(127);
+	}
+	close(out[1]);
+	Run r;
+	const auto end = std::chrono::steady_clock::now() + deadline;
+	char buf[4096];
+	for (;;) {
+		pollfd p{out[0], POLLIN, 0};
+		if (::poll(&p, 1, 100) > 0) {
+			const ssize_t n = read(out[0], buf, sizeof(buf));
+			if (n <= 0)
+				break;
+			r.out.append(buf, static_cast<std::size_t>(n));
+		}
+		if (std::chrono::steady_clock::now() > end) {
+			kill(pid, SIGKILL);
+			break;
+		}
+	}
+	close(out[0]);
+	int status = 0;
+	waitpid(pid, &status, 0);
+	r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	return r;
+}
+
+// Whether a UDP socket of this network namespace is bound to 127.0.0.1:port.
+bool listening(std::uint16_t port)
+{
+	std::ifstream udp("/proc/net/udp");
+	char want[32];
+	std::snprintf(want, sizeof(want), "0100007F:%04X", port);
+	std::string line;
+	while (std::getline(udp, line))
+		if (line.find(want) != std::string::npos)
+			return true;
+	return false;
+}
+
+std::uint64_t size_after(const std::string &text, const std::string &label)
+{
+	std::smatch m;
+	REQUIRE(std::regex_search(text, m, std::regex(label + R"(\s*(\d+))")));
+	return std::stoull(m[1]);
+}
+
+} // namespace
+
+TEST_CASE("dig querying dnsmasq: both ends' flows with the right addresses and exact bytes",
+	  "[accuracy][real-clients][host]")
+{
+	testutil::enter_fresh_netns();
+	constexpr std::uint16_t kPort = 5354;
+	udpintercept::Options o;
+	o.port = kPort; // both ends: dig's remote port, dnsmasq's local one
+	Recorder rec(o);
+	const auto before = accuracy::Mib::read();
+
+	const pid_t dnsmasq = fork();
+	REQUIRE(dnsmasq >= 0);
+	if (dnsmasq == 0) {
+		const int null = open("/dev/null", O_WRONLY);
+		dup2(null, 1);
+		dup2(null, 2);
+		execlp("dnsmasq", "dnsmasq", "--no-daemon", "--port=5354", "--listen-address=127.0.0.1",
+		       "--bind-interfaces", "--no-resolv", "--no-hosts", "--address=/example.test/10.1.2.3",
+		       "--user=root", "--pid-file=", static_cast<char *>(nullptr));
+		_exit(127);
+	}
+	const auto end = std::chrono::steady_clock::now() + 10s;
+	while (!listening(kPort) && std::chrono::steady_clock::now() < end)
+		std::this_thread::sleep_for(20ms);
+	REQUIRE(listening(kPort));
+
+	// Three queries, each from a new dig: what each says it sent and received.
+	std::vector<std::pair<std::uint64_t, std::uint64_t>> sizes;
+	for (const char *name : {"a.example.test", "bb.example.test", "ccc.example.test"}) {
+		const Run dig = run({"dig", "@127.0.0.1", "-p", std::to_string(kPort), "+qr", "+tries=1",
+				     "+time=5", name, "A"},
+				    20s);
+		INFO(dig.out);
+		REQUIRE(dig.status == 0);
+		REQUIRE(dig.out.find("10.1.2.3") != std::string::npos);
+		sizes.emplace_back(size_after(dig.out, "QUERY SIZE:"),
+				   size_after(dig.out, "MSG SIZE  rcvd:"));
+	}
+	kill(dnsmasq, SIGTERM);
+	waitpid(dnsmasq, nullptr, 0);
+	const auto after = accuracy::Mib::read();
+	rec.stop();
+
+	const auto flows = rec.last_by_flow();
+	const std::string server = "127.0.0.1:" + std::to_string(kPort);
+	// dig's side: one flow per query, its socket bound to the wildcard then
+	// connected, so its local address is the one connect() chose.
+	std::vector<udpintercept::Event> clients, servers;
+	for (const auto &[name, e] : flows) {
+		if (name.remote == server)
+			clients.push_back(e);
+		else if (name.local == server)
+			servers.push_back(e);
+	}
+	REQUIRE(clients.size() == sizes.size());
+	REQUIRE(servers.size() == sizes.size());
+	std::sort(clients.begin(), clients.end(),
+		  [](const auto &a, const auto &b) { return a.time < b.time; });
+	for (std::size_t i = 0; i < clients.size(); i++) {
+		const auto &c = clients[i];
+		INFO("query " << i << ": dig said " << sizes[i].first << " bytes sent, " << sizes[i].second
+			      << " received");
+		CHECK(c.local.address.to_string() == "127.0.0.1");
+		CHECK(c.local.port != 0);
+		CHECK(c.tx_packets == 1);
+		CHECK(c.tx_bytes == sizes[i].first);
+		CHECK(c.rx_packets == 1);
+		CHECK(c.rx_bytes == sizes[i].second);
+		// dnsmasq's flow of that client: the same endpoints, the other way.
+		const auto s = std::find_if(servers.begin(), servers.end(), [&](const auto &e) {
+			return testutil::endpoint(e.remote) == testutil::endpoint(c.local);
+		});
+		REQUIRE(s != servers.end());
+		CHECK(s->comm == "dnsmasq");
+		CHECK(s->rx_packets == 1);
+		CHECK(s->rx_bytes == sizes[i].first);
+		CHECK(s->tx_packets == 1);
+		CHECK(s->tx_bytes == sizes[i].second);
+	}
+	CHECK(after.in4 - before.in4 == 2 * sizes.size());
+	CHECK(after.out4 - before.out4 == 2 * sizes.size());
+	CHECK(rec.tracer().stats().peer_unknown == 0);
+}
