@@ -28,12 +28,14 @@ bool append(const std::string &path, const std::string &line)
 
 std::string TracefsKretprobe::tracefs()
 {
+	// AT_EACCESS: as the effective ids and capabilities (CAP_DAC_OVERRIDE),
+	// which access() would ignore for a process whose real user is not root.
 	for (const char *dir : {"/sys/kernel/tracing", "/sys/kernel/debug/tracing"})
-		if (access((std::string(dir) + "/kprobe_events").c_str(), W_OK) == 0)
+		if (faccessat(AT_FDCWD, (std::string(dir) + "/kprobe_events").c_str(), W_OK, AT_EACCESS) == 0)
 			return dir;
 	// Not mounted (a bare system): mount it where it belongs.
 	if (mount("nodev", "/sys/kernel/tracing", "tracefs", 0, nullptr) == 0 &&
-	    access("/sys/kernel/tracing/kprobe_events", W_OK) == 0)
+	    faccessat(AT_FDCWD, "/sys/kernel/tracing/kprobe_events", W_OK, AT_EACCESS) == 0)
 		return "/sys/kernel/tracing";
 	return {};
 }

@@ -169,6 +169,11 @@ void Tracer::stop()
 	impl_->stop();
 }
 
+void Tracer::drop_privileges()
+{
+	impl_->loader.drop_privileges();
+}
+
 Backend Tracer::backend() const noexcept
 {
 	return impl_->loader.backend();

@@ -80,7 +80,8 @@ snapshots are printed, then one summary line on stderr:
 lost counts snapshots the ring buffer had no room for; counters stay exact
 because every snapshot is cumulative.
 
-Needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (run as root). Exit status: 0
+Needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (run as root, or grant those
+three), and gives up those it no longer uses once attached. Exit status: 0
 after a clean stop, 1 on a runtime error, 2 for bad usage.
 )";
 

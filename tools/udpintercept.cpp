@@ -17,6 +17,9 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#if UDPINTERCEPT_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 #include "cli_args.h"
 #include "exposition.h"
@@ -25,6 +28,15 @@
 namespace {
 
 using udpintercept::cli::Config;
+
+// A systemd service of Type=notify counts as started once the tracer is
+// attached (no-op outside systemd: NOTIFY_SOCKET is unset).
+void notify_systemd([[maybe_unused]] const std::string &state)
+{
+#if UDPINTERCEPT_HAVE_SYSTEMD
+	sd_notify(0, state.c_str());
+#endif
+}
 
 // The tracer's figures for the exposition: Tracer::stats() reads the kernel's
 // maps, so the tracer's thread calls it about once a second, not per scrape.
@@ -81,6 +93,9 @@ int run(const Config &cli)
 	};
 
 	udpintercept::Tracer tracer(cli.options, on_event);
+	// The metrics server's threads gave theirs up as they started (see
+	// metrics_server.cpp); this thread keeps what the tracer still uses.
+	tracer.drop_privileges();
 	const std::string backend(udpintercept::to_string(tracer.backend()));
 	if (metrics.server) {
 		metrics.refresh(tracer, backend);
@@ -88,6 +103,7 @@ int run(const Config &cli)
 	}
 	fmt::print(stderr, "udpintercept: tracing UDP with the {} backend ({}); Ctrl-C to stop\n", backend,
 		   tracer.backend_reason());
+	notify_systemd(fmt::format("READY=1\nSTATUS=Tracing UDP with the {} backend", backend));
 	if (!cli.json && !cli.quiet) {
 		fmt::print("{}\n", udpintercept::text_header());
 		std::fflush(stdout);
@@ -126,6 +142,7 @@ int run(const Config &cli)
 			break;
 		}
 	}
+	notify_systemd("STOPPING=1");
 	if (metrics.server)
 		metrics.server->set_attached(false);
 	tracer.stop();

@@ -105,6 +105,20 @@ public:
 	 */
 	void stop();
 
+	/**
+	 * Gives up the capabilities the attached tracer no longer uses, in the
+	 * calling thread: its effective, permitted and inheritable sets keep
+	 * CAP_BPF only where this kernel checks it on every bpf() call (before
+	 * Linux 6.5, while kernel.unprivileged_bpf_disabled is set), plus CAP_BPF
+	 * and CAP_NET_ADMIN while an attach on demand is pending (the tracepoint
+	 * backend's arrival hook; they go once it is attached), plus
+	 * CAP_DAC_OVERRIDE if that is what made the tracefs return probes, which
+	 * are removed when the tracer goes; the ambient set is emptied.
+	 * Capabilities belong to threads: call it before starting others.
+	 * Throws Error (stage "privileges") if they cannot be changed.
+	 */
+	void drop_privileges();
+
 	/// The backend in use (never Backend::automatic).
 	Backend backend() const noexcept;
 	/// Why that backend was chosen, for logs.
