@@ -72,6 +72,9 @@ struct BackendRow {
 	bool needs_perf_events;
 	/// Knobs and program choices of its own, set between open and load.
 	void (*configure)(Configuration &);
+	/// A cheap load that tells a refusal before the whole object is tried
+	/// (its maps made, its programs verified): 0, or the errno of the refusal.
+	int (*quick_trial)(const KernelFeatures &) = nullptr;
 };
 
 // A map only programs that were not loaded would use keeps its least size.
@@ -151,6 +154,7 @@ const std::vector<BackendRow> &backend_rows()
 			false,
 			false,
 			no_configuration,
+			trampoline_refusal,
 		},
 		{
 			Backend::tracepoint,
@@ -464,6 +468,11 @@ Loader::Loader(const Options &options) : impl_(std::make_unique<Impl>(options))
 			continue;
 		}
 		try {
+			if (d.row->quick_trial)
+				if (const int err = d.row->quick_trial(*kernel))
+					fail("load", err,
+					     fmt::format("the kernel refused a one-instruction {} program",
+							 to_string(d.row->backend)));
 			d.open();
 			d.configure(*kernel);
 			d.load(capture);
