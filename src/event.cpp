@@ -25,6 +25,8 @@ std::string_view to_string(EventKind kind) noexcept
 		return "close";
 	case EventKind::final:
 		return "final";
+	case EventKind::expire:
+		return "expire";
 	}
 	return "?";
 }
