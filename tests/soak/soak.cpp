@@ -237,30 +237,36 @@ struct Checker {
 		finals += e.kind == EventKind::final;
 		expires += e.kind == EventKind::expire;
 		const Totals t = totals_of(e);
-		if (e.local.port == g.dns_port || e.remote.port == g.dns_port) {
-			const bool server = e.local.port == g.dns_port;
-			const auto i = dns_index(server ? e.remote.address : e.local.address);
-			if (!i) {
-				fail("a DNS flow with an unknown endpoint " + e.remote.address.to_string());
+		// A DNS client's address names it (its port may equal any other's).
+		const auto client = dns_index(e.local.address), peer = dns_index(e.remote.address);
+		if (client || peer) {
+			const bool server = !client;
+			const std::uint64_t i = client ? *client : *peer;
+			if ((server ? e.local.port : e.remote.port) != g.dns_port) {
+				fail("a DNS endpoint's flow with another port: " +
+				     e.local.address.to_string() + ":" + std::to_string(e.local.port) +
+				     " -> " + e.remote.address.to_string() + ":" +
+				     std::to_string(e.remote.port));
 				return;
 			}
 			auto &parts = server ? dns_server_parts : dns_client_parts;
-			Totals &sum = parts[*i];
+			Totals &sum = parts[i];
 			sum.add(t);
-			const Totals expected = server ? Totals{dns_answer(*i), 1, dns_query(*i), 1}
-						       : Totals{dns_query(*i), 1, dns_answer(*i), 1};
+			const Totals expected = server ? Totals{dns_answer(i), 1, dns_query(i), 1}
+						       : Totals{dns_query(i), 1, dns_answer(i), 1};
 			if (sum == expected) {
-				parts.erase(*i);
+				parts.erase(i);
 				(server ? dns_server_exact : dns_client_exact)++;
 			} else if (!sum.within(expected)) {
-				fail("DNS endpoint " + std::to_string(*i) +
+				fail("DNS endpoint " + std::to_string(i) +
 				     (server ? " server side " : " client side ") + sum.text() +
 				     ", expected " + expected.text());
-				parts.erase(*i);
+				parts.erase(i);
 			}
 			return;
 		}
-		if (e.local.port == g.churn_port || e.remote.port == g.churn_port) {
+		if (e.family == Family::ipv6 &&
+		    (e.local.port == g.churn_port || e.remote.port == g.churn_port)) {
 			const bool server = e.local.port == g.churn_port;
 			// A client's answers are one byte longer than its questions.
 			const bool consistent = server ? t.tx_packets == t.rx_packets &&
