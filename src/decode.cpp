@@ -44,9 +44,7 @@ Event decode(EventKind kind, const udpi_flow_key &key, const udpi_flow &flow, co
 	e.time = clock.from_monotonic(flow.last_ns);
 	e.pid = flow.pid;
 	e.uid = flow.uid;
-	// The kernel's comm is terminated; a record that is not still gives at
-	// most the 15 characters Event::comm promises.
-	e.comm.assign(flow.comm, strnlen(flow.comm, sizeof(flow.comm) - 1));
+	e.comm.assign(flow.comm, strnlen(flow.comm, sizeof(flow.comm)));
 	e.cgroup_id = flow.cgroup_id;
 	e.netns = flow.netns;
 	e.local.address = decode_address(flow.laddr, v4_mapped(flow.laddr) ? Family::ipv4 : e.family);
