@@ -320,9 +320,11 @@ FlowTracker::Expiry FlowTracker::expire(const udpi_flow_key &key, std::uint64_t 
 	return Expiry::expired;
 }
 
+// At most kExpiryBatch flows a sweep, so that a crowd going idle together
+// is expired over a few sweeps while the ring buffer keeps being read.
 void FlowTracker::expire_idle(std::uint64_t now_ns)
 {
-	while (!idle_.empty()) {
+	for (std::size_t n = 0; n < kExpiryBatch && !idle_.empty(); n++) {
 		const udpi_flow_key key = idle_.front();
 		if (now_ns - flows_.at(key).heard_ns < expiry_.timeout_ns)
 			return;
@@ -339,7 +341,8 @@ void FlowTracker::expire_early(std::uint64_t now_ns)
 	if (flows_.size() < high)
 		return;
 	const std::uint64_t min_idle = std::max<std::uint64_t>(2 * interval_ns_, 1'000'000'000);
-	for (std::size_t visits = flows_.size(); visits > 0 && flows_.size() > low; visits--) {
+	for (std::size_t visits = std::min(flows_.size(), kExpiryBatch); visits > 0 && flows_.size() > low;
+	     visits--) {
 		const udpi_flow_key key = idle_.front();
 		if (now_ns - flows_.at(key).heard_ns < min_idle)
 			return;

@@ -96,6 +96,10 @@ public:
 	/// How long a closed socket's id is remembered, for records of it still on their way.
 	static constexpr std::uint64_t kClosedMemoryNs = 2'000'000'000;
 
+	/// Flows a sweep expires at most (idle, and again early), a few
+	/// milliseconds of system calls.
+	static constexpr std::size_t kExpiryBatch = 4096;
+
 	/// How long an expired flow's last state is remembered, for an
 	/// operation that landed on it as it was removed.
 	static constexpr std::uint64_t kExpiredMemoryNs = 2'000'000'000;

@@ -81,5 +81,7 @@ TEST_CASE("a hundred starts and stops under traffic leak no fd, BPF object or me
 	CHECK(events > 0);
 	// Flat: a leak of 25 KiB a round (one skeleton, a ring buffer's page
 	// tables) would pass 2 MiB over the rounds; allocator noise stays under.
+#ifndef __SANITIZE_ADDRESS__ // ASan's quarantine holds freed memory back on purpose
 	CHECK(rss - rss_after_warmup < 2048);
+#endif
 }

@@ -692,3 +692,21 @@ TEST_CASE("a socket's close after its flow expired ends nothing twice", "[tracke
 	CHECK(h.out.size() == 4);
 	CHECK(h.kernel.table.empty());
 }
+
+TEST_CASE("a crowd of flows going idle together is expired over a few sweeps", "[tracker][expiry]")
+{
+	Harness h({kTimeout, 0});
+	const std::size_t crowd = detail::FlowTracker::kExpiryBatch * 2 + 10;
+	for (std::size_t i = 0; i < crowd; i++)
+		h.kernel.send(key_of(30 + i / 60000, static_cast<std::uint16_t>(1 + i % 60000)), 1);
+	h.consume();
+	h.kernel.now += kTimeout + kS;
+	h.sweep();
+	CHECK(h.tracker.counters().expired == detail::FlowTracker::kExpiryBatch);
+	h.kernel.now += 250 * kMs;
+	h.sweep();
+	h.kernel.now += 250 * kMs;
+	h.sweep();
+	CHECK(h.tracker.counters().expired == crowd);
+	CHECK(h.kernel.table.empty());
+}
