@@ -52,7 +52,7 @@ TEST_CASE("SIGKILL under traffic leaves no program, link, map or probe of ours; 
 				 << held.links.size());
 		REQUIRE(!held.progs.empty());
 		REQUIRE(!held.maps.empty());
-		REQUIRE(!held.links.empty());
+		// Links may be none: before 5.15 a kprobe holds its program through a perf event.
 		REQUIRE(cli.wait_until([&] { return cli.lines().size() >= 10; }, 20s)); // under traffic
 		cli.signal(SIGKILL);
 		REQUIRE(cli.wait_exit(20s) == -2);
@@ -62,6 +62,9 @@ TEST_CASE("SIGKILL under traffic leaves no program, link, map or probe of ours; 
 		INFO("left: programs " << left.progs.size() << ", maps " << left.maps.size() << ", links "
 				       << left.links.size());
 		CHECK(freed);
+		// A killed tracer cannot remove its return probes (kprobe backend): the next start does.
+		std::printf("after SIGKILL: %zu kprobe_events entries of ours\n",
+			    faults::kprobe_events_of_ours().size());
 	}
 
 	// The next start works and counts exactly; it removes the return probes
