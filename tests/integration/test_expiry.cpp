@@ -39,6 +39,7 @@ TEST_CASE("an idle flow is expired with its totals and leaves the table; talking
 {
 	Options options;
 	options.flow_timeout = 2s;
+	options.pid = static_cast<std::uint32_t>(getpid()); // the table holds this test's flows only
 	Recorder rec(options);
 	Udp client(AF_INET), server(AF_INET);
 	server.bind("127.0.0.1");
