@@ -308,7 +308,7 @@ long rss_kib()
 // The tracer's maps, found among this process's fds by name.
 struct Maps {
 	int flows = -1, socks = -1;
-	std::uint64_t memlock = 0; // bytes: this process's BPF maps but local storage
+	std::uint64_t memlock = 0; // bytes: this process's preallocated BPF maps and ring buffer
 	// Bytes of maps allocated on use (local storage, the tracepoint backend's
 	// per-socket arrival rings): they follow the sockets and tasks the
 	// programs meet, not the tracer's own growth; printed, not held flat.
@@ -456,20 +456,20 @@ int main(int argc, char **argv)
 			rss_max_after = std::max(rss_max_after, rss);
 			memlock_after = std::max(memlock_after, maps.memlock);
 		}
-		std::printf("t=%5.0f s  endpoints %llu  sockets %llu  datagrams %llu  flows_active %llu  "
-			    "expired %llu "
-			    "(early %llu)  lost %llu  untracked %llu  RSS %ld KiB  maps %llu KiB (+ local "
-			    "storage %llu KiB)\n",
-			    t, static_cast<unsigned long long>(g.dns_done.load()),
-			    static_cast<unsigned long long>(g.sockets.load()),
-			    static_cast<unsigned long long>(g.datagrams.load()),
-			    static_cast<unsigned long long>(s.flows_active),
-			    static_cast<unsigned long long>(s.expired),
-			    static_cast<unsigned long long>(s.expired_early),
-			    static_cast<unsigned long long>(s.lost),
-			    static_cast<unsigned long long>(s.untracked_packets), rss,
-			    static_cast<unsigned long long>(maps.memlock / 1024),
-			    static_cast<unsigned long long>(maps.on_use / 1024));
+		std::printf(
+			"t=%5.0f s  endpoints %llu  sockets %llu  datagrams %llu  flows_active %llu  "
+			"expired %llu (early %llu)  lost %llu  untracked %llu  RSS %ld KiB  maps %llu KiB "
+			"(+ on use %llu KiB)\n",
+			t, static_cast<unsigned long long>(g.dns_done.load()),
+			static_cast<unsigned long long>(g.sockets.load()),
+			static_cast<unsigned long long>(g.datagrams.load()),
+			static_cast<unsigned long long>(s.flows_active),
+			static_cast<unsigned long long>(s.expired),
+			static_cast<unsigned long long>(s.expired_early),
+			static_cast<unsigned long long>(s.lost),
+			static_cast<unsigned long long>(s.untracked_packets), rss,
+			static_cast<unsigned long long>(maps.memlock / 1024),
+			static_cast<unsigned long long>(maps.on_use / 1024));
 		std::fflush(stdout);
 	}
 	stop = true;
