@@ -52,6 +52,11 @@ struct Stats {
 	/// interval held back (user space asks the kernel for them; each is
 	/// also a record in records_sent).
 	std::uint64_t flushes = 0;
+	/// Flows reported with `expire` and removed from the table (early ones included).
+	std::uint64_t expired = 0;
+	/// Of those, flows expired before their timeout because the table was
+	/// past 90 % full (the longest idle first).
+	std::uint64_t expired_early = 0;
 };
 
 /**
