@@ -19,6 +19,17 @@
 
 namespace testutil {
 
+/// `args` with `--backend` of the backend under test (test_backend()), unless they name one.
+inline std::vector<std::string> with_test_backend(std::vector<std::string> args)
+{
+	for (const auto &a : args)
+		if (a == "--backend" || a == "--help")
+			return args;
+	args.push_back("--backend");
+	args.push_back(test_backend());
+	return args;
+}
+
 class CliProcess {
 public:
 	/// Where the child's stdout goes.
@@ -140,6 +151,15 @@ public:
 		std::size_t pos = 0;
 		for (std::size_t nl; (nl = out_text.find('\n', pos)) != std::string::npos; pos = nl + 1)
 			out.push_back(out_text.substr(pos, nl - pos));
+		return out;
+	}
+
+	/// stdout's complete lines as the CLI's JSON objects.
+	std::vector<JsonObject> json_lines() const
+	{
+		std::vector<JsonObject> out;
+		for (const auto &line : lines())
+			out.push_back(parse_json_line(line));
 		return out;
 	}
 

@@ -23,7 +23,7 @@ namespace {
 
 std::vector<std::string> cli_args()
 {
-	return {"--json", "--backend", testutil::test_backend()};
+	return testutil::with_test_backend({"--json"});
 }
 
 } // namespace

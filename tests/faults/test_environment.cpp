@@ -22,13 +22,6 @@ using testutil::CliProcess;
 
 namespace {
 
-std::vector<std::string> cli_args(std::vector<std::string> args)
-{
-	args.push_back("--backend");
-	args.push_back(testutil::test_backend());
-	return args;
-}
-
 // Where cgroup v2 is mounted (/proc/self/mounts), empty if nowhere.
 std::string cgroup2_mount()
 {
@@ -70,7 +63,7 @@ faults::Totals total(const faults::Ledger &l)
 
 TEST_CASE("no BTF at /sys/kernel/btf/vmlinux: a clear error", "[faults][environment]")
 {
-	CliProcess cli(g_cli_path, cli_args({"--json"}), CliProcess::Stdout::dev_null, [] {
+	CliProcess cli(g_cli_path, testutil::with_test_backend({"--json"}), CliProcess::Stdout::dev_null, [] {
 		return private_mounts() &&
 		       mount("/dev/null", "/sys/kernel/btf/vmlinux", nullptr, MS_BIND, nullptr) == 0;
 	});
@@ -86,14 +79,15 @@ TEST_CASE("cgroup v2 not mounted, or mounted read-only: a clear error or exact c
 	REQUIRE(!where.empty());
 	for (const bool read_only : {false, true}) {
 		INFO((read_only ? "read-only " : "unmounted ") << where);
-		CliProcess cli(g_cli_path, cli_args({"--json"}), CliProcess::Stdout::pipe, [&] {
-			if (!private_mounts())
-				return false;
-			if (read_only)
-				return mount(nullptr, where.c_str(), nullptr,
-					     MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) == 0;
-			return umount2(where.c_str(), MNT_DETACH) == 0;
-		});
+		CliProcess cli(g_cli_path, testutil::with_test_backend({"--json"}), CliProcess::Stdout::pipe,
+			       [&] {
+				       if (!private_mounts())
+					       return false;
+				       if (read_only)
+					       return mount(nullptr, where.c_str(), nullptr,
+							    MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) == 0;
+				       return umount2(where.c_str(), MNT_DETACH) == 0;
+			       });
 		if (!cli.wait_stderr("tracing UDP", 120s)) {
 			CHECK(cli.wait_exit(60s) == 1);
 			// Forced to the backend that needs it, the error names it; auto
@@ -130,7 +124,8 @@ TEST_CASE("cgroup v2 not mounted, the tracepoint backend forced: the error names
 
 TEST_CASE("the smallest ring buffer loses snapshots, counted, and no count", "[faults][environment]")
 {
-	CliProcess cli(g_cli_path, cli_args({"--json", "--ring-buffer", "4096", "--interval", "0"}));
+	CliProcess cli(g_cli_path,
+		       testutil::with_test_backend({"--json", "--ring-buffer", "4096", "--interval", "0"}));
 	REQUIRE(cli.wait_stderr("tracing UDP", 120s));
 	const auto ledger = faults::exchange(50, 40, 32);
 	cli.signal(SIGINT);
@@ -146,8 +141,8 @@ TEST_CASE("the smallest flow and socket tables: what they hold is exact, the res
 	for (const char *table : {"--max-flows", "--max-sockets"}) {
 		INFO(table);
 		// This test's traffic only: other processes' flows would take the sixteen places.
-		CliProcess cli(g_cli_path,
-			       cli_args({"--json", table, "16", "--pid", std::to_string(getpid())}));
+		CliProcess cli(g_cli_path, testutil::with_test_backend({"--json", table, "16", "--pid",
+									std::to_string(getpid())}));
 		REQUIRE(cli.wait_stderr("tracing UDP", 120s));
 		// Thirty-one sockets and sixty flows at once, in tables of sixteen.
 		const auto ledger = faults::exchange(30, 5, 40, true);

@@ -17,13 +17,6 @@ using testutil::CliProcess;
 
 namespace {
 
-std::vector<std::string> cli_args(std::vector<std::string> args)
-{
-	args.push_back("--backend");
-	args.push_back(testutil::test_backend());
-	return args;
-}
-
 // Waits, with a deadline, for the kernel to free what a dead process held
 // (maps go after an RCU grace period, and links with their last reference).
 bool gone(const faults::BpfObjects &objects, std::chrono::seconds deadline)
@@ -45,7 +38,7 @@ TEST_CASE("SIGKILL under traffic leaves no program, link, map or probe of ours; 
 	REQUIRE(!g_cli_path.empty());
 	{
 		faults::Background traffic;
-		CliProcess cli(g_cli_path, cli_args({"--json"}));
+		CliProcess cli(g_cli_path, testutil::with_test_backend({"--json"}));
 		REQUIRE(cli.wait_stderr("tracing UDP", 120s));
 		const auto held = faults::bpf_objects_of(cli.pid());
 		INFO("programs " << held.progs.size() << ", maps " << held.maps.size() << ", links "
@@ -69,7 +62,7 @@ TEST_CASE("SIGKILL under traffic leaves no program, link, map or probe of ours; 
 
 	// The next start works and counts exactly; it removes the return probes
 	// (kprobe backend) the killed one could not, and its stop its own.
-	CliProcess cli(g_cli_path, cli_args({"--json"}));
+	CliProcess cli(g_cli_path, testutil::with_test_backend({"--json"}));
 	REQUIRE(cli.wait_stderr("tracing UDP", 120s));
 	const auto ledger = faults::exchange(3, 7, 100);
 	cli.signal(SIGINT);

@@ -17,19 +17,12 @@ using testutil::CliProcess;
 
 namespace {
 
-std::vector<std::string> cli_args(std::vector<std::string> args)
-{
-	args.push_back("--backend");
-	args.push_back(testutil::test_backend());
-	return args;
-}
-
 } // namespace
 
 TEST_CASE("a closed stdout ends the CLI within seconds even when no snapshot is due", "[faults][output]")
 {
 	// A port nothing uses: not one snapshot will come.
-	CliProcess cli(g_cli_path, cli_args({"--json", "--port", "9"}));
+	CliProcess cli(g_cli_path, testutil::with_test_backend({"--json", "--port", "9"}));
 	REQUIRE(cli.wait_stderr("tracing UDP", 120s));
 	cli.close_stdout();
 	const auto closed = std::chrono::steady_clock::now();
@@ -44,7 +37,7 @@ TEST_CASE("a closed stdout ends the CLI within seconds even when no snapshot is 
 
 TEST_CASE("udpintercept --json | head -1: the CLI ends after its first line is read", "[faults][output]")
 {
-	CliProcess cli(g_cli_path, cli_args({"--json"}));
+	CliProcess cli(g_cli_path, testutil::with_test_backend({"--json"}));
 	REQUIRE(cli.wait_stderr("tracing UDP", 120s));
 	faults::exchange(1, 1, 10);
 	REQUIRE(cli.wait_until([&] { return !cli.lines().empty(); }, 20s));
@@ -57,7 +50,7 @@ TEST_CASE("udpintercept --json | head -1: the CLI ends after its first line is r
 TEST_CASE("a stalled reader blocks the output, which stays whole lines with exact totals", "[faults][output]")
 {
 	// A snapshot per operation: the pipe fills while the reader stalls.
-	CliProcess cli(g_cli_path, cli_args({"--json", "--interval", "0"}));
+	CliProcess cli(g_cli_path, testutil::with_test_backend({"--json", "--interval", "0"}));
 	REQUIRE(cli.wait_stderr("tracing UDP", 120s));
 	cli.stall_stdout(true);
 	const auto ledger = faults::exchange(20, 200, 64);
@@ -79,7 +72,7 @@ TEST_CASE("a stalled reader blocks the output, which stays whole lines with exac
 
 TEST_CASE("a write error (stdout on /dev/full) exits 1 naming it, with the summary", "[faults][output]")
 {
-	CliProcess cli(g_cli_path, cli_args({"--json"}), CliProcess::Stdout::dev_full);
+	CliProcess cli(g_cli_path, testutil::with_test_backend({"--json"}), CliProcess::Stdout::dev_full);
 	REQUIRE(cli.wait_stderr("tracing UDP", 120s));
 	faults::exchange(1, 3, 10);
 	CHECK(cli.wait_exit(20s) == 1);
