@@ -42,7 +42,7 @@ _udpintercept()
 		COMPREPLY=($(compgen -W '127.0.0.1:9593 0.0.0.0:9593' -- "$cur"))
 		return
 		;;
-	-i | --interval | -d | --duration | -P | --port | --max-flows | --max-sockets | --ring-buffer | \
+	-i | --interval | -d | --duration | --flow-timeout | -P | --port | --max-flows | --max-sockets | --ring-buffer | \
 		--metrics-max-series)
 		# a number: nothing to offer
 		return
@@ -51,7 +51,7 @@ _udpintercept()
 	$split && return
 
 	if [[ $cur == -* ]]; then
-		COMPREPLY=($(compgen -W '-j --json -i --interval -d --duration -q --quiet -p --pid
+		COMPREPLY=($(compgen -W '-j --json -i --interval -d --duration --flow-timeout -q --quiet -p --pid
 			-u --uid -P --port -f --family -c --cgroup --metrics --metrics-labels
 			--metrics-max-series -b --backend --max-flows --max-sockets --ring-buffer
 			--recv-peers -v --verbose -h --help -V --version' -- "$cur"))
