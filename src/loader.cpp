@@ -226,6 +226,8 @@ struct Loader::Impl {
 	void attach_program(bpf_program *prog, LibbpfCapture &capture);
 	bpf_link *attach_kretprobe(bpf_program *prog, const std::string &function);
 	void reset() noexcept;
+	std::size_t count_loaded_programs() const;
+	std::size_t count_created_maps() const;
 };
 
 std::vector<std::pair<const BackendRow *, std::string>>
@@ -241,6 +243,7 @@ Loader::Impl::candidates(std::optional<KernelFeatures> &kernel,
 	vmlinux.reset(btf__load_vmlinux_btf());
 	if (!vmlinux)
 		fail("btf", errno, fmt::format("cannot read the kernel's BTF from {}", kVmlinuxBtf));
+	log(fmt::format("read the kernel's BTF ({} types)", btf__type_cnt(vmlinux.get())));
 	kernel.emplace(vmlinux.get());
 
 	std::vector<std::pair<const BackendRow *, std::string>> out;
@@ -393,6 +396,22 @@ bpf_link *Loader::Impl::attach_kretprobe(bpf_program *prog, const std::string &f
 	}
 }
 
+std::size_t Loader::Impl::count_loaded_programs() const
+{
+	std::size_t n = 0;
+	bpf_program *prog;
+	bpf_object__for_each_program(prog, skel->obj) n += bpf_program__fd(prog) >= 0;
+	return n;
+}
+
+std::size_t Loader::Impl::count_created_maps() const
+{
+	std::size_t n = 0;
+	bpf_map *map;
+	bpf_object__for_each_map(map, skel->obj) n += bpf_map__fd(map) >= 0;
+	return n;
+}
+
 void Loader::Impl::reset() noexcept
 {
 	links.clear();
@@ -419,9 +438,13 @@ Loader::Loader(const Options &options) : impl_(std::make_unique<Impl>(options))
 		check_privileges(d.row->needs_cgroup);
 		try {
 			d.open();
+			d.log("opened the BPF object");
 			d.configure(*kernel);
 			d.load(capture);
+			d.log(fmt::format("loaded {} programs and created {} maps", d.count_loaded_programs(),
+					  d.count_created_maps()));
 			d.attach(capture);
+			d.log(fmt::format("attached {} programs", d.links.size()));
 			d.reason = tried + candidates[i].second;
 			break;
 		} catch (const Error &e) {
