@@ -27,6 +27,21 @@ bool starts_with(std::string_view text, std::string_view prefix)
 	return text.substr(0, prefix.size()) == prefix;
 }
 
+// libbpf names the maps and programs of its feature probes libbpf_*; the
+// object's own are named in the skeleton.
+bool of_the_object(const BpfCall &c)
+{
+	return !c.name.empty() && !starts_with(c.name, "libbpf_");
+}
+
+// The loader's helper probes (kernel_probe.cpp, helper_allowed): eight
+// instructions for a cgroup program type.
+bool helper_probe(const BpfCall &c)
+{
+	return c.cmd == BPF_PROG_LOAD && c.count == 8 &&
+	       (c.type == BPF_PROG_TYPE_CGROUP_SKB || c.type == BPF_PROG_TYPE_CGROUP_SOCK_ADDR);
+}
+
 // The log lines of src/loader.cpp that end each stage.
 constexpr std::string_view kBtf = "read the kernel's BTF";
 constexpr std::string_view kBackend = "backend ";
@@ -93,12 +108,21 @@ Startup split_startup(Clock::time_point begin, Clock::time_point end, const std:
 		const double ms = ms_between(from, to);
 		const auto in = calls_in(from, to);
 		if (k < log.size() && !trial_of[k].empty()) {
-			double map_ms = 0;
-			for (const BpfCall *c : in)
+			double map_ms = 0, parse_ms = 0, prog_ms = 0;
+			for (const BpfCall *c : in) {
 				if (c->cmd == BPF_MAP_CREATE)
 					map_ms += ms_of(c->took);
-			stages.add("trial load of " + trial_of[k] + " (refused): map creation", map_ms);
-			stages.add("trial load of " + trial_of[k] + " (refused): the rest", ms - map_ms);
+				else if (c->cmd == kVmlinuxBtfParse)
+					parse_ms += ms_of(c->took);
+				else if (c->cmd == BPF_PROG_LOAD)
+					prog_ms += ms_of(c->took);
+			}
+			const std::string trial = "trial load of " + trial_of[k] + " (refused): ";
+			stages.add(trial + "map creation", map_ms);
+			stages.add(trial + "libbpf parses the kernel's BTF", parse_ms);
+			stages.add(trial + "program loads", prog_ms);
+			stages.add(trial + "the rest (relocations, attach targets)",
+				   ms - map_ms - parse_ms - prog_ms);
 		} else if (k == log.size()) {
 			stages.add("after attach: ring buffer, flow tracker, clock", ms);
 		} else if (starts_with(line, kBtf)) {
@@ -110,14 +134,16 @@ Startup split_startup(Clock::time_point begin, Clock::time_point end, const std:
 			stages.add("look for each backend's hooks in the BTF", ms);
 		} else if (starts_with(line, kLoaded)) {
 			loaded = true;
-			double map_ms = 0, prog_ms = 0, btf_ms = 0, probe_ms = 0;
+			double map_ms = 0, prog_ms = 0, btf_ms = 0, probe_ms = 0, parse_ms = 0;
 			for (const BpfCall *c : in) {
 				const double t = ms_of(c->took);
-				if (c->cmd == BPF_MAP_CREATE && !c->name.empty()) {
+				if (c->cmd == kVmlinuxBtfParse) {
+					parse_ms += t;
+				} else if (c->cmd == BPF_MAP_CREATE && of_the_object(*c)) {
 					map_ms += t;
 					maps++;
 					out.objects.push_back({true, c->name, c->count, t});
-				} else if (c->cmd == BPF_PROG_LOAD && !c->name.empty()) {
+				} else if (c->cmd == BPF_PROG_LOAD && of_the_object(*c)) {
 					prog_ms += t;
 					programs++;
 					out.objects.push_back({false, c->name, c->count, t});
@@ -131,15 +157,16 @@ Startup split_startup(Clock::time_point begin, Clock::time_point end, const std:
 			stages.add("load: program verification", prog_ms);
 			stages.add("load: the object's BTF", btf_ms);
 			stages.add("load: libbpf's feature probes", probe_ms);
-			stages.add("load: libbpf's own work (relocations)",
-				   ms - map_ms - prog_ms - btf_ms - probe_ms);
+			stages.add("load: libbpf parses the kernel's BTF again", parse_ms);
+			stages.add("load: libbpf's own work (relocations, ELF)",
+				   ms - map_ms - prog_ms - btf_ms - probe_ms - parse_ms);
 		} else if (starts_with(line, kAttached)) {
 			for (const BpfCall *c : in)
 				links += c->cmd == BPF_LINK_CREATE || c->cmd == BPF_RAW_TRACEPOINT_OPEN;
 			stages.add("attach", ms);
 		} else if (opened && !loaded) {
 			for (const BpfCall *c : in)
-				helper_probes += c->cmd == BPF_PROG_LOAD && c->name.empty();
+				helper_probes += helper_probe(*c);
 			stages.add("configure: the loader's trial loads", ms);
 		} else {
 			stages.add("other", ms);

@@ -2,14 +2,15 @@
 // Where a Tracer's constructor spends its time: the library's log lines
 // (Options::log, one at the end of each stage) cut the span into stages, and
 // the bpf() calls inside the load are sorted into map creation, program
-// verification, BTF and libbpf's feature probes.
+// verification, BTF and libbpf's feature probes, apart from libbpf's own
+// parse of the kernel's BTF.
 #pragma once
 
 #include <chrono>
 #include <string>
 #include <vector>
 
-#include "bpf_syscall_clock.h"
+#include "libbpf_clock.h"
 
 namespace bench {
 

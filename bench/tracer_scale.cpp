@@ -38,7 +38,7 @@
 #include <tuple>
 #include <vector>
 
-#include "bpf_syscall_clock.h"
+#include "libbpf_clock.h"
 #include "map_memory.h"
 #include "startup_stages.h"
 
@@ -303,7 +303,7 @@ void print_startup(const std::vector<StartFigures> &starts)
 		totals.push_back(s.total_ms);
 	std::printf("\nStartup, constructor to attached, %zu starts each in a fresh process (ms):\n",
 		    starts.size());
-	std::printf("%-60s %8s %8s %8s\n", "stage", "median", "min", "max");
+	std::printf("%-66s %8s %8s %8s\n", "stage", "median", "min", "max");
 	// Stages in the order of the first start; a stage a start lacks counts 0 there.
 	for (const auto &[name, _] : starts.front().stages) {
 		std::vector<double> ms;
@@ -314,10 +314,10 @@ void print_startup(const std::vector<StartFigures> &starts)
 					v += x;
 			ms.push_back(v);
 		}
-		std::printf("%-60s %8.2f %8.2f %8.2f\n", name.c_str(), median_of(ms),
+		std::printf("%-66s %8.2f %8.2f %8.2f\n", name.c_str(), median_of(ms),
 			    *std::min_element(ms.begin(), ms.end()), *std::max_element(ms.begin(), ms.end()));
 	}
-	std::printf("%-60s %8.2f %8.2f %8.2f\n", "total", median_of(totals),
+	std::printf("%-66s %8.2f %8.2f %8.2f\n", "total", median_of(totals),
 		    *std::min_element(totals.begin(), totals.end()),
 		    *std::max_element(totals.begin(), totals.end()));
 	if (!starts.front().syscalls_seen)
@@ -538,8 +538,12 @@ int main(int argc, char **argv)
 		uname(&u);
 		double load[3] = {};
 		getloadavg(load, 3);
-		std::printf("tracer_scale: kernel %s, %d starts, %u flows, load average %.2f %.2f %.2f\n",
-			    u.release, starts, flows, load[0], load[1], load[2]);
+		std::printf(
+			"tracer_scale: kernel %s, backend %s (asked: %s), %d starts, %u flows, load average "
+			"%.2f %.2f %.2f\n",
+			u.release, std::string(udpintercept::to_string(tracer.backend())).c_str(),
+			std::string(udpintercept::to_string(backend)).c_str(), starts, flows, load[0],
+			load[1], load[2]);
 		std::printf("%-44s %12s\n", "measure", "value");
 		std::printf("%-44s %12.1f\n", "constructor to attached, median ms", ms[ms.size() / 2]);
 		std::printf("%-44s %12.1f\n", "constructor to attached, min ms", ms.front());

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-#include "bpf_syscall_clock.h"
+#include "libbpf_clock.h"
 
 #include <algorithm>
 #include <atomic>
@@ -11,6 +11,8 @@
 #include <mutex>
 #include <sys/syscall.h>
 #include <utility>
+
+struct btf;
 
 namespace bench {
 
@@ -115,4 +117,26 @@ extern "C" long syscall(long number, ...) noexcept
 	}
 	errno = saved;
 	return result;
+}
+
+extern "C" struct btf *btf__load_vmlinux_btf(void)
+{
+	using Fn = struct btf *(*)();
+	static const auto real = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, "btf__load_vmlinux_btf"));
+	if (!bench::g_recording)
+		return real();
+	bench::BpfCall call;
+	call.cmd = bench::kVmlinuxBtfParse;
+	call.name = "vmlinux";
+	call.start = std::chrono::steady_clock::now();
+	struct btf *btf = real();
+	call.took = std::chrono::steady_clock::now() - call.start;
+	const int saved = errno;
+	{
+		std::lock_guard lock(bench::g_mutex);
+		if (bench::g_recording)
+			bench::g_calls.push_back(std::move(call));
+	}
+	errno = saved;
+	return btf;
 }
