@@ -232,13 +232,12 @@ int main(int argc, char **argv)
 			const int err = errno;
 			if (cgroup_fd >= 0)
 				close(cgroup_fd);
-			return fail(fmt::format("cannot attach {} to {}{}", bpf_program__name(prog),
-						bpf_program__section_name(prog),
-						is_cgroup_program(prog)
-							? " on '" + root + "'"
-							: std::string(" (the sock_*_length "
-								      "tracepoints need Linux 6.3 "
-								      "or later)")),
+			const std::string where =
+				is_cgroup_program(prog)
+					? fmt::format("the cgroup v2 root '{}'", root)
+					: "its tracepoint (sock_*_length need Linux 6.3 or later)";
+			return fail(fmt::format("cannot attach {} ({}) to {}", bpf_program__name(prog),
+						bpf_program__section_name(prog), where),
 				    err);
 		}
 		links.emplace_back(link);
