@@ -237,6 +237,8 @@ struct Loader::Impl {
 	bpf_link *attach_kretprobe(bpf_program *prog, const std::string &function);
 	void keep_needed_capabilities();
 	void reset() noexcept;
+	std::size_t count_loaded_programs() const;
+	std::size_t count_created_maps() const;
 };
 
 std::vector<std::pair<const BackendRow *, std::string>>
@@ -252,6 +254,7 @@ Loader::Impl::candidates(std::optional<KernelFeatures> &kernel,
 	vmlinux.reset(btf__load_vmlinux_btf());
 	if (!vmlinux)
 		fail("btf", errno, fmt::format("cannot read the kernel's BTF from {}", kVmlinuxBtf));
+	log(fmt::format("read the kernel's BTF ({} types)", btf__type_cnt(vmlinux.get())));
 	kernel.emplace(vmlinux.get());
 
 	std::vector<std::pair<const BackendRow *, std::string>> out;
@@ -430,6 +433,22 @@ void Loader::Impl::keep_needed_capabilities()
 	log(fmt::format("capabilities kept once attached: {}", effective_capability_names()));
 }
 
+std::size_t Loader::Impl::count_loaded_programs() const
+{
+	std::size_t n = 0;
+	bpf_program *prog;
+	bpf_object__for_each_program(prog, skel->obj) n += bpf_program__fd(prog) >= 0;
+	return n;
+}
+
+std::size_t Loader::Impl::count_created_maps() const
+{
+	std::size_t n = 0;
+	bpf_map *map;
+	bpf_object__for_each_map(map, skel->obj) n += bpf_map__fd(map) >= 0;
+	return n;
+}
+
 void Loader::Impl::reset() noexcept
 {
 	links.clear();
@@ -474,9 +493,13 @@ Loader::Loader(const Options &options) : impl_(std::make_unique<Impl>(options))
 					     fmt::format("the kernel refused a one-instruction {} program",
 							 to_string(d.row->backend)));
 			d.open();
+			d.log("opened the BPF object");
 			d.configure(*kernel);
 			d.load(capture);
+			d.log(fmt::format("loaded {} programs and created {} maps", d.count_loaded_programs(),
+					  d.count_created_maps()));
 			d.attach(capture);
+			d.log(fmt::format("attached {} programs", d.links.size()));
 			d.reason = tried + candidates[i].second;
 			if (!d.kretprobe_note.empty())
 				d.reason += "; " + d.kretprobe_note;
