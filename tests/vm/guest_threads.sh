@@ -25,6 +25,7 @@ run() {
 	shift 2
 	log=/tmp/$name.log
 	start=$(date +%s)
+	echo "[$name: started]"
 	if UDPI_TEST_BACKEND=$backend "$@" >"$log" 2>&1; then
 		echo "@@RESULT $name PASS"
 	else
