@@ -75,18 +75,22 @@ Startup split_startup(Clock::time_point begin, Clock::time_point end, const std:
 	Startup out;
 	out.total_ms = ms_between(begin, end);
 
-	// A refused backend's trial: from its "opened" line to its "failed" line.
+	// A refused backend's trial: from its "opened" line to its "failed" line,
+	// or, refused by the one-instruction probe before any object was opened,
+	// from the line before to its "failed" line.
 	std::vector<std::string> trial_of(log.size());
 	for (std::size_t f = 0; f < log.size(); f++) {
 		const auto at = log[f].text.find(kFailed);
 		if (!starts_with(log[f].text, kBackend) || at == std::string::npos)
 			continue;
 		const std::string backend = log[f].text.substr(kBackend.size(), at - kBackend.size());
-		for (std::size_t o = f + 1; o-- > 0;) {
-			trial_of[o] = backend;
-			if (log[o].text == kOpened)
-				break;
-		}
+		std::size_t o = f;
+		while (o > 0 && log[o].text != kOpened && !starts_with(log[o - 1].text, kBackend) &&
+		       !starts_with(log[o - 1].text, kBtf))
+			o--;
+		const bool whole_object = log[o].text == kOpened;
+		for (std::size_t i = whole_object ? o : f; i <= f; i++)
+			trial_of[i] = whole_object ? backend : backend + ", one-instruction probe";
 	}
 
 	const auto calls_in = [&](Clock::time_point from, Clock::time_point to) {

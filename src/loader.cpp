@@ -228,7 +228,8 @@ struct Loader::Impl {
 	}
 
 	std::vector<std::pair<const BackendRow *, std::string>>
-	candidates(std::optional<KernelFeatures> &kernel, std::unique_ptr<btf, void (*)(btf *)> &vmlinux);
+	candidates(std::optional<KernelFeatures> &kernel, std::unique_ptr<RawBtf> &raw,
+		   std::unique_ptr<btf, void (*)(btf *)> &vmlinux);
 	void open();
 	void configure(const KernelFeatures &kernel);
 	void load(LibbpfCapture &capture);
@@ -242,7 +243,7 @@ struct Loader::Impl {
 };
 
 std::vector<std::pair<const BackendRow *, std::string>>
-Loader::Impl::candidates(std::optional<KernelFeatures> &kernel,
+Loader::Impl::candidates(std::optional<KernelFeatures> &kernel, std::unique_ptr<RawBtf> &raw,
 			 std::unique_ptr<btf, void (*)(btf *)> &vmlinux)
 {
 	if (access(kVmlinuxBtf, R_OK) != 0)
@@ -251,11 +252,20 @@ Loader::Impl::candidates(std::optional<KernelFeatures> &kernel,
 			fmt::format("no BTF at {}: udpintercept needs a kernel built with "
 				    "CONFIG_DEBUG_INFO_BTF=y (every major distribution's kernel since 2020)",
 				    kVmlinuxBtf));
-	vmlinux.reset(btf__load_vmlinux_btf());
-	if (!vmlinux)
-		fail("btf", errno, fmt::format("cannot read the kernel's BTF from {}", kVmlinuxBtf));
-	log(fmt::format("read the kernel's BTF ({} types)", btf__type_cnt(vmlinux.get())));
-	kernel.emplace(vmlinux.get());
+	// The few names the backends' probes ask for are looked up in the raw
+	// bytes; libbpf's full parse is the fallback for a blob this reader does
+	// not walk (a newer BTF kind, the other byte order).
+	if ((raw = RawBtf::read(kVmlinuxBtf))) {
+		log(fmt::format("read the kernel's BTF ({} types)", raw->type_count()));
+		kernel.emplace(raw.get());
+	} else {
+		vmlinux.reset(btf__load_vmlinux_btf());
+		if (!vmlinux)
+			fail("btf", errno, fmt::format("cannot read the kernel's BTF from {}", kVmlinuxBtf));
+		log(fmt::format("read the kernel's BTF ({} types, parsed by libbpf)",
+				btf__type_cnt(vmlinux.get())));
+		kernel.emplace(vmlinux.get());
+	}
 
 	std::vector<std::pair<const BackendRow *, std::string>> out;
 	std::vector<std::string> rejected;
@@ -464,8 +474,9 @@ Loader::Loader(const Options &options) : impl_(std::make_unique<Impl>(options))
 	Impl &d = *impl_;
 	LibbpfCapture capture(d.options.log);
 	std::optional<KernelFeatures> kernel;
+	std::unique_ptr<RawBtf> raw;
 	std::unique_ptr<btf, void (*)(btf *)> vmlinux(nullptr, btf__free);
-	const auto candidates = d.candidates(kernel, vmlinux);
+	const auto candidates = d.candidates(kernel, raw, vmlinux);
 	std::string tried; // backends `auto` tried first
 	raise_memlock_limit();
 	// The trial load: a backend the BTF says is there can still be refused
