@@ -7,16 +7,13 @@
 #ifndef UDPINTERCEPT_BPF_ARRIVALS_BPF_H
 #define UDPINTERCEPT_BPF_ARRIVALS_BPF_H
 
-#include "flow.bpf.h"
+#include "drops.bpf.h"
 
 #ifdef UDPI_DEFINE_ARRIVALS
 #define UDPI_ARRIVALS
 #else
 #define UDPI_ARRIVALS extern
 #endif
-
-/* The kernel's kfree_skb tracepoint names the receiving socket (set from its BTF). */
-extern const volatile bool kfree_skb_has_sk;
 
 /*
  * recv() without an address on an unconnected socket: neither the socket

@@ -136,9 +136,9 @@ int run(const Config &cli)
 	fmt::print(
 		stderr,
 		"udpintercept: events={} lost={} closes_deferred={} untracked_flows={} untracked_packets={} "
-		"untracked_bytes={} untracked_sockets={} peer_unknown={} backend={}\n",
+		"untracked_bytes={} untracked_sockets={} peer_unknown={} no_listener={} backend={}\n",
 		s.events, s.lost, s.closes_deferred, s.flows_untracked, s.untracked_packets,
-		s.untracked_bytes, s.sockets_untracked, s.peer_unknown, backend);
+		s.untracked_bytes, s.sockets_untracked, s.peer_unknown, s.no_listener, backend);
 	close(sfd);
 	return 0;
 }
