@@ -148,7 +148,70 @@ static __always_inline bool socket_drop_reason(__s64 reason)
 	return reason == UDPI_DROP_REASON(SKB_DROP_REASON_SOCKET_RCVBUFF) ||
 	       reason == UDPI_DROP_REASON(SKB_DROP_REASON_PROTO_MEM) ||
 	       reason == UDPI_DROP_REASON(SKB_DROP_REASON_SOCKET_FILTER) ||
-	       reason == UDPI_DROP_REASON(SKB_DROP_REASON_XFRM_POLICY);
+	       reason == UDPI_DROP_REASON(SKB_DROP_REASON_XFRM_POLICY) ||
+	       reason == UDPI_DROP_REASON(SKB_DROP_REASON_UDP_CSUM);
+}
+
+__u64 csum_drops_waiting = 0;
+
+/* A zeroed set of waiting checksum failures to insert from. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct csum_drops);
+} csum_drops_zero SEC(".maps");
+
+static __always_inline bool same_peer(const struct udpi_peer *a, const struct udpi_peer *b)
+{
+	const __u64 *x = (const __u64 *)a->addr, *y = (const __u64 *)b->addr;
+
+	return x[0] == y[0] && x[1] == y[1] && a->port == b->port && a->family == b->family;
+}
+
+/*
+ * A receive in this thread found skb's checksum bad (see arrivals.bpf.h):
+ * it waits, with its sender, for the receive that settles it. More senders
+ * than UDPI_CSUM_SENDERS before one receive: the rest are not counted.
+ */
+static __always_inline void csum_drop_wait(struct sk_buff *skb)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct udpi_peer src = {}, dst = {};
+	struct csum_drops *d;
+	__u32 zero = 0;
+	int free = -1;
+
+	if (!skb_udp_ends(skb, &src, &dst))
+		return;
+	d = bpf_map_lookup_elem(&csum_drops, &tid);
+	if (!d) {
+		d = bpf_map_lookup_elem(&csum_drops_zero, &zero);
+		if (!d || bpf_map_update_elem(&csum_drops, &tid, d, BPF_NOEXIST))
+			return;
+		__sync_fetch_and_add(&csum_drops_waiting, 1);
+		d = bpf_map_lookup_elem(&csum_drops, &tid);
+		if (!d)
+			return;
+	}
+	for (int i = 0; i < UDPI_CSUM_SENDERS; i++) {
+		struct csum_drop *e = &d->e[i];
+
+		if (!e->count) {
+			if (free < 0)
+				free = i;
+			continue;
+		}
+		if (e->dport == dst.port && same_peer(&e->peer, &src)) {
+			e->count++;
+			return;
+		}
+	}
+	if (free >= 0 && free < UDPI_CSUM_SENDERS) {
+		d->e[free].peer = src;
+		d->e[free].dport = dst.port;
+		d->e[free].count = 1;
+	}
 }
 
 /*
@@ -170,6 +233,10 @@ int BPF_PROG(tp_kfree_skb, struct sk_buff *skb)
 	mine = last && last->skb == (__u64)skb;
 	if (!sk && mine && kfree_skb_arity < 4 && socket_drop_reason(kfree_skb_reason_of(ctx)))
 		sk = (struct sock *)last->sk;
+	if (!sk && kfree_skb_reason_of(ctx) == UDPI_DROP_REASON(SKB_DROP_REASON_UDP_CSUM)) {
+		csum_drop_wait(skb);
+		return 0;
+	}
 	if (!on_kfree_skb(ctx, skb, sk) || !mine || last->sk != (__u64)sk)
 		return 0;
 	last->skb = 0;

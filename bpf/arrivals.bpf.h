@@ -25,6 +25,9 @@
  * sender came from elsewhere (recvfrom()), so the notes stay in step with
  * the queue whichever way the application reads.
  *
+ * A datagram dropped later, when a receive found its checksum bad, leaves
+ * its note to be passed over (discard) by the receive that settles the drop.
+ *
  * The notes of a socket live in a ring of UDPI_RX_RING entries; a burst that
  * queues more spills the rest into rx_spill, keyed by socket and arrival
  * number, so any depth the socket's receive buffer allows is followed.
@@ -41,7 +44,9 @@ struct rx_entry {
 struct rx_ring {
 	__u64 head; /* next arrival number to consume */
 	__u64 skip; /* datagrams queued before tracking began: their senders are not known */
-	__u64 consumer_pad[6];
+	/* notes of datagrams a receive dropped for a bad checksum, to pass over */
+	__u64 discard;
+	__u64 consumer_pad[5];
 	__u64 tail; /* next arrival number to note */
 	__u64 producer_pad[7];
 	struct rx_entry e[UDPI_RX_RING];
@@ -80,6 +85,15 @@ static __always_inline __u64 sk_queued(struct sock *sk)
 	       BPF_CORE_READ((struct udp_sock *)sk, reader_queue.qlen);
 }
 
+/* A live note taken while notes are to be passed over is one of them. */
+static __always_inline bool rx_ring_passed_over(struct rx_ring *r)
+{
+	if (!*(volatile __u64 *)&r->discard)
+		return false;
+	__sync_fetch_and_add(&r->discard, -1);
+	return true;
+}
+
 /*
  * Takes the note of the datagram this receive consumed; true with its
  * sender in *p, false if its sender was not noted (queued before tracking
@@ -114,7 +128,7 @@ static __always_inline bool rx_ring_take(struct sock *sk, struct udpi_peer *p)
 		if (__sync_val_compare_and_swap(&r->head, n, n + 1) != n)
 			continue;
 		if (e.seq == n + 1) {
-			if (e.dropped)
+			if (e.dropped || rx_ring_passed_over(r))
 				continue;
 			*p = e.peer;
 			return true;
@@ -125,12 +139,79 @@ static __always_inline bool rx_ring_take(struct sock *sk, struct udpi_peer *p)
 		e.peer = s->peer;
 		e.dropped = s->dropped;
 		bpf_map_delete_elem(&rx_spill, &key);
-		if (e.dropped)
+		if (e.dropped || rx_ring_passed_over(r))
 			continue;
 		*p = e.peer;
 		return true;
 	}
 	return false;
+}
+
+/*
+ * Checksum failures found by a receive (recvmsg() or poll()): the kernel
+ * frees those datagrams with SKB_DROP_REASON_UDP_CSUM in the reading thread
+ * and names no socket. They wait by thread, by sender and destination port,
+ * for the thread's next receive on a socket of that port, which settles
+ * them on its flows (and passes over their arrival notes).
+ */
+#define UDPI_CSUM_SENDERS 8
+
+struct csum_drop {
+	struct udpi_peer peer;
+	__u16 dport; /* the datagram's destination port */
+	__u16 pad;
+	__u32 count;
+};
+
+struct csum_drops {
+	struct csum_drop e[UDPI_CSUM_SENDERS];
+};
+
+UDPI_ARRIVALS struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid of the reading thread */
+	__type(value, struct csum_drops);
+} csum_drops SEC(".maps");
+
+/* Threads with checksum failures waiting: receives look only while some wait. */
+extern __u64 csum_drops_waiting;
+
+/* sk's receive in this thread settles the checksum failures waiting for it. */
+static __always_inline void settle_csum_drops(struct sock *sk, bool connected)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct csum_drops *d = bpf_map_lookup_elem(&csum_drops, &tid);
+	__u64 settled = 0;
+	bool left = false;
+	struct rx_ring *r;
+	__u16 port;
+
+	if (!d)
+		return;
+	port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	for (int i = 0; i < UDPI_CSUM_SENDERS; i++) {
+		struct csum_drop *e = &d->e[i];
+
+		if (!e->count)
+			continue;
+		if (e->dport != port) {
+			left = true;
+			continue;
+		}
+		handle_drops(sk, &e->peer, e->count);
+		settled += e->count;
+		e->count = 0;
+	}
+	if (settled && !connected) {
+		__u64 skaddr = (__u64)sk;
+
+		r = bpf_map_lookup_elem(&rx_rings, &skaddr);
+		if (r)
+			__sync_fetch_and_add(&r->discard, settled);
+	}
+	if (!left && !bpf_map_delete_elem(&csum_drops, &tid))
+		__sync_fetch_and_add(&csum_drops_waiting, -1);
 }
 
 /* The socket is gone: a new socket at its address starts with no notes. */

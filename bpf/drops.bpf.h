@@ -100,7 +100,7 @@ static __always_inline bool count_drop(struct sock *sk, struct sk_buff *skb)
 	if (!udpi_sk_is_udp_dgram(sk) || udpi_udp_encap_type(sk))
 		return false;
 	drop_sender(sk, skb, &p);
-	handle_drop(sk, &p);
+	handle_drops(sk, &p, 1);
 	return true;
 }
 

@@ -577,15 +577,15 @@ static __always_inline void handle_count(struct sock *sk, const struct udpi_peer
 }
 
 /*
- * The kernel discarded a datagram from peer p on its way into sk (counted in
- * the socket's drops): the flow of (sk, p) gains a drop, charged to the
- * socket's last user whatever task is on the CPU.
+ * The kernel discarded n datagrams from peer p on their way into sk
+ * (counted in the socket's drops): the flow of (sk, p) gains n drops,
+ * charged to the socket's last user whatever task is on the CPU.
  */
-static __always_inline void handle_drop(struct sock *sk, const struct udpi_peer *p)
+static __always_inline void handle_drops(struct sock *sk, const struct udpi_peer *p, __u64 n)
 {
 	if (peer_filtered_out(sk, p) || user_filtered_out((__u64)sk))
 		return;
-	count_op(sk, p, 0, 1, UDPI_OP_DROP);
+	count_op(sk, p, 0, n, UDPI_OP_DROP);
 }
 
 /* connect() gave the socket this peer: the flow is born (with no traffic yet). */

@@ -276,14 +276,17 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 	have = take_stash(false, sk, &p, &connected);
 	if (!have && !udpi_sk_is_udp_dgram(sk))
 		return 0;
-	if (ret < 0 || (flags & (UDPI_MSG_PEEK | UDPI_MSG_ERRQUEUE)) || task_filtered_out())
-		return 0; /* errors, peeks and the error queue consume no datagram */
 	if (!have) {
 		udpi_sk_dport_family(sk, &dport, &family);
 		if (family != UDPI_AF_INET && family != UDPI_AF_INET6)
 			return 0;
 		connected = dport != 0;
 	}
+	/* Also after an error: a receive that found only damaged datagrams fails. */
+	if (*(volatile __u64 *)&csum_drops_waiting)
+		settle_csum_drops(sk, connected);
+	if (ret < 0 || (flags & (UDPI_MSG_PEEK | UDPI_MSG_ERRQUEUE)) || task_filtered_out())
+		return 0; /* errors, peeks and the error queue consume no datagram */
 	/* Every receive on an unconnected socket takes its note, named or not. */
 	if (!connected && rx_ring_take(sk, &noted) && !have) {
 		p = noted;

@@ -229,7 +229,7 @@ const std::vector<BackendRow> &backend_rows()
 			 &Programs::cg_skb_egress},
 			{&Maps::send_stash, &Maps::recv_stash, &Maps::task_stashes, &Maps::gso_notes,
 			 &Maps::gso_pending, &Maps::rx_rings, &Maps::rx_ring_zero, &Maps::rx_last,
-			 &Maps::ptr_scratch},
+			 &Maps::csum_drops, &Maps::csum_drops_zero, &Maps::ptr_scratch},
 			true,
 			configure_tracepoint,
 		},

@@ -44,6 +44,19 @@ public:
 		CHECK(rec_.tracer().stats().flows_active == 0);
 	}
 
+	// A drop runs in the context that delivered the datagram (here the
+	// sender's): the flow is charged to the socket's last user instead.
+	void drops_only(const SockAddr &local, const SockAddr &remote) override
+	{
+		const testutil::FlowName name{testutil::endpoint(local), testutil::endpoint(remote)};
+		REQUIRE(rec_.pump_until([&] { return rec_.last_of(name).has_value(); }));
+		const auto e = *rec_.last_of(name);
+		CHECK(e.rx_drops > 0);
+		CHECK(e.rx_packets == 0);
+		CHECK(e.pid == static_cast<std::uint32_t>(getpid()));
+		CHECK(e.comm == testutil::own_comm());
+	}
+
 private:
 	Recorder &rec_;
 };
@@ -211,4 +224,21 @@ TEST_CASE("a socket storm: every short-lived socket reported, the flow table bac
 	  "[accuracy][storm]")
 {
 	run_scenario("a socket storm: every short-lived socket reported, the flow table back to empty");
+}
+
+TEST_CASE("a small receive buffer flooded by two senders per family: every sender's drops exact",
+	  "[accuracy][drops]")
+{
+	run_scenario("a small receive buffer flooded by two senders per family: every sender's drops exact");
+}
+
+TEST_CASE("a socket filter that drops everything: each sender's drops exact", "[accuracy][drops]")
+{
+	run_scenario("a socket filter that drops everything: each sender's drops exact");
+}
+
+TEST_CASE("damaged datagrams found by recvmsg() and by poll(): each sender's drops exact",
+	  "[accuracy][drops]")
+{
+	run_scenario("damaged datagrams found by recvmsg() and by poll(): each sender's drops exact");
 }
