@@ -117,22 +117,32 @@ public:
 		f.rx_packets += 1;
 		f.rx_bytes += bytes;
 	}
-	/// `n` datagrams from `remote` the kernel discarded on their way into `local`.
-	void dropped(const testutil::SockAddr &local, const testutil::SockAddr &remote, std::uint64_t n)
+	/// `n` datagrams from `remote` the kernel discarded on their way into
+	/// `local`; `checksum`: a receive found their checksum bad.
+	void dropped(const testutil::SockAddr &local, const testutil::SockAddr &remote, std::uint64_t n,
+		     bool checksum = false)
 	{
-		flows_[{testutil::endpoint(local), testutil::endpoint(remote)}].rx_drops += n;
+		const testutil::FlowName name{testutil::endpoint(local), testutil::endpoint(remote)};
+		flows_[name].rx_drops += n;
 		(family(remote) == AF_INET ? drops4 : drops6) += n;
 		(family(remote) == AF_INET ? v4 : v6).rx_drops += n;
+		if (checksum) {
+			checksum_drops_[name] += n;
+			(family(remote) == AF_INET ? checksum_drops4 : checksum_drops6) += n;
+		}
 	}
 	/// The drops column of /proc/net/udp{,6} of a receiving socket, read before it closes.
 	void socket_dropped(std::uint64_t n) { socket_drops += n; }
 
 	const std::map<testutil::FlowName, Counts> &flows() const { return flows_; }
+	/// Of each flow's drops, those a receive found by their checksum.
+	const std::map<testutil::FlowName, std::uint64_t> &checksum_drops() const { return checksum_drops_; }
 
 	std::uint64_t in4 = 0, out4 = 0, in6 = 0, out6 = 0;
-	std::uint64_t drops4 = 0, drops6 = 0; ///< datagrams dropped, by the sender's family
-	std::uint64_t socket_drops = 0;       ///< what the sockets' drops columns said
-	Counts v4, v6;                        ///< every flow's counters summed by family
+	std::uint64_t drops4 = 0, drops6 = 0;                   ///< datagrams dropped, by the sender's family
+	std::uint64_t checksum_drops4 = 0, checksum_drops6 = 0; ///< of those, found by their checksum
+	std::uint64_t socket_drops = 0;                         ///< what the sockets' drops columns said
+	Counts v4, v6;                                          ///< every flow's counters summed by family
 
 private:
 	// IPv4-mapped peers are IPv4 traffic (and the kernel counts them in Udp:).
@@ -144,6 +154,7 @@ private:
 												: AF_INET6;
 	}
 	std::map<testutil::FlowName, Counts> flows_;
+	std::map<testutil::FlowName, std::uint64_t> checksum_drops_;
 };
 
 /// How a scenario's figures are held to the oracle.

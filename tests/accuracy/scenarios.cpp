@@ -824,8 +824,8 @@ void damaged(Ledger &l, Observer &, const Fam &f)
 	l.sent(a.local(), r.local(), 40);
 	l.received(r.local(), a.local(), r.recv_from(from));
 	expect(from.port() == a.local().port(), "recvmsg skipped the damaged datagrams");
-	l.dropped(r.local(), b.local(), 2);
-	l.dropped(r.local(), a.local(), 1);
+	l.dropped(r.local(), b.local(), 2, true);
+	l.dropped(r.local(), a.local(), 1, true);
 
 	// Found by poll(), which checks the datagrams at the head of the queue.
 	send_damaged(b.local(), r.local());
@@ -835,7 +835,7 @@ void damaged(Ledger &l, Observer &, const Fam &f)
 	pollfd p{r.fd(), POLLIN, 0};
 	expect(::poll(&p, 1, 10000) == 1 && (p.revents & POLLIN), "poll finds the good datagram");
 	expect(testutil::socket_drops(r.fd()) == 5, "poll dropped the damaged datagrams ahead of it");
-	l.dropped(r.local(), b.local(), 2);
+	l.dropped(r.local(), b.local(), 2, true);
 	l.received(r.local(), a.local(), r.recv_from(from));
 	l.socket_dropped(testutil::socket_drops(r.fd()));
 	const accuracy::Mib after = accuracy::Mib::read();

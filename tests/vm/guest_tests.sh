@@ -10,6 +10,9 @@ cli=$3
 
 # What each Debian kernel offers (environment.md): 5.10 and 6.1 lack the
 # sock_send_length tracepoint; all three have BTF trampolines and kprobes.
+# 6.12 frees a datagram a receive finds damaged with no drop reason, so the
+# tracepoint backend cannot see those drops there (README's limits).
+checksum_unseen=""
 case "$UDPI_VM_KERNEL" in
 5.10 | 6.1)
 	backends="fentry kprobe auto"
@@ -22,6 +25,7 @@ case "$UDPI_VM_KERNEL" in
 	compare="fentry kprobe tracepoint"
 	lacking=""
 	auto_expected="fentry"
+	checksum_unseen="tracepoint"
 	;;
 *)
 	backends="auto"
@@ -69,7 +73,11 @@ for b in $backends; do
 		continue
 	fi
 	run "integration-$b" "$b" "$itest" --cli "$cli" '[flows],[filters],[cli],[backend]'
+	if [ "$b" = "$checksum_unseen" ]; then
+		export UDPI_TEST_CHECKSUM_DROPS_UNSEEN=1
+	fi
 	run "accuracy-$b" "$b" "$atest" "~[host]" # real clients (dig, dnsmasq) are the host's
+	unset UDPI_TEST_CHECKSUM_DROPS_UNSEEN
 done
 
 if [ -n "$compare" ]; then
