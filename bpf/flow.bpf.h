@@ -228,27 +228,24 @@ static __always_inline void sock_note_user(struct udpi_sock *s)
 
 /*
  * The id of the socket at skaddr, made if new; 0 if the table refused it.
- * With `user`, the current task is using the socket (a send, a receive, a
- * connect) and becomes its last user, whom its drops are charged to: a drop
- * runs in whatever context delivered the datagram, on loopback the sender's.
- * The cache remembers whose entry it copied, so that the same process again
- * costs a compare; a new user moves the epoch, as the other CPUs' copies
- * name the previous one.
+ * `user`: the tgid of the current task when it is using the socket (a send,
+ * a receive, a connect), which makes it the socket's last user, whom its
+ * drops are charged to; 0 for a drop, which runs in whatever context
+ * delivered the datagram (on loopback the sender's). The cache remembers
+ * whose entry it copied, so that the same process again costs a compare; a
+ * new user moves the epoch, as the other CPUs' copies name the previous one.
  */
-static __always_inline __u64 sock_id_of(__u64 skaddr, bool user)
+static __always_inline __u64 sock_id_of(__u64 skaddr, __u32 user)
 {
 	struct udpi_sock fresh = {}, *s;
 	struct sock_cache *c;
-	__u32 tgid = 0;
 	__u64 seen;
 	int err;
 
 	c = sock_cache_slot(&seen);
 	if (!c)
 		return 0;
-	if (user)
-		tgid = bpf_get_current_pid_tgid() >> 32;
-	if (c->sk == skaddr && c->epoch == seen && (!user || c->user == tgid))
+	if (c->sk == skaddr && c->epoch == seen && (!user || c->user == user))
 		return c->id;
 	s = bpf_map_lookup_elem(&socks, &skaddr);
 	if (!s) {
@@ -267,7 +264,7 @@ static __always_inline __u64 sock_id_of(__u64 skaddr, bool user)
 		s = bpf_map_lookup_elem(&socks, &skaddr);
 		if (!s)
 			return 0;
-	} else if (user && s->pid != tgid) {
+	} else if (user && s->pid != user) {
 		sock_note_user(s);
 		sock_caches_expire();
 	}
@@ -503,12 +500,13 @@ static __always_inline void defer(struct sock *sk, const struct udpi_flow_key *k
 static __always_inline void count_op(struct sock *sk, const struct udpi_peer *p, __u64 bytes, __u64 packets,
 				     enum udpi_op op)
 {
+	const __u32 tgid = op == UDPI_OP_DROP ? 0 : bpf_get_current_pid_tgid() >> 32;
 	struct udpi_flow_key key;
 	struct udpi_flow *f;
 	bool created, first, busy, due;
 	__u64 now, id, tick;
 
-	id = sock_id_of((__u64)sk, op != UDPI_OP_DROP);
+	id = sock_id_of((__u64)sk, tgid);
 	if (!id)
 		goto untracked;
 	make_key(&key, id, p);
@@ -545,7 +543,7 @@ static __always_inline void count_op(struct sock *sk, const struct udpi_peer *p,
 	if (op == UDPI_OP_DROP) {
 		if (due)
 			note_user_of(f, (__u64)sk, now);
-	} else if (due || f->pid != bpf_get_current_pid_tgid() >> 32) {
+	} else if (due || f->pid != tgid) {
 		note_task(f, now);
 	}
 	/*
@@ -598,7 +596,7 @@ static __always_inline void handle_connect(struct sock *sk, const struct udpi_pe
 
 	if (peer_filtered_out(sk, p))
 		return;
-	id = sock_id_of((__u64)sk, true);
+	id = sock_id_of((__u64)sk, bpf_get_current_pid_tgid() >> 32);
 	if (!id)
 		return;
 	make_key(&key, id, p);
