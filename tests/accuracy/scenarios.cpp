@@ -843,6 +843,20 @@ void damaged(Ledger &l, Observer &, const Fam &f)
 	       "the kernel counted each damaged datagram in InCsumErrors");
 }
 
+// The scenarios above once per family, in one run: under emulation (the
+// kernel matrix) loading the tracer costs more than the traffic.
+void filtered_both(Ledger &l, Observer &o, const Fam &)
+{
+	for (const Fam &f : kBoth)
+		filtered(l, o, f);
+}
+
+void damaged_both(Ledger &l, Observer &o, const Fam &)
+{
+	for (const Fam &f : kBoth)
+		damaged(l, o, f);
+}
+
 } // namespace
 
 Udp bound(const Fam &f)
@@ -909,16 +923,22 @@ const std::vector<Scenario> &all()
 		 MibCheck::both_sides,
 		 false,
 		 storm},
-		// One run floods both families, interleaved.
+		// Each of these runs both families in one run (the first interleaved).
 		{"a small receive buffer flooded by two senders per family: every sender's drops exact",
 		 {kIpv4},
 		 MibCheck::both_sides,
 		 false,
 		 rcvbuf_overflow},
-		{"a socket filter that drops everything: each sender's drops exact", kBoth,
-		 MibCheck::both_sides, false, filtered},
-		{"damaged datagrams found by recvmsg() and by poll(): each sender's drops exact", kBoth,
-		 MibCheck::both_sides, false, damaged},
+		{"a socket filter that drops everything: each sender's drops exact",
+		 {kIpv4},
+		 MibCheck::both_sides,
+		 false,
+		 filtered_both},
+		{"damaged datagrams found by recvmsg() and by poll(): each sender's drops exact",
+		 {kIpv4},
+		 MibCheck::both_sides,
+		 false,
+		 damaged_both},
 	};
 	return kAll;
 }
