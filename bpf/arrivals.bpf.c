@@ -140,8 +140,9 @@ static __always_inline void strike_note(struct rx_last *last)
 /*
  * Before 6.11 the tracepoint does not name the socket: a drop is this CPU's
  * last noted datagram when it is that skb and freed for one of the reasons
- * of a socket's drop (the same skb freed later, by a close that purges the
- * queue, has none of them).
+ * of a socket's drop. Should the skb have been queued, the close that purges
+ * the queue frees it with none of them; a bad checksum found when it is read
+ * is that socket's drop too.
  */
 static __always_inline bool socket_drop_reason(__s64 reason)
 {
@@ -162,25 +163,23 @@ struct {
 	__type(value, struct csum_drops);
 } csum_drops_zero SEC(".maps");
 
-static __always_inline bool same_peer(const struct udpi_peer *a, const struct udpi_peer *b)
-{
-	const __u64 *x = (const __u64 *)a->addr, *y = (const __u64 *)b->addr;
-
-	return x[0] == y[0] && x[1] == y[1] && a->port == b->port && a->family == b->family;
-}
-
 /*
  * A receive in this thread found skb's checksum bad (see arrivals.bpf.h):
- * it waits, with its sender, for the receive that settles it. More senders
- * than UDPI_CSUM_SENDERS before one receive: the rest are not counted.
+ * it waits, with its sender, for the receive that settles it, in the entry
+ * of the drop before it if that was from the same sender to the same port
+ * (a search would cost the verifier more than the rare extra entry costs).
+ * More than UDPI_CSUM_WAITING entries before one receive: the rest are not
+ * counted. One that is never settled (the thread never reads that socket
+ * again) stays until the LRU map needs its room, and until then every
+ * receive on the machine looks its thread up (csum_drops_waiting).
  */
 static __always_inline void csum_drop_wait(struct sk_buff *skb)
 {
 	__u64 tid = bpf_get_current_pid_tgid();
 	struct udpi_peer src = {}, dst = {};
 	struct csum_drops *d;
-	__u32 zero = 0;
-	int free = -1;
+	struct csum_drop *e;
+	__u32 zero = 0, n;
 
 	if (!skb_udp_ends(skb, &src, &dst))
 		return;
@@ -194,24 +193,24 @@ static __always_inline void csum_drop_wait(struct sk_buff *skb)
 		if (!d)
 			return;
 	}
-	for (int i = 0; i < UDPI_CSUM_SENDERS; i++) {
-		struct csum_drop *e = &d->e[i];
+	n = d->n;
+	if (n > 0 && n <= UDPI_CSUM_WAITING) {
+		const __u64 *x = (const __u64 *)d->e[n - 1].peer.addr, *y = (const __u64 *)src.addr;
 
-		if (!e->count) {
-			if (free < 0)
-				free = i;
-			continue;
-		}
-		if (e->dport == dst.port && same_peer(&e->peer, &src)) {
+		e = &d->e[n - 1];
+		if (e->count && e->dport == dst.port && x[0] == y[0] && x[1] == y[1] &&
+		    e->peer.port == src.port && e->peer.family == src.family) {
 			e->count++;
 			return;
 		}
 	}
-	if (free >= 0 && free < UDPI_CSUM_SENDERS) {
-		d->e[free].peer = src;
-		d->e[free].dport = dst.port;
-		d->e[free].count = 1;
-	}
+	if (n >= UDPI_CSUM_WAITING)
+		return;
+	e = &d->e[n];
+	e->peer = src;
+	e->dport = dst.port;
+	e->count = 1;
+	d->n = n + 1;
 }
 
 /*

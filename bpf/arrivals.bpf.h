@@ -150,21 +150,23 @@ static __always_inline bool rx_ring_take(struct sock *sk, struct udpi_peer *p)
 /*
  * Checksum failures found by a receive (recvmsg() or poll()): the kernel
  * frees those datagrams with SKB_DROP_REASON_UDP_CSUM in the reading thread
- * and names no socket. They wait by thread, by sender and destination port,
- * for the thread's next receive on a socket of that port, which settles
- * them on its flows (and passes over their arrival notes).
+ * and names no socket. They wait by thread, with their senders and
+ * destination ports, for the thread's next receive on a socket of that
+ * port, which settles them on its flows and passes over their arrival notes.
  */
-#define UDPI_CSUM_SENDERS 8
+#define UDPI_CSUM_WAITING 8
 
 struct csum_drop {
 	struct udpi_peer peer;
 	__u16 dport; /* the datagram's destination port */
 	__u16 pad;
-	__u32 count;
+	__u32 count; /* in a row from this sender to this port; 0: settled */
 };
 
 struct csum_drops {
-	struct csum_drop e[UDPI_CSUM_SENDERS];
+	__u32 n; /* entries used, in the order the drops were found */
+	__u32 pad;
+	struct csum_drop e[UDPI_CSUM_WAITING];
 };
 
 UDPI_ARRIVALS struct {
@@ -176,43 +178,6 @@ UDPI_ARRIVALS struct {
 
 /* Threads with checksum failures waiting: receives look only while some wait. */
 extern __u64 csum_drops_waiting;
-
-/* sk's receive in this thread settles the checksum failures waiting for it. */
-static __always_inline void settle_csum_drops(struct sock *sk, bool connected)
-{
-	__u64 tid = bpf_get_current_pid_tgid();
-	struct csum_drops *d = bpf_map_lookup_elem(&csum_drops, &tid);
-	__u64 settled = 0;
-	bool left = false;
-	struct rx_ring *r;
-	__u16 port;
-
-	if (!d)
-		return;
-	port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	for (int i = 0; i < UDPI_CSUM_SENDERS; i++) {
-		struct csum_drop *e = &d->e[i];
-
-		if (!e->count)
-			continue;
-		if (e->dport != port) {
-			left = true;
-			continue;
-		}
-		handle_drops(sk, &e->peer, e->count);
-		settled += e->count;
-		e->count = 0;
-	}
-	if (settled && !connected) {
-		__u64 skaddr = (__u64)sk;
-
-		r = bpf_map_lookup_elem(&rx_rings, &skaddr);
-		if (r)
-			__sync_fetch_and_add(&r->discard, settled);
-	}
-	if (!left && !bpf_map_delete_elem(&csum_drops, &tid))
-		__sync_fetch_and_add(&csum_drops_waiting, -1);
-}
 
 /* The socket is gone: a new socket at its address starts with no notes. */
 static __always_inline void rx_ring_forget(__u64 skaddr)

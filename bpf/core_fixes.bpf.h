@@ -134,13 +134,13 @@ static __always_inline struct skb_shared_info *udpi_skb_shinfo(struct sk_buff *s
  * trace_kfree_skb", with UDP's receive path passing its socket through
  * sk_skb_reason_drop()). User space reads the arity from the kernel's BTF
  * (kfree_skb_arity). The reasons are an enum whose values move between
- * kernels: each is relocated by name, and one the kernel lacks is -1, which
- * no reason equals.
+ * kernels: each is relocated by name, and one the kernel lacks is -2, which
+ * no reason equals, nor the -1 of a tracepoint without reasons.
  */
 #define UDPI_DROP_REASON(name)                                                                               \
 	(bpf_core_enum_value_exists(enum skb_drop_reason, name)                                              \
 		 ? (__s64)bpf_core_enum_value(enum skb_drop_reason, name)                                    \
-		 : (__s64)-1)
+		 : (__s64)-2)
 
 /*
  * A UDP socket that hands its datagrams to a kernel tunnel (encap_rcv):

@@ -264,6 +264,60 @@ static __always_inline void ask_for_arrivals(void)
 	stat_add(UDPI_STAT_RB_SUBMITTED, 1);
 }
 
+/* A receive settling its thread's waiting checksum failures. */
+struct csum_settling {
+	struct sock *sk;
+	struct csum_drops *d;
+	__u64 settled; /* drops settled, whose notes it passes over */
+	__u16 port;    /* the receiving socket's */
+	bool waiting;  /* drops are left for another socket */
+};
+
+/*
+ * One waiting entry (a bpf_loop() callback, 5.17+: the flow update is
+ * verified once, not once per entry).
+ */
+static long csum_settle_one(__u32 i, struct csum_settling *s)
+{
+	struct csum_drop *e;
+
+	if (i >= UDPI_CSUM_WAITING)
+		return 1;
+	e = &s->d->e[i];
+	if (!e->count)
+		return 0;
+	if (e->dport != s->port) {
+		s->waiting = true;
+		return 0;
+	}
+	handle_drops(s->sk, &e->peer, e->count);
+	s->settled += e->count;
+	e->count = 0;
+	return 0;
+}
+
+/* sk's receive in this thread settles the checksum failures waiting for it. */
+static __always_inline void settle_csum_drops(struct sock *sk, bool connected)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct csum_settling s = {sk, bpf_map_lookup_elem(&csum_drops, &tid), 0, 0, false};
+	struct rx_ring *r;
+
+	if (!s.d)
+		return;
+	s.port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	bpf_loop(UDPI_CSUM_WAITING, csum_settle_one, &s, 0);
+	if (s.settled && !connected) {
+		__u64 skaddr = (__u64)sk;
+
+		r = bpf_map_lookup_elem(&rx_rings, &skaddr);
+		if (r)
+			__sync_fetch_and_add(&r->discard, s.settled);
+	}
+	if (!s.waiting && !bpf_map_delete_elem(&csum_drops, &tid))
+		__sync_fetch_and_add(&csum_drops_waiting, -1);
+}
+
 /* sock_recvmsg_nosec(): trace_sock_recv_length(sk, ret, flags) after every receive. */
 SEC("raw_tp/sock_recv_length")
 int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
