@@ -17,6 +17,10 @@ int BPF_PROG(tp_kfree_skb_drop, struct sk_buff *skb)
 {
 	struct sock *sk = kfree_skb_rx_sk(ctx);
 
-	on_kfree_skb(ctx, skb, sk ? sk : drop_window_of(skb));
+	if (!sk)
+		sk = drop_window_of(UDPI_WINDOW_DEQUEUE, skb);
+	if (!sk)
+		sk = drop_window_of(UDPI_WINDOW_RECEIVE, skb);
+	on_kfree_skb(ctx, skb, sk);
 	return 0;
 }

@@ -13,8 +13,9 @@
  * per-CPU window around the kernel functions whose frees are drops (the
  * window is the socket's until they return), and the tracepoint backend
  * takes the datagram its arrival hook saw last on this CPU. A checksum
- * failure found by recvmsg() is seen where the kernel unlinks the datagram
- * (__sk_queue_drop_skb), with its socket.
+ * failure found by recvmsg() opens a window of its own where the kernel
+ * unlinks the datagram (__sk_queue_drop_skb() returning 0), just before it
+ * frees it.
  */
 #ifndef UDPINTERCEPT_BPF_DROPS_BPF_H
 #define UDPINTERCEPT_BPF_DROPS_BPF_H
@@ -36,22 +37,28 @@ struct drop_window {
 	__u64 skb; /* the datagram the window is for; 0: any skb freed in it */
 };
 
+/*
+ * Windows of the same kind never nest: the receive functions run in softirq
+ * context, the poll one with bottom halves disabled, so nothing else of
+ * theirs runs on the CPU until they return. A recvmsg() in process context
+ * can be interrupted by a softirq's receive: its window is a slot apart.
+ */
+enum drop_window_kind {
+	UDPI_WINDOW_RECEIVE = 0, /* the datagram's way in, or poll()'s checksum checks */
+	UDPI_WINDOW_DEQUEUE = 1, /* recvmsg() unlinked a datagram with a bad checksum */
+	UDPI_WINDOW_KINDS,
+};
+
 UDPI_DROPS struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, UDPI_WINDOW_KINDS);
 	__type(key, __u32);
 	__type(value, struct drop_window);
 } drop_windows SEC(".maps");
 
-/*
- * Windows never nest: the receive functions run in softirq context, the
- * poll one with bottom halves disabled, so nothing else of theirs runs on
- * the CPU until they return.
- */
-static __always_inline void drop_window_open(struct sock *sk, struct sk_buff *skb)
+static __always_inline void drop_window_open(__u32 kind, struct sock *sk, struct sk_buff *skb)
 {
-	__u32 zero = 0;
-	struct drop_window *w = bpf_map_lookup_elem(&drop_windows, &zero);
+	struct drop_window *w = bpf_map_lookup_elem(&drop_windows, &kind);
 
 	if (w) {
 		w->sk = (__u64)sk;
@@ -59,24 +66,26 @@ static __always_inline void drop_window_open(struct sock *sk, struct sk_buff *sk
 	}
 }
 
-static __always_inline void drop_window_close(void)
+static __always_inline void drop_window_close(__u32 kind)
 {
-	__u32 zero = 0;
-	struct drop_window *w = bpf_map_lookup_elem(&drop_windows, &zero);
+	struct drop_window *w = bpf_map_lookup_elem(&drop_windows, &kind);
 
 	if (w)
 		w->sk = 0;
 }
 
 /* The socket whose drop freeing skb on this CPU is, if a window says so. */
-static __always_inline struct sock *drop_window_of(struct sk_buff *skb)
+static __always_inline struct sock *drop_window_of(__u32 kind, struct sk_buff *skb)
 {
-	__u32 zero = 0;
-	struct drop_window *w = bpf_map_lookup_elem(&drop_windows, &zero);
+	struct drop_window *w = bpf_map_lookup_elem(&drop_windows, &kind);
+	__u64 sk;
 
 	if (!w || !w->sk || (w->skb && w->skb != (__u64)skb))
 		return NULL;
-	return (struct sock *)w->sk;
+	sk = w->sk;
+	if (kind == UDPI_WINDOW_DEQUEUE)
+		w->sk = 0; /* it is for one free; a receive window closes when its function returns */
+	return (struct sock *)sk;
 }
 
 /* The sender of sk's dropped datagram skb, or the unspecified peer of sk's family. */
@@ -154,12 +163,13 @@ static __always_inline bool on_kfree_skb(__u64 *ctx, struct sk_buff *skb, struct
 /*
  * recvmsg() found a bad checksum: __sk_queue_drop_skb() returned 0, having
  * unlinked skb from sk's queue and counted it in the socket's drops (the
- * MIB's InCsumErrors and InErrors follow). Other protocols use it too.
+ * MIB's InCsumErrors and InErrors follow); the kernel frees it next, where
+ * the kfree_skb program counts it. Other protocols use the function too.
  */
 static __always_inline void on_queue_drop(struct sock *sk, struct sk_buff *skb, int ret)
 {
 	if (!ret)
-		count_drop(sk, skb);
+		drop_window_open(UDPI_WINDOW_DEQUEUE, sk, skb);
 }
 
 #endif /* UDPINTERCEPT_BPF_DROPS_BPF_H */

@@ -84,28 +84,28 @@ int BPF_PROG(fe_udpv6_destroy_sock, struct sock *sk)
 SEC("fentry/udp_queue_rcv_one_skb")
 int BPF_PROG(fe_udp_queue_rcv_one_skb, struct sock *sk, struct sk_buff *skb)
 {
-	drop_window_open(sk, skb);
+	drop_window_open(UDPI_WINDOW_RECEIVE, sk, skb);
 	return 0;
 }
 
 SEC("fexit/udp_queue_rcv_one_skb")
 int BPF_PROG(fx_udp_queue_rcv_one_skb)
 {
-	drop_window_close();
+	drop_window_close(UDPI_WINDOW_RECEIVE);
 	return 0;
 }
 
 SEC("fentry/udpv6_queue_rcv_one_skb")
 int BPF_PROG(fe_udpv6_queue_rcv_one_skb, struct sock *sk, struct sk_buff *skb)
 {
-	drop_window_open(sk, skb);
+	drop_window_open(UDPI_WINDOW_RECEIVE, sk, skb);
 	return 0;
 }
 
 SEC("fexit/udpv6_queue_rcv_one_skb")
 int BPF_PROG(fx_udpv6_queue_rcv_one_skb)
 {
-	drop_window_close();
+	drop_window_close(UDPI_WINDOW_RECEIVE);
 	return 0;
 }
 
@@ -117,18 +117,18 @@ int BPF_PROG(fx_udpv6_queue_rcv_one_skb)
 SEC("fentry/__first_packet_length")
 int BPF_PROG(fe_first_packet_length, struct sock *sk)
 {
-	drop_window_open(sk, NULL);
+	drop_window_open(UDPI_WINDOW_RECEIVE, sk, NULL);
 	return 0;
 }
 
 SEC("fexit/__first_packet_length")
 int BPF_PROG(fx_first_packet_length)
 {
-	drop_window_close();
+	drop_window_close(UDPI_WINDOW_RECEIVE);
 	return 0;
 }
 
-/* recvmsg() found a bad checksum (udp_recvmsg() and udpv6_recvmsg()). */
+/* recvmsg() found a bad checksum (udp_recvmsg() and udpv6_recvmsg()): it frees the datagram next. */
 SEC("fexit/__sk_queue_drop_skb")
 int BPF_PROG(fx_sk_queue_drop_skb, struct sock *sk, struct sk_buff_head *queue, struct sk_buff *skb,
 	     unsigned int flags, void *destructor, int ret)

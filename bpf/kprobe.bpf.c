@@ -168,42 +168,42 @@ int BPF_KPROBE(kp_udpv6_destroy_sock, struct sock *sk)
 SEC("kprobe/udp_queue_rcv_one_skb")
 int BPF_KPROBE(kp_udp_queue_rcv_one_skb, struct sock *sk, struct sk_buff *skb)
 {
-	drop_window_open(sk, skb);
+	drop_window_open(UDPI_WINDOW_RECEIVE, sk, skb);
 	return 0;
 }
 
 SEC("kretprobe/udp_queue_rcv_one_skb")
 int BPF_KRETPROBE(kr_udp_queue_rcv_one_skb)
 {
-	drop_window_close();
+	drop_window_close(UDPI_WINDOW_RECEIVE);
 	return 0;
 }
 
 SEC("kprobe/udpv6_queue_rcv_one_skb")
 int BPF_KPROBE(kp_udpv6_queue_rcv_one_skb, struct sock *sk, struct sk_buff *skb)
 {
-	drop_window_open(sk, skb);
+	drop_window_open(UDPI_WINDOW_RECEIVE, sk, skb);
 	return 0;
 }
 
 SEC("kretprobe/udpv6_queue_rcv_one_skb")
 int BPF_KRETPROBE(kr_udpv6_queue_rcv_one_skb)
 {
-	drop_window_close();
+	drop_window_close(UDPI_WINDOW_RECEIVE);
 	return 0;
 }
 
 SEC("kprobe/__first_packet_length")
 int BPF_KPROBE(kp_first_packet_length, struct sock *sk)
 {
-	drop_window_open(sk, NULL);
+	drop_window_open(UDPI_WINDOW_RECEIVE, sk, NULL);
 	return 0;
 }
 
 SEC("kretprobe/__first_packet_length")
 int BPF_KRETPROBE(kr_first_packet_length)
 {
-	drop_window_close();
+	drop_window_close(UDPI_WINDOW_RECEIVE);
 	return 0;
 }
 
