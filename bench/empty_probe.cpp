@@ -17,6 +17,7 @@
 
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "kernel_probe.h"
 
@@ -24,21 +25,32 @@
 
 namespace {
 
-constexpr const char *kUsage = R"(Usage: empty_probe [--with-cgroup | --like-egress]
+constexpr const char *kUsage = R"(Usage: empty_probe [--with-cgroup | --like-default [--lazy-inexact]]
 Attach BPF programs that do nothing to raw_tp/sock_send_length and
 raw_tp/sock_recv_length (the hooks of udpintercept's tracepoint backend),
-print "attached" on stderr, and hold them until SIGINT or SIGTERM.
+print "attached" and the hooks on stderr, and hold them until SIGINT or
+SIGTERM.
 
-      --with-cgroup  also attach empty cgroup/sendmsg4, sendmsg6, recvmsg4,
-                     recvmsg6 and sock_release programs to the cgroup v2 root
-      --like-egress  the hooks the tracepoint backend's default uses where it
-                     counts sends at cgroup_skb/egress: raw_tp/sock_recv_length,
-                     cgroup_skb/egress, cgroup/recvmsg4, recvmsg6 and
-                     sock_release (no sock_send_length, no sendmsg hooks)
-  -v, --verbose      show libbpf's warnings
-  -h, --help         this text
+      --with-cgroup   also attach empty cgroup/sendmsg4, sendmsg6, recvmsg4,
+                      recvmsg6 and sock_release programs to the cgroup v2 root
+      --like-default  instead, empty programs on exactly the hooks that
+                      udpintercept's default mode attaches on this kernel (the
+                      tracepoint backend, decided as its loader decides):
+                      raw_tp/sock_recv_length, cgroup/recvmsg4, recvmsg6,
+                      connect4, connect6 and sock_release; sends at
+                      cgroup_skb/egress where cgroup_skb programs may read the
+                      current task, else at raw_tp/sock_send_length with
+                      cgroup/sendmsg4, sendmsg6 and raw_tp/net_dev_queue; the
+                      arrival hook cgroup_skb/ingress; raw_tp/kfree_skb
+                      (receive drops)
+      --like-egress   the older name of --like-default
+      --lazy-inexact  with --like-default: without the arrival hook
+                      (cgroup_skb/ingress), as
+                      `udpintercept --recv-peers lazy-inexact` starts
+  -v, --verbose       show libbpf's warnings and the choices made
+  -h, --help          this text
 
-Needs CAP_BPF, CAP_PERFMON and (with --with-cgroup or --like-egress)
+Needs CAP_BPF, CAP_PERFMON and (with --with-cgroup or --like-default)
 CAP_NET_ADMIN: run as root.
 )";
 
@@ -68,18 +80,61 @@ int fail(const std::string &what, int err)
 	return 1;
 }
 
+// The hooks of udpintercept's default mode on the tracepoint backend, chosen
+// by the same questions to the kernel as configure_tracepoint() in
+// src/loader.cpp asks (keep the two in step): a floor on other hooks would
+// not be the floor of what users run.
+std::vector<bpf_program *> default_mode_programs(empty_probe_bpf &skel, bool lazy_inexact)
+{
+	auto &p = skel.progs;
+	std::vector<bpf_program *> progs = {p.empty_recv_length, p.empty_recvmsg4, p.empty_recvmsg6,
+					    p.empty_connect4,    p.empty_connect6, p.empty_sock_release};
+
+	bool egress_sees_task = true;
+	for (const auto helper :
+	     {BPF_FUNC_get_current_pid_tgid, BPF_FUNC_get_current_uid_gid, BPF_FUNC_get_current_cgroup_id,
+	      BPF_FUNC_get_current_comm, BPF_FUNC_jiffies64})
+		egress_sees_task = egress_sees_task &&
+				   udpintercept::detail::helper_allowed(BPF_PROG_TYPE_CGROUP_SKB,
+									BPF_CGROUP_INET_EGRESS, helper);
+	if (egress_sees_task)
+		progs.push_back(p.empty_egress);
+	else
+		progs.insert(progs.end(), {p.empty_send_length, p.empty_sendmsg4, p.empty_sendmsg6,
+					   p.empty_net_dev_queue});
+	if (g_verbose)
+		fmt::print(stderr, "empty_probe: sends as udpintercept counts them here: {}\n",
+			   egress_sees_task ? "cgroup_skb/egress"
+					    : "sock_send_length, sendmsg4/6, net_dev_queue");
+
+	// kfree_skb counts receive drops on every kernel, in either mode.
+	progs.push_back(p.empty_kfree_skb);
+	if (!lazy_inexact)
+		progs.push_back(p.empty_ingress);
+	return progs;
+}
+
+bool is_cgroup_program(bpf_program *prog)
+{
+	const bpf_prog_type type = bpf_program__type(prog);
+	return type == BPF_PROG_TYPE_CGROUP_SOCK_ADDR || type == BPF_PROG_TYPE_CGROUP_SOCK ||
+	       type == BPF_PROG_TYPE_CGROUP_SKB;
+}
+
 } // namespace
 
 int main(int argc, char **argv)
 {
 	static const option longopts[] = {
 		{"with-cgroup", no_argument, nullptr, 'c'},
+		{"like-default", no_argument, nullptr, 'e'},
 		{"like-egress", no_argument, nullptr, 'e'},
+		{"lazy-inexact", no_argument, nullptr, 'l'},
 		{"verbose", no_argument, nullptr, 'v'},
 		{"help", no_argument, nullptr, 'h'},
 		{nullptr, 0, nullptr, 0},
 	};
-	bool with_cgroup = false, like_egress = false;
+	bool with_cgroup = false, like_default = false, lazy_inexact = false;
 	int c;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "vh", longopts, nullptr)) != -1) {
@@ -88,7 +143,10 @@ int main(int argc, char **argv)
 			with_cgroup = true;
 			break;
 		case 'e':
-			like_egress = true;
+			like_default = true;
+			break;
+		case 'l':
+			lazy_inexact = true;
 			break;
 		case 'v':
 			g_verbose = true;
@@ -102,8 +160,12 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (with_cgroup && like_egress) {
-		fmt::print(stderr, "empty_probe: --with-cgroup and --like-egress exclude each other\n");
+	if (with_cgroup && like_default) {
+		fmt::print(stderr, "empty_probe: --with-cgroup and --like-default exclude each other\n");
+		return 2;
+	}
+	if (lazy_inexact && !like_default) {
+		fmt::print(stderr, "empty_probe: --lazy-inexact goes with --like-default\n");
 		return 2;
 	}
 	if (optind < argc) {
@@ -124,70 +186,64 @@ int main(int argc, char **argv)
 	std::unique_ptr<empty_probe_bpf, SkelDeleter> skel(empty_probe_bpf__open());
 	if (!skel)
 		return fail("cannot open the embedded BPF object", errno);
-	std::vector<bpf_program *> tp_progs = {skel->progs.empty_send_length, skel->progs.empty_recv_length};
-	std::vector<bpf_program *> cgroup_progs;
+	std::vector<bpf_program *> progs = {skel->progs.empty_send_length, skel->progs.empty_recv_length};
 	if (with_cgroup)
-		cgroup_progs = {skel->progs.empty_sendmsg4, skel->progs.empty_sendmsg6,
-				skel->progs.empty_recvmsg4, skel->progs.empty_recvmsg6,
-				skel->progs.empty_sock_release};
-	if (like_egress) {
-		tp_progs = {skel->progs.empty_recv_length};
-		cgroup_progs = {skel->progs.empty_egress, skel->progs.empty_recvmsg4,
-				skel->progs.empty_recvmsg6, skel->progs.empty_sock_release};
-	}
+		progs.insert(progs.end(), {skel->progs.empty_sendmsg4, skel->progs.empty_sendmsg6,
+					   skel->progs.empty_recvmsg4, skel->progs.empty_recvmsg6,
+					   skel->progs.empty_sock_release});
+	if (like_default)
+		progs = default_mode_programs(*skel, lazy_inexact);
 	bpf_object *obj = skel->obj;
 	bpf_program *each;
 	bpf_object__for_each_program(each, obj)
 	{
-		const auto in = [&](const std::vector<bpf_program *> &v) {
-			return std::find(v.begin(), v.end(), each) != v.end();
-		};
-		bpf_program__set_autoload(each, in(tp_progs) || in(cgroup_progs));
+		bpf_program__set_autoload(each, std::find(progs.begin(), progs.end(), each) != progs.end());
 	}
 	if (int err = empty_probe_bpf__load(skel.get()); err)
 		return fail("the kernel refused the empty programs (run with -v for libbpf's log)", -err);
 
-	std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links;
-	for (bpf_program *prog : tp_progs) {
-		bpf_link *link = bpf_program__attach(prog);
-		if (!link)
-			return fail(
-				fmt::format("cannot attach {} (the sock_*_length tracepoints need Linux 6.3 "
-					    "or later)",
-					    bpf_program__name(prog)),
-				errno);
-		links.emplace_back(link);
-	}
 	std::string root;
-	if (!cgroup_progs.empty()) {
+	int cgroup_fd = -1;
+	if (std::any_of(progs.begin(), progs.end(), is_cgroup_program)) {
 		root = udpintercept::detail::cgroup2_mount();
 		if (root.empty()) {
 			fmt::print(stderr,
 				   "empty_probe: cgroup v2 is not mounted: mount it (mount -t cgroup2 "
-				   "none /sys/fs/cgroup) or drop --with-cgroup/--like-egress\n");
+				   "none /sys/fs/cgroup) or drop --with-cgroup/--like-default\n");
 			return 1;
 		}
-		const int fd = open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (fd < 0)
+		cgroup_fd = open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (cgroup_fd < 0)
 			return fail(fmt::format("cannot open the cgroup v2 root '{}'", root), errno);
-		for (bpf_program *prog : cgroup_progs) {
-			// A link attaches with multi-attach semantics: other programs on the
-			// root cgroup keep running.
-			bpf_link *link = bpf_program__attach_cgroup(prog, fd);
-			if (!link) {
-				const int err = errno;
-				close(fd);
-				return fail(fmt::format("cannot attach {} to '{}'", bpf_program__name(prog),
-							root),
-					    err);
-			}
-			links.emplace_back(link);
-		}
-		close(fd);
 	}
+	std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links;
+	std::vector<std::string> hooks;
+	for (bpf_program *prog : progs) {
+		// A cgroup link attaches with multi-attach semantics: other programs on
+		// the root cgroup keep running.
+		bpf_link *link = is_cgroup_program(prog) ? bpf_program__attach_cgroup(prog, cgroup_fd)
+							 : bpf_program__attach(prog);
+		if (!link) {
+			const int err = errno;
+			if (cgroup_fd >= 0)
+				close(cgroup_fd);
+			const std::string where =
+				is_cgroup_program(prog)
+					? fmt::format("the cgroup v2 root '{}'", root)
+					: "its tracepoint (sock_*_length need Linux 6.3 or later)";
+			return fail(fmt::format("cannot attach {} ({}) to {}", bpf_program__name(prog),
+						bpf_program__section_name(prog), where),
+				    err);
+		}
+		links.emplace_back(link);
+		hooks.emplace_back(bpf_program__section_name(prog));
+	}
+	if (cgroup_fd >= 0)
+		close(cgroup_fd);
 
-	fmt::print(stderr, "empty_probe: attached {} empty programs{}; Ctrl-C to detach\n", links.size(),
-		   cgroup_progs.empty() ? std::string() : fmt::format(" (cgroup programs on {})", root));
+	fmt::print(stderr, "empty_probe: attached {} empty programs ({}){}; Ctrl-C to detach\n", links.size(),
+		   fmt::join(hooks, ", "),
+		   root.empty() ? std::string() : fmt::format(" (cgroup programs on {})", root));
 	int sig = 0;
 	sigwait(&mask, &sig);
 	links.clear();

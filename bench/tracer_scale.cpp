@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// Startup time (constructor to attached), the memory of many flows, and what
-// they cost once quiet: a library user's idle CPU and stats() latency, and,
-// with --cli, the command-line tracer's idle CPU and its final snapshots.
+// Startup time (constructor to attached) and where it goes, the memory of
+// many flows map by map, and what they cost once quiet: a library user's idle
+// CPU and stats() latency, and, with --cli, the command-line tracer's idle
+// CPU and its final snapshots.
 //   tracer_scale [--flows N] [--max-flows N] [--starts N] [--idle S] [--cli PATH]
-// Prints one table; asserts nothing about time. Exit 77 without root.
+//                [--backend auto|fentry|kprobe|tracepoint]
+// Without --max-flows, the flows' memory is measured with the table sized
+// exactly for them and with 1.25x headroom. Prints tables; asserts nothing
+// about time. Exit 77 without root.
 #include <udpintercept/tracer.h>
 
 #include <algorithm>
@@ -28,34 +32,17 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 #include <functional>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <tuple>
 #include <vector>
 
-namespace {
+#include "libbpf_clock.h"
+#include "map_memory.h"
+#include "startup_stages.h"
 
-// Sum of `memlock` over this process's BPF map file descriptors: exactly its maps.
-std::uint64_t bpf_map_bytes()
-{
-	std::uint64_t total = 0;
-	DIR *d = opendir("/proc/self/fd");
-	if (!d)
-		return 0;
-	while (dirent *e = readdir(d)) {
-		char link[256] = {};
-		const std::string fd = std::string("/proc/self/fd/") + e->d_name;
-		if (readlink(fd.c_str(), link, sizeof(link) - 1) <= 0 ||
-		    std::strstr(link, "bpf-map") == nullptr)
-			continue;
-		std::ifstream info(std::string("/proc/self/fdinfo/") + e->d_name);
-		std::string key;
-		std::uint64_t value;
-		while (info >> key) {
-			if (key == "memlock:" && info >> value)
-				total += value;
-		}
-	}
-	closedir(d);
-	return total;
-}
+namespace {
 
 std::uint64_t rss_kib()
 {
@@ -207,6 +194,221 @@ bool fresh_netns()
 	return ok;
 }
 
+// One Tracer constructed in a fresh child process, as a program starting up
+// meets it (libbpf caches its feature probes per process): its stages and
+// objects as lines on `out`.
+void one_start(const udpintercept::Options &base, int out)
+{
+	std::vector<bench::LogLine> log;
+	udpintercept::Options options = base;
+	options.log = [&log](std::string_view line) {
+		log.push_back({std::chrono::steady_clock::now(), std::string(line)});
+	};
+	bench::bpf_calls_record();
+	const auto t0 = std::chrono::steady_clock::now();
+	udpintercept::Tracer tracer(options);
+	const auto t1 = std::chrono::steady_clock::now();
+	const auto calls = bench::bpf_calls_take();
+	const auto s = bench::split_startup(t0, t1, log, calls);
+	std::string text = "total\t" + std::to_string(s.total_ms) + "\n";
+	text += std::string("syscalls\t") + (bench::bpf_calls_seen() ? "1" : "0") + "\n";
+	for (const auto &stage : s.stages)
+		text += "stage\t" + std::to_string(stage.ms) + "\t" + stage.name + "\n";
+	for (const auto &o : s.objects)
+		text += std::string("object\t") + (o.is_map ? "map" : "program") + "\t" +
+			std::to_string(o.count) + "\t" + std::to_string(o.ms) + "\t" + o.name + "\n";
+	for (const auto &l : log) {
+		std::string first = l.text.substr(0, l.text.find('\n'));
+		text += "log\t" +
+			std::to_string(std::chrono::duration<double, std::milli>(l.at - t0).count()) + "\t" +
+			first + "\n";
+	}
+	for (std::size_t done = 0; done < text.size();) {
+		const ssize_t n = write(out, text.data() + done, text.size() - done);
+		if (n <= 0)
+			break;
+		done += static_cast<std::size_t>(n);
+	}
+}
+
+struct StartFigures {
+	double total_ms = 0;
+	bool syscalls_seen = false;
+	std::vector<std::pair<std::string, double>> stages;
+	// (kind, name, count) -> ms
+	std::vector<std::tuple<std::string, std::string, std::uint64_t, double>> objects;
+	std::vector<std::pair<double, std::string>> log;
+};
+
+std::optional<StartFigures> measure_start(const udpintercept::Options &options)
+{
+	int pipefd[2];
+	if (pipe(pipefd) != 0)
+		return std::nullopt;
+	const pid_t pid = fork();
+	if (pid == 0) {
+		close(pipefd[0]);
+		int status = 0;
+		try {
+			one_start(options, pipefd[1]);
+		} catch (const std::exception &e) {
+			std::fprintf(stderr, "tracer_scale: %s\n", e.what());
+			status = 1;
+		}
+		_exit(status);
+	}
+	close(pipefd[1]);
+	std::string text;
+	char buf[4096];
+	for (ssize_t n; (n = read(pipefd[0], buf, sizeof(buf))) > 0;)
+		text.append(buf, static_cast<std::size_t>(n));
+	close(pipefd[0]);
+	int status = 0;
+	waitpid(pid, &status, 0);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return std::nullopt;
+	StartFigures f;
+	std::istringstream lines(text);
+	for (std::string line; std::getline(lines, line);) {
+		std::vector<std::string> col;
+		std::istringstream fields(line);
+		for (std::string c; std::getline(fields, c, '\t');)
+			col.push_back(c);
+		if (col.size() >= 2 && col[0] == "total")
+			f.total_ms = std::stod(col[1]);
+		else if (col.size() >= 2 && col[0] == "syscalls")
+			f.syscalls_seen = col[1] == "1";
+		else if (col.size() >= 3 && col[0] == "stage")
+			f.stages.emplace_back(col[2], std::stod(col[1]));
+		else if (col.size() >= 5 && col[0] == "object")
+			f.objects.emplace_back(col[1], col[4], std::stoull(col[2]), std::stod(col[3]));
+		else if (col.size() >= 3 && col[0] == "log")
+			f.log.emplace_back(std::stod(col[1]), col[2]);
+	}
+	return f;
+}
+
+double median_of(std::vector<double> v)
+{
+	if (v.empty())
+		return 0;
+	std::sort(v.begin(), v.end());
+	return v[v.size() / 2];
+}
+
+void print_startup(const std::vector<StartFigures> &starts)
+{
+	std::vector<double> totals;
+	for (const auto &s : starts)
+		totals.push_back(s.total_ms);
+	std::printf("\nStartup, constructor to attached, %zu starts each in a fresh process (ms):\n",
+		    starts.size());
+	std::printf("%-66s %8s %8s %8s\n", "stage", "median", "min", "max");
+	// Stages in the order of the first start; a stage a start lacks counts 0 there.
+	for (const auto &[name, _] : starts.front().stages) {
+		std::vector<double> ms;
+		for (const auto &s : starts) {
+			double v = 0;
+			for (const auto &[n, x] : s.stages)
+				if (n == name)
+					v += x;
+			ms.push_back(v);
+		}
+		std::printf("%-66s %8.2f %8.2f %8.2f\n", name.c_str(), median_of(ms),
+			    *std::min_element(ms.begin(), ms.end()), *std::max_element(ms.begin(), ms.end()));
+	}
+	std::printf("%-66s %8.2f %8.2f %8.2f\n", "total", median_of(totals),
+		    *std::min_element(totals.begin(), totals.end()),
+		    *std::max_element(totals.begin(), totals.end()));
+	if (!starts.front().syscalls_seen)
+		std::printf(
+			"(no bpf() call was seen: map creation and program verification are inside 'libbpf's "
+			"own work')\n");
+
+	// The objects of the successful load, slowest first (medians over the starts).
+	std::map<std::pair<std::string, std::string>, std::vector<double>> ms_of;
+	std::map<std::pair<std::string, std::string>, std::uint64_t> count_of;
+	for (const auto &s : starts)
+		for (const auto &[kind, name, count, ms] : s.objects) {
+			ms_of[{kind, name}].push_back(ms);
+			count_of[{kind, name}] = count;
+		}
+	std::vector<std::pair<double, std::pair<std::string, std::string>>> order;
+	for (const auto &[key, v] : ms_of)
+		order.emplace_back(median_of(v), key);
+	std::sort(order.rbegin(), order.rend());
+	std::printf("\nMaps created and programs verified by the load, median ms each (entries or "
+		    "instructions):\n");
+	for (const auto &[ms, key] : order)
+		std::printf("  %-8s %-18s %10llu %8.2f\n", key.first.c_str(), key.second.c_str(),
+			    static_cast<unsigned long long>(count_of[key]), ms);
+
+	// The log of the start with the median total, as it went.
+	std::size_t mid = 0;
+	for (std::size_t i = 0; i < starts.size(); i++)
+		if (starts[i].total_ms == median_of(totals))
+			mid = i;
+	std::printf("\nThe median start's log (ms since the constructor was called):\n");
+	for (const auto &[ms, line] : starts[mid].log)
+		std::printf("  %8.2f  %s\n", ms, line.c_str());
+}
+
+struct MemoryFigures {
+	std::uint32_t max_flows = 0;
+	std::vector<bench::MapMemory> before, after;
+	udpintercept::Stats stats{};
+	std::uint64_t rss_before_kib = 0, rss_after_kib = 0;
+};
+
+std::uint64_t total_bytes(const std::vector<bench::MapMemory> &maps)
+{
+	std::uint64_t sum = 0;
+	for (const auto &m : maps)
+		sum += m.bytes;
+	return sum;
+}
+
+void print_memory(const std::vector<MemoryFigures> &runs, std::uint32_t flows)
+{
+	std::printf(
+		"\nBPF maps holding %u active flows, per map (memlock, MiB; the flow table sized as said):\n",
+		flows);
+	std::printf("%-14s %-18s %6s %6s", "map", "type", "key", "value");
+	for (const auto &r : runs)
+		std::printf(" %10s %9s", ("entries@" + std::to_string(r.max_flows / 1000) + "k").c_str(),
+			    "MiB");
+	std::printf("\n");
+	for (const auto &m : runs.front().after) {
+		std::printf("%-14s %-18s %6u %6u", m.name.c_str(), m.type.c_str(), m.key_size, m.value_size);
+		for (const auto &r : runs) {
+			const auto it =
+				std::find_if(r.after.begin(), r.after.end(),
+					     [&](const bench::MapMemory &x) { return x.name == m.name; });
+			if (it == r.after.end())
+				std::printf(" %10s %9s", "-", "-");
+			else
+				std::printf(" %10u %9.2f", it->max_entries, it->bytes / 1048576.0);
+		}
+		std::printf("\n");
+	}
+	std::printf("%-14s %-18s %6s %6s", "all maps", "", "", "");
+	for (const auto &r : runs)
+		std::printf(" %10s %9.2f", "", total_bytes(r.after) / 1048576.0);
+	std::printf("\n%-14s %-18s %6s %6s", "before flows", "", "", "");
+	for (const auto &r : runs)
+		std::printf(" %10s %9.2f", "", total_bytes(r.before) / 1048576.0);
+	std::printf("\n%-14s %-18s %6s %6s", "flows active", "", "", "");
+	for (const auto &r : runs)
+		std::printf(" %10llu %9s", static_cast<unsigned long long>(r.stats.flows_active), "");
+	std::printf("\n%-14s %-18s %6s %6s", "untracked", "", "", "");
+	for (const auto &r : runs)
+		std::printf(" %10llu %9s", static_cast<unsigned long long>(r.stats.flows_untracked), "");
+	std::printf("\n%-14s %-18s %6s %6s", "RSS MiB", "", "", "");
+	for (const auto &r : runs)
+		std::printf(" %10.1f %9s", r.rss_after_kib / 1024.0, "");
+	std::printf("\n");
+}
+
 } // namespace
 
 int main(int argc, char **argv)
@@ -214,6 +416,7 @@ int main(int argc, char **argv)
 	std::uint32_t flows = 100000, max_flows = 0;
 	int starts = 5, idle_s = 10;
 	std::string cli;
+	auto backend = udpintercept::Backend::automatic;
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (!std::strcmp(argv[i], "--flows"))
 			flows = static_cast<std::uint32_t>(std::stoul(argv[i + 1]));
@@ -225,6 +428,14 @@ int main(int argc, char **argv)
 			idle_s = std::stoi(argv[i + 1]);
 		else if (!std::strcmp(argv[i], "--cli"))
 			cli = argv[i + 1];
+		else if (!std::strcmp(argv[i], "--backend")) {
+			const auto b = udpintercept::parse_backend(argv[i + 1]);
+			if (!b) {
+				std::fprintf(stderr, "tracer_scale: unknown backend '%s'\n", argv[i + 1]);
+				return 2;
+			}
+			backend = *b;
+		}
 	}
 	if (geteuid() != 0) {
 		std::fprintf(stderr, "tracer_scale: skipped: needs root to load BPF\n");
@@ -236,28 +447,67 @@ int main(int argc, char **argv)
 	}
 
 	try {
+		// The table exactly as large as the flows, and with the 1.25x headroom a
+		// user would give it (65,536 at least, the default); --max-flows: that alone.
+		std::vector<std::uint32_t> sizings;
+		if (max_flows)
+			sizings = {max_flows};
+		else
+			sizings = {flows, std::max<std::uint32_t>(65536, flows + flows / 4)};
 		udpintercept::Options options;
-		options.max_flows = max_flows ? max_flows : std::max<std::uint32_t>(65536, flows + flows / 4);
+		options.max_flows = sizings.back();
 		options.max_sockets = 65536;
+		options.backend = backend;
 
-		std::vector<double> ms;
+		std::vector<StartFigures> start_figures;
 		for (int i = 0; i < starts; i++) {
-			const auto t0 = std::chrono::steady_clock::now();
-			udpintercept::Tracer t(options);
-			ms.push_back(std::chrono::duration<double, std::milli>(
-					     std::chrono::steady_clock::now() - t0)
-					     .count());
+			auto f = measure_start(options);
+			if (!f)
+				throw std::runtime_error("a start in a child process failed (see above)");
+			start_figures.push_back(std::move(*f));
 		}
+		std::vector<double> ms;
+		for (const auto &f : start_figures)
+			ms.push_back(f.total_ms);
 		std::sort(ms.begin(), ms.end());
+
+		// All but the last sizing: the maps' memory with the flows, then closed.
+		std::vector<MemoryFigures> memory;
+		for (std::size_t i = 0; i + 1 < sizings.size(); i++) {
+			udpintercept::Options o = options;
+			o.max_flows = sizings[i];
+			udpintercept::Tracer t(o);
+			MemoryFigures m;
+			m.max_flows = sizings[i];
+			m.before = bench::maps_of_this_process();
+			m.rss_before_kib = rss_kib();
+			const auto socks = make_flows(flows, [&] { t.process(); });
+			for (int k = 0; k < 20; k++)
+				t.poll(std::chrono::milliseconds(50));
+			m.stats = t.stats();
+			m.after = bench::maps_of_this_process();
+			m.rss_after_kib = rss_kib();
+			memory.push_back(std::move(m));
+			for (int fd : socks)
+				close(fd);
+		}
 
 		std::uint64_t events = 0;
 		udpintercept::Tracer tracer(options, [&](const udpintercept::Event &) { events++; });
-		const std::uint64_t idle_maps = bpf_map_bytes(), idle_rss = rss_kib();
+		MemoryFigures last;
+		last.max_flows = options.max_flows;
+		last.before = bench::maps_of_this_process();
+		last.rss_before_kib = rss_kib();
+		const std::uint64_t idle_maps = total_bytes(last.before), idle_rss = last.rss_before_kib;
 
 		const auto socks = make_flows(flows, [&] { tracer.process(); });
 		for (int i = 0; i < 20; i++)
 			tracer.poll(std::chrono::milliseconds(50));
 		const auto s = tracer.stats();
+		last.stats = s;
+		last.after = bench::maps_of_this_process();
+		last.rss_after_kib = rss_kib();
+		memory.push_back(last);
 
 		// Quiet from here: what the flows cost a library user polling every 100 ms.
 		const double cpu0 = own_cpu_s();
@@ -286,7 +536,14 @@ int main(int argc, char **argv)
 
 		utsname u{};
 		uname(&u);
-		std::printf("tracer_scale: kernel %s, %d starts, %u flows\n", u.release, starts, flows);
+		double load[3] = {};
+		getloadavg(load, 3);
+		std::printf(
+			"tracer_scale: kernel %s, backend %s (asked: %s), %d starts, %u flows, load average "
+			"%.2f %.2f %.2f\n",
+			u.release, std::string(udpintercept::to_string(tracer.backend())).c_str(),
+			std::string(udpintercept::to_string(backend)).c_str(), starts, flows, load[0],
+			load[1], load[2]);
 		std::printf("%-44s %12s\n", "measure", "value");
 		std::printf("%-44s %12.1f\n", "constructor to attached, median ms", ms[ms.size() / 2]);
 		std::printf("%-44s %12.1f\n", "constructor to attached, min ms", ms.front());
@@ -294,9 +551,9 @@ int main(int argc, char **argv)
 		std::printf("%-44s %12u\n", "flow table size (max_flows)", options.max_flows);
 		std::printf("%-44s %12llu\n", "flows in the kernel's table",
 			    static_cast<unsigned long long>(s.flows_active));
-		std::printf("%-44s %12.1f\n", "BPF map memory, MiB", bpf_map_bytes() / 1048576.0);
+		std::printf("%-44s %12.1f\n", "BPF map memory, MiB", total_bytes(last.after) / 1048576.0);
 		std::printf("%-44s %12.1f\n", "BPF map memory before the flows, MiB", idle_maps / 1048576.0);
-		std::printf("%-44s %12.1f\n", "process RSS, MiB", rss_kib() / 1024.0);
+		std::printf("%-44s %12.1f\n", "process RSS, MiB", last.rss_after_kib / 1024.0);
 		std::printf("%-44s %12.1f\n", "process RSS before the flows, MiB", idle_rss / 1024.0);
 		std::printf("%-44s %12llu\n", "snapshots delivered", static_cast<unsigned long long>(events));
 		std::printf("%-44s %12llu\n", "lost", static_cast<unsigned long long>(s.lost));
@@ -317,9 +574,11 @@ int main(int argc, char **argv)
 				    static_cast<unsigned long long>(c.finals));
 			std::printf("%-44s %12d\n", "CLI, exit status", c.status);
 		}
+		print_startup(start_figures);
+		print_memory(memory, flows);
 		const bool cli_ok = !c.ran || (c.finals >= flows && c.status == 0);
 		return s.flows_active >= flows && s.flows_untracked == 0 && finals >= flows && cli_ok ? 0 : 1;
-	} catch (const udpintercept::Error &e) {
+	} catch (const std::exception &e) {
 		std::fprintf(stderr, "tracer_scale: %s\n", e.what());
 		return 1;
 	}

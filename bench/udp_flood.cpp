@@ -2,6 +2,7 @@
 // udp_flood: a bounded loopback UDP flood that keeps its own ledger, so that
 // bench/run_bench can measure throughput and check a tracer's counters
 // against what really happened, flow by flow.
+#include <algorithm>
 #include <arpa/inet.h>
 #include <atomic>
 #include <cerrno>
@@ -42,14 +43,25 @@ the ledger: what was sent and received, per flow, and the ports used.
   -w, --window N       at most N datagrams in flight between sender and
                        receiver (default 1024; 0 = no limit, the sender
                        then outruns the receiver and the kernel drops)
+      --send CALL      how datagrams are sent: sendto (default: unconnected
+                       sockets, the address with each datagram), send (each
+                       sender socket connect()ed to its receiver; not with
+                       --flows), sendmmsg (unconnected, --batch datagrams
+                       per call, each with its address)
+      --recv CALL      how they are received: recvfrom (default: the sender's
+                       address with each datagram), recv (no address asked
+                       for, on unconnected sockets: the sender's index
+                       travels in the payload, so --size must be 2 or more
+                       with several senders), recvmmsg (up to --batch
+                       datagrams per call, each with its sender's address)
+  -b, --batch N        datagrams per sendmmsg/recvmmsg call (default 32)
   -h, --help           this text
 
-Every sender socket sends with sendto() on an unconnected socket; receivers
-use recvfrom(). The JSON line carries: sent/sent_bytes (successful sendto
-calls), received/received_bytes, elapsed (seconds from the first send to the
-last datagram received), rate (received datagrams per second), the ports,
-and "flows": one entry per (local port, remote port) with the counters a
-tracer should report for it.
+The JSON line carries: sent/sent_bytes (datagrams and bytes the kernel
+accepted), received/received_bytes, elapsed (seconds from the first send to
+the last datagram received), rate (received datagrams per second), the calls
+used, the ports, and "flows": one entry per (local port, remote port) with
+the counters a tracer should report for it.
 )";
 
 [[noreturn]] void usage_error(const std::string &msg)
@@ -74,6 +86,19 @@ template <typename T> T parse_number(std::string_view text, const char *what, T 
 	return value;
 }
 
+enum class SendCall { sendto, send, sendmmsg };
+enum class RecvCall { recvfrom, recv, recvmmsg };
+
+constexpr const char *name_of(SendCall c)
+{
+	return c == SendCall::sendto ? "sendto" : c == SendCall::send ? "send" : "sendmmsg";
+}
+
+constexpr const char *name_of(RecvCall c)
+{
+	return c == RecvCall::recvfrom ? "recvfrom" : c == RecvCall::recv ? "recv" : "recvmmsg";
+}
+
 struct Config {
 	std::size_t size = 64;
 	double seconds = 2;
@@ -81,11 +106,18 @@ struct Config {
 	unsigned sockets = 1;
 	unsigned flows = 1;
 	std::uint64_t window = 1024;
+	SendCall send = SendCall::sendto;
+	RecvCall recv = RecvCall::recvfrom;
+	unsigned batch = 32;
 };
+
+// recv() gives no address: the sender's index leads each datagram's payload
+// (little-endian), so the receiver's ledger does not depend on the tracer.
+constexpr std::size_t kTagBytes = 2;
 
 Config parse(int argc, char **argv)
 {
-	enum { kSockets = 1000, kFlows };
+	enum { kSockets = 1000, kFlows, kSend, kRecv };
 	static const option longopts[] = {
 		{"size", required_argument, nullptr, 's'},
 		{"seconds", required_argument, nullptr, 't'},
@@ -93,13 +125,16 @@ Config parse(int argc, char **argv)
 		{"sockets", required_argument, nullptr, kSockets},
 		{"flows", required_argument, nullptr, kFlows},
 		{"window", required_argument, nullptr, 'w'},
+		{"send", required_argument, nullptr, kSend},
+		{"recv", required_argument, nullptr, kRecv},
+		{"batch", required_argument, nullptr, 'b'},
 		{"help", no_argument, nullptr, 'h'},
 		{nullptr, 0, nullptr, 0},
 	};
 	Config cfg;
 	int c;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":s:t:f:w:h", longopts, nullptr)) != -1) {
+	while ((c = getopt_long(argc, argv, ":s:t:f:w:b:h", longopts, nullptr)) != -1) {
 		const std::string_view arg = optarg ? optarg : "";
 		switch (c) {
 		case 's':
@@ -125,6 +160,31 @@ Config parse(int argc, char **argv)
 		case 'w':
 			cfg.window = parse_number<std::uint64_t>(arg, "window", 0, 1u << 20);
 			break;
+		case kSend:
+			if (arg == "sendto")
+				cfg.send = SendCall::sendto;
+			else if (arg == "send")
+				cfg.send = SendCall::send;
+			else if (arg == "sendmmsg")
+				cfg.send = SendCall::sendmmsg;
+			else
+				usage_error(fmt::format(
+					"invalid --send '{}': expected sendto, send or sendmmsg", arg));
+			break;
+		case kRecv:
+			if (arg == "recvfrom")
+				cfg.recv = RecvCall::recvfrom;
+			else if (arg == "recv")
+				cfg.recv = RecvCall::recv;
+			else if (arg == "recvmmsg")
+				cfg.recv = RecvCall::recvmmsg;
+			else
+				usage_error(fmt::format(
+					"invalid --recv '{}': expected recvfrom, recv or recvmmsg", arg));
+			break;
+		case 'b':
+			cfg.batch = parse_number<unsigned>(arg, "batch", 1, 1024);
+			break;
 		case 'h':
 			fmt::print("{}", kUsage);
 			std::exit(0);
@@ -138,6 +198,15 @@ Config parse(int argc, char **argv)
 		usage_error(fmt::format("unexpected argument '{}'", argv[optind]));
 	if (cfg.sockets > 1 && cfg.flows > 1)
 		usage_error("--sockets and --flows cannot be combined: pick many senders or many receivers");
+	if (cfg.send == SendCall::send && cfg.flows > 1)
+		usage_error("--send send connects each sender socket to one receiver: it cannot be combined "
+			    "with --flows (use sendto or sendmmsg)");
+	if (cfg.recv == RecvCall::recv && cfg.sockets > 1 && cfg.size < kTagBytes)
+		usage_error("--recv recv with several senders needs --size 2 or more: the receiver learns "
+			    "the sender from the payload");
+	const bool batched = cfg.send == SendCall::sendmmsg || cfg.recv == RecvCall::recvmmsg;
+	if (batched && cfg.window && cfg.window < cfg.batch)
+		usage_error("--window must hold at least one --batch");
 	return cfg;
 }
 
@@ -216,12 +285,14 @@ struct Flood {
 	std::vector<Address> dests;
 	// Sender index + 1 by source port: the receiver's ledger lookup.
 	std::vector<std::uint16_t> sender_of_port = std::vector<std::uint16_t>(65536, 0);
+	// One payload per sender socket, tagged with its index (see kTagBytes).
+	std::vector<std::vector<char>> payloads;
 
 	// Ledger, indexed [receiver * senders + sender].
 	std::vector<Count> tx, rx;
 	std::uint64_t send_errors = 0;
 	int first_send_errno = 0;
-	std::uint64_t foreign = 0; // datagrams from ports that are not ours
+	std::uint64_t foreign = 0; // datagrams from ports (or with tags) that are not ours
 
 	// The receiver publishes its count for the sender's flow control; each
 	// side writes its own cache line.
@@ -243,6 +314,12 @@ struct Flood {
 			send_fds.push_back(bound_socket(cfg.family, &port));
 			send_ports.push_back(port);
 			sender_of_port[port] = static_cast<std::uint16_t>(i + 1);
+			std::vector<char> payload(std::max<std::size_t>(cfg.size, 1), 'u');
+			if (cfg.size >= kTagBytes) {
+				payload[0] = static_cast<char>(i & 0xff);
+				payload[1] = static_cast<char>(i >> 8);
+			}
+			payloads.push_back(std::move(payload));
 		}
 		for (unsigned i = 0; i < cfg.flows; i++) {
 			std::uint16_t port;
@@ -251,27 +328,49 @@ struct Flood {
 			recv_ports.push_back(port);
 			dests.push_back(loopback(cfg.family, port));
 		}
+		// --send send: the peer is the socket's, set once (parse() allows one receiver).
+		if (cfg.send == SendCall::send)
+			for (int fd : send_fds)
+				if (connect(fd, reinterpret_cast<const sockaddr *>(&dests[0].ss),
+					    dests[0].len) != 0)
+					die("connect");
 		tx.resize(send_fds.size() * recv_fds.size());
 		rx.resize(send_fds.size() * recv_fds.size());
 	}
 
+	void sent_one(std::size_t receiver, std::size_t sender, std::size_t bytes)
+	{
+		Count &c = tx[flow_index(receiver, sender)];
+		c.packets++;
+		c.bytes += bytes;
+	}
+
+	void send_failed()
+	{
+		if (!first_send_errno)
+			first_send_errno = errno;
+		send_errors++;
+	}
+
 	void send_loop()
 	{
-		std::vector<char> buf(cfg.size ? cfg.size : 1, 'u');
 		const std::size_t nsend = send_fds.size(), nrecv = recv_fds.size();
+		const std::size_t per_call = cfg.send == SendCall::sendmmsg ? cfg.batch : 1;
+		std::vector<mmsghdr> msgs(per_call);
+		std::vector<iovec> iovs(per_call);
 		const auto deadline = start + std::chrono::duration_cast<Clock::duration>(
 						      std::chrono::duration<double>(cfg.seconds));
 		std::size_t si = 0, ri = 0;
 		std::uint64_t sent = 0, seen_received = 0;
 		bool running = true;
 		while (running) {
-			for (int batch = 0; batch < 64; batch++) {
+			for (int round = 0; round < 64; round++) {
 				// Wait for the receiver only when the window looks full: the
 				// shared counter is read as rarely as possible.
-				if (cfg.window && sent - seen_received >= cfg.window) {
+				if (cfg.window && sent + per_call - seen_received > cfg.window) {
 					unsigned spins = 0;
 					while ((seen_received = received.load(std::memory_order_acquire)),
-					       sent - seen_received >= cfg.window) {
+					       sent + per_call - seen_received > cfg.window) {
 						if (++spins % 64 == 0) {
 							if (Clock::now() >= deadline)
 								goto out;
@@ -279,22 +378,61 @@ struct Flood {
 						}
 					}
 				}
-				const Address &d = dests[ri];
-				const ssize_t n = sendto(send_fds[si], buf.data(), cfg.size, 0,
-							 reinterpret_cast<const sockaddr *>(&d.ss), d.len);
-				if (n >= 0) {
-					Count &c = tx[flow_index(ri, si)];
-					c.packets++;
-					c.bytes += static_cast<std::uint64_t>(n);
-					sent++;
-				} else {
-					if (!first_send_errno)
-						first_send_errno = errno;
-					send_errors++;
+				std::vector<char> &payload = payloads[si];
+				switch (cfg.send) {
+				case SendCall::sendto: {
+					const Address &d = dests[ri];
+					const ssize_t n =
+						sendto(send_fds[si], payload.data(), cfg.size, 0,
+						       reinterpret_cast<const sockaddr *>(&d.ss), d.len);
+					if (n >= 0) {
+						sent_one(ri, si, static_cast<std::size_t>(n));
+						sent++;
+					} else {
+						send_failed();
+					}
+					break;
+				}
+				case SendCall::send: {
+					const ssize_t n = send(send_fds[si], payload.data(), cfg.size, 0);
+					if (n >= 0) {
+						sent_one(0, si, static_cast<std::size_t>(n));
+						sent++;
+					} else {
+						send_failed();
+					}
+					break;
+				}
+				case SendCall::sendmmsg: {
+					// One call from one socket; with several receivers each
+					// message goes to the next.
+					for (std::size_t j = 0; j < per_call; j++) {
+						Address &d = dests[(ri + j) % nrecv];
+						iovs[j] = {payload.data(), cfg.size};
+						msgs[j] = {};
+						msgs[j].msg_hdr.msg_name = &d.ss;
+						msgs[j].msg_hdr.msg_namelen = d.len;
+						msgs[j].msg_hdr.msg_iov = &iovs[j];
+						msgs[j].msg_hdr.msg_iovlen = 1;
+					}
+					const int k = sendmmsg(send_fds[si], msgs.data(),
+							       static_cast<unsigned>(per_call), 0);
+					if (k < 0) {
+						send_failed();
+						break;
+					}
+					for (int j = 0; j < k; j++)
+						sent_one((ri + static_cast<std::size_t>(j)) % nrecv, si,
+							 msgs[j].msg_len);
+					sent += static_cast<std::uint64_t>(k);
+					if (nrecv > 1)
+						ri = (ri + static_cast<std::size_t>(k)) % nrecv;
+					break;
+				}
 				}
 				if (nsend > 1)
 					si = si + 1 == nsend ? 0 : si + 1;
-				else if (nrecv > 1)
+				else if (nrecv > 1 && cfg.send != SendCall::sendmmsg)
 					ri = ri + 1 == nrecv ? 0 : ri + 1;
 			}
 			running = Clock::now() < deadline;
@@ -316,21 +454,92 @@ struct Flood {
 		return Clock::now() - idle_since < std::chrono::milliseconds(300);
 	}
 
-	void account(std::size_t receiver, const sockaddr_storage &from, ssize_t n)
+	void account(std::size_t receiver, std::uint16_t sender_plus_one, std::size_t bytes)
 	{
-		const std::uint16_t s = sender_of_port[port_of(from)];
-		if (!s) {
+		if (!sender_plus_one) {
 			foreign++;
 			return;
 		}
-		Count &c = rx[flow_index(receiver, s - 1u)];
+		Count &c = rx[flow_index(receiver, sender_plus_one - 1u)];
 		c.packets++;
-		c.bytes += static_cast<std::uint64_t>(n);
+		c.bytes += bytes;
+	}
+
+	std::uint16_t sender_of(const sockaddr_storage &from) const { return sender_of_port[port_of(from)]; }
+
+	std::uint16_t sender_of(const char *payload, std::size_t n) const
+	{
+		if (send_fds.size() == 1)
+			return 1;
+		if (n < kTagBytes)
+			return 0;
+		const unsigned index = static_cast<unsigned char>(payload[0]) |
+				       static_cast<unsigned>(static_cast<unsigned char>(payload[1])) << 8;
+		return index < send_fds.size() ? static_cast<std::uint16_t>(index + 1) : 0;
+	}
+
+	// What one receive call needs: a buffer per datagram of a batch.
+	struct Scratch {
+		std::vector<std::vector<char>> bufs;
+		std::vector<sockaddr_storage> names;
+		std::vector<iovec> iovs;
+		std::vector<mmsghdr> msgs;
+
+		explicit Scratch(std::size_t batch)
+		    : bufs(batch, std::vector<char>(65536)), names(batch), iovs(batch), msgs(batch)
+		{
+		}
+	};
+
+	// One receive call on receiver i: the datagrams it consumed, or -1 with
+	// errno when none was there (timeout, MSG_DONTWAIT) or a signal came.
+	int receive(std::size_t i, int flags, Scratch &s)
+	{
+		const int fd = recv_fds[i];
+		switch (cfg.recv) {
+		case RecvCall::recvfrom: {
+			socklen_t len = sizeof(s.names[0]);
+			const ssize_t n = recvfrom(fd, s.bufs[0].data(), s.bufs[0].size(), flags,
+						   reinterpret_cast<sockaddr *>(&s.names[0]), &len);
+			if (n < 0)
+				return -1;
+			account(i, sender_of(s.names[0]), static_cast<std::size_t>(n));
+			return 1;
+		}
+		case RecvCall::recv: {
+			const ssize_t n = recv(fd, s.bufs[0].data(), s.bufs[0].size(), flags);
+			if (n < 0)
+				return -1;
+			account(i, sender_of(s.bufs[0].data(), static_cast<std::size_t>(n)),
+				static_cast<std::size_t>(n));
+			return 1;
+		}
+		case RecvCall::recvmmsg: {
+			for (std::size_t j = 0; j < s.msgs.size(); j++) {
+				s.iovs[j] = {s.bufs[j].data(), s.bufs[j].size()};
+				s.msgs[j] = {};
+				s.msgs[j].msg_hdr.msg_name = &s.names[j];
+				s.msgs[j].msg_hdr.msg_namelen = sizeof(s.names[j]);
+				s.msgs[j].msg_hdr.msg_iov = &s.iovs[j];
+				s.msgs[j].msg_hdr.msg_iovlen = 1;
+			}
+			// MSG_WAITFORONE: blocks for the first datagram only, then takes
+			// what is queued, as batching receivers do.
+			const int k = recvmmsg(fd, s.msgs.data(), static_cast<unsigned>(s.msgs.size()),
+					       flags | MSG_WAITFORONE, nullptr);
+			if (k <= 0)
+				return -1;
+			for (int j = 0; j < k; j++)
+				account(i, sender_of(s.names[j]), s.msgs[j].msg_len);
+			return k;
+		}
+		}
+		return -1;
 	}
 
 	void receive_loop()
 	{
-		std::vector<char> buf(65536);
+		Scratch scratch(cfg.recv == RecvCall::recvmmsg ? cfg.batch : 1);
 		std::uint64_t got = 0;
 		auto idle_since = Clock::now();
 		auto last = idle_since;
@@ -341,21 +550,18 @@ struct Flood {
 			setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 
 		if (recv_fds.size() == 1) {
-			// The common case: one blocking recvfrom() per datagram.
+			// The common case: blocking calls on one socket.
 			receiver_ready.store(true, std::memory_order_release);
 			for (;;) {
-				sockaddr_storage from{};
-				socklen_t len = sizeof(from);
-				const ssize_t n = recvfrom(recv_fds[0], buf.data(), buf.size(), 0,
-							   reinterpret_cast<sockaddr *>(&from), &len);
-				if (n >= 0) {
-					account(0, from, n);
-					received.store(++got, std::memory_order_release);
+				const int k = receive(0, 0, scratch);
+				if (k > 0) {
+					got += static_cast<std::uint64_t>(k);
+					received.store(got, std::memory_order_release);
 					last = Clock::now();
 					continue;
 				}
 				if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-					die("recvfrom");
+					die(name_of(cfg.recv));
 				if (got)
 					idle_since = last;
 				if (!keep_receiving(got, idle_since))
@@ -378,30 +584,26 @@ struct Flood {
 		receiver_ready.store(true, std::memory_order_release);
 		std::vector<epoll_event> ready(recv_fds.size());
 		for (;;) {
-			const int k = epoll_wait(ep, ready.data(), static_cast<int>(ready.size()), 50);
-			if (k < 0 && errno != EINTR)
+			const int n = epoll_wait(ep, ready.data(), static_cast<int>(ready.size()), 50);
+			if (n < 0 && errno != EINTR)
 				die("epoll_wait");
-			for (int j = 0; j < k; j++) {
+			for (int j = 0; j < n; j++) {
 				const std::size_t i = ready[j].data.u64;
 				for (;;) {
-					sockaddr_storage from{};
-					socklen_t len = sizeof(from);
-					const ssize_t n =
-						recvfrom(recv_fds[i], buf.data(), buf.size(), MSG_DONTWAIT,
-							 reinterpret_cast<sockaddr *>(&from), &len);
-					if (n < 0) {
+					const int k = receive(i, MSG_DONTWAIT, scratch);
+					if (k < 0) {
 						if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-							die("recvfrom");
+							die(name_of(cfg.recv));
 						break;
 					}
-					account(i, from, n);
-					received.store(++got, std::memory_order_release);
+					got += static_cast<std::uint64_t>(k);
+					received.store(got, std::memory_order_release);
 					last = Clock::now();
 				}
 			}
 			if (got)
 				idle_since = last;
-			if (k <= 0 && !keep_receiving(got, idle_since))
+			if (n <= 0 && !keep_receiving(got, idle_since))
 				break;
 		}
 		close(ep);
@@ -450,13 +652,15 @@ struct Flood {
 						recv_ports[r], send_ports[s], g.packets, g.bytes));
 			}
 		fmt::print("{{\"pid\":{},\"family\":\"{}\",\"size\":{},\"seconds\":{},\"sockets\":{},"
-			   "\"flows_requested\":{},\"window\":{},\"sent\":{},\"sent_bytes\":{},"
+			   "\"flows_requested\":{},\"window\":{},\"send_call\":\"{}\",\"recv_call\":\"{}\","
+			   "\"batch\":{},\"sent\":{},\"sent_bytes\":{},"
 			   "\"send_errors\":{},\"send_errno\":{},\"received\":{},\"received_bytes\":{},"
 			   "\"foreign\":{},\"send_seconds\":{:.6f},\"elapsed\":{:.6f},\"rate\":{:.1f},"
 			   "\"sender_ports\":[{}],\"receiver_ports\":[{}],\"flows\":[{}]}}\n",
 			   getpid(), cfg.family == AF_INET ? "ipv4" : "ipv6", cfg.size, cfg.seconds,
-			   cfg.sockets, cfg.flows, cfg.window, sent.packets, sent.bytes, send_errors,
-			   first_send_errno, got.packets, got.bytes, foreign, send_seconds, elapsed,
+			   cfg.sockets, cfg.flows, cfg.window, name_of(cfg.send), name_of(cfg.recv),
+			   cfg.batch, sent.packets, sent.bytes, send_errors, first_send_errno, got.packets,
+			   got.bytes, foreign, send_seconds, elapsed,
 			   elapsed > 0 ? got.packets / elapsed : 0.0, fmt::join(send_ports, ","),
 			   fmt::join(recv_ports, ","), fmt::join(flows, ","));
 		std::fflush(stdout);

@@ -80,6 +80,8 @@ Settings read_settings() noexcept
 		// The core's own limits and parsers: the CLI and Options::validate() use them too.
 		if (auto ms = env_number("UDPEVENT_INTERVAL_MS", detail::kIntervalMs))
 			settings.interval = std::chrono::milliseconds(*ms);
+		if (auto s = env_number("UDPEVENT_FLOW_TIMEOUT_S", detail::kFlowTimeoutS))
+			settings.flow_timeout = std::chrono::seconds(*s);
 		if (auto size = env_number("UDPEVENT_QUEUE_SIZE", kQueueSize))
 			settings.queue_size = static_cast<std::size_t>(*size);
 		const char *verbose = std::getenv("UDPEVENT_VERBOSE");

@@ -27,6 +27,7 @@ inline constexpr udpintercept::detail::Limit kQueueSize{"UDPEVENT_QUEUE_SIZE", 1
 /// Settings read from the environment when AddProbe() runs.
 struct Settings {
 	std::chrono::milliseconds interval{1000};   ///< UDPEVENT_INTERVAL_MS (0: a snapshot per operation)
+	std::chrono::seconds flow_timeout{300};     ///< UDPEVENT_FLOW_TIMEOUT_S (0: never)
 	std::size_t queue_size = kDefaultQueueSize; ///< UDPEVENT_QUEUE_SIZE
 	bool verbose = false; ///< UDPEVENT_VERBOSE: the core's backend decisions on stderr
 	udpintercept::Backend backend = udpintercept::Backend::automatic; ///< UDPEVENT_BACKEND

@@ -225,6 +225,7 @@ void Shim::run(Settings settings) noexcept
 		udpintercept::Options options;
 		options.backend = settings.backend;
 		options.interval = settings.interval;
+		options.flow_timeout = settings.flow_timeout;
 		options.pid = settings.pid;
 		options.uid = settings.uid;
 		options.port = settings.port;
@@ -235,7 +236,8 @@ void Shim::run(Settings settings) noexcept
 					     line.data());
 			};
 		// The legacy struct has no kind: every snapshot (connect, update,
-		// close) is one event.
+		// close, expire) is one event; an expire, like a close, is the
+		// flow's last.
 		tracer.emplace(std::move(options),
 			       [this](const udpintercept::Event &event) { queue_.push(to_legacy(event)); });
 	} catch (const udpintercept::Error &e) {

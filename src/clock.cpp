@@ -40,7 +40,10 @@ void WallClock::calibrate() noexcept
 
 WallTime WallClock::from_monotonic(std::uint64_t mono_ns) const noexcept
 {
-	return WallTime(std::chrono::nanoseconds(static_cast<std::int64_t>(mono_ns) + offset_ns_));
+	// Two's-complement sum: a monotonic time no kernel gives (past 2^63 ns,
+	// 292 years of uptime) wraps instead of being undefined.
+	return WallTime(std::chrono::nanoseconds(
+		static_cast<std::int64_t>(mono_ns + static_cast<std::uint64_t>(offset_ns_))));
 }
 
 } // namespace udpintercept::detail

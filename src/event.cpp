@@ -25,6 +25,8 @@ std::string_view to_string(EventKind kind) noexcept
 		return "close";
 	case EventKind::final:
 		return "final";
+	case EventKind::expire:
+		return "expire";
 	}
 	return "?";
 }
@@ -112,9 +114,9 @@ std::string to_text(const Event &e)
 	std::tm tm{};
 	localtime_r(&secs, &tm);
 	// The container as `docker ps` shortens it; the full id and the cgroup are in --json.
-	const std::string_view container = e.container_id.empty()
-						   ? std::string_view("-")
-						   : std::string_view(e.container_id).substr(0, 12);
+	// The id is any bytes an Event was given: printable, so the line stays one line.
+	const std::string container =
+		e.container_id.empty() ? "-" : printable(std::string_view(e.container_id).substr(0, 12));
 	return fmt::format(
 		"{:02}:{:02}:{:02}.{:06} {:<7} {:>7} {:<15} {:<3} {:>23} -> {:<23} {:>13} {:>13} {:>8} {}",
 		tm.tm_hour, tm.tm_min, tm.tm_sec, (ns % 1000000000) / 1000, to_string(e.kind), e.pid,

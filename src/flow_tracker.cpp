@@ -23,23 +23,35 @@ bool FlowKeyEqual::operator()(const udpi_flow_key &a, const udpi_flow_key &b) co
 	return std::memcmp(&a, &b, sizeof(a)) == 0;
 }
 
-FlowTracker::FlowTracker(KernelFlows &kernel, std::chrono::nanoseconds interval, Deliver deliver)
-    : kernel_(kernel), interval_ns_(static_cast<std::uint64_t>(interval.count())),
+FlowTracker::FlowTracker(KernelFlows &kernel, std::chrono::nanoseconds interval, Deliver deliver,
+			 ExpiryPolicy expiry)
+    : kernel_(kernel), interval_ns_(static_cast<std::uint64_t>(interval.count())), expiry_(expiry),
       deliver_(std::move(deliver))
 {
 }
 
-FlowTracker::FlowState &FlowTracker::remember(const udpi_flow_key &key)
+// Known from now on, and heard from now: records arrive in time order, so
+// the flow goes to the back of idle_.
+FlowTracker::FlowState &FlowTracker::remember(const udpi_flow_key &key, std::uint64_t now_ns)
 {
 	auto [it, added] = flows_.try_emplace(key);
-	if (added)
+	FlowState &state = it->second;
+	if (added) {
 		flows_of_socket_[key.sock_id].push_back(key);
-	return it->second;
+		state.idle_pos = idle_.insert(idle_.end(), key);
+	} else {
+		idle_.splice(idle_.end(), idle_, state.idle_pos);
+	}
+	state.heard_ns = std::max(state.heard_ns, now_ns);
+	return state;
 }
 
 void FlowTracker::forget(const udpi_flow_key &key)
 {
-	flows_.erase(key);
+	if (auto it = flows_.find(key); it != flows_.end()) {
+		idle_.erase(it->second.idle_pos);
+		flows_.erase(it);
+	}
 	pending_.erase(key);
 	if (auto it = flows_of_socket_.find(key.sock_id); it != flows_of_socket_.end()) {
 		std::erase_if(it->second, [&](const udpi_flow_key &k) { return FlowKeyEqual{}(k, key); });
@@ -68,11 +80,16 @@ void FlowTracker::on_record(const Record &record, std::uint64_t now_ns)
 	counters_.records.fetch_add(1, std::memory_order_relaxed);
 	switch (record.kind) {
 	case UDPI_REC_NEW:
-	case UDPI_REC_UPDATE:
+		expired_.erase(record.key); // the kernel made a new entry: a new flow
 		on_snapshot(EventKind::update, record.key, record.flow, now_ns);
 		return;
+	case UDPI_REC_UPDATE:
+		if (!late_operation(record, now_ns))
+			on_snapshot(EventKind::update, record.key, record.flow, now_ns);
+		return;
 	case UDPI_REC_CONNECT:
-		on_snapshot(EventKind::connect, record.key, record.flow, now_ns);
+		if (!late_operation(record, now_ns))
+			on_snapshot(EventKind::connect, record.key, record.flow, now_ns);
 		return;
 	case UDPI_REC_SOCK_CLOSE:
 		close_socket(record.key.sock_id, now_ns, now_ns);
@@ -86,7 +103,7 @@ void FlowTracker::on_record(const Record &record, std::uint64_t now_ns)
 				close_flow(record.key, *flow, now_ns);
 			return;
 		}
-		remember(record.key);
+		remember(record.key, now_ns);
 		auto [it, added] = pending_.try_emplace(record.key, record.last_emit_ns);
 		if (!added)
 			it->second = std::max<std::uint64_t>(it->second, record.last_emit_ns);
@@ -107,7 +124,7 @@ void FlowTracker::on_snapshot(EventKind kind, const udpi_flow_key &key, const ud
 			close_flow(key, *current, now_ns);
 		return;
 	}
-	FlowState &state = remember(key);
+	FlowState &state = remember(key, now_ns);
 	// A snapshot taken after a later emission than the one the pending note
 	// was about carries every change that note stood for; one from the same
 	// emission may not (a change can land after its copy was taken).
@@ -128,7 +145,17 @@ void FlowTracker::on_snapshot(EventKind kind, const udpi_flow_key &key, const ud
 void FlowTracker::on_deferred(const udpi_flow_key &key, const udpi_flow &flow, std::uint64_t now_ns)
 {
 	counters_.deferred_operations.fetch_add(1, std::memory_order_relaxed);
-	FlowState &state = remember(key);
+	add_operation(key, flow, now_ns);
+	if (closed_.count(key.sock_id))
+		if (auto current = kernel_.lookup(key))
+			close_flow(key, *current, now_ns);
+}
+
+// Counts that reached user space beside the kernel's entry: they become the
+// entry if the flow is missing, else they ride along with it.
+void FlowTracker::add_operation(const udpi_flow_key &key, const udpi_flow &flow, std::uint64_t now_ns)
+{
+	FlowState &state = remember(key, now_ns);
 	udpi_flow entry = flow;
 	entry.emitted_changes = flow.changes; // reported below, by user space
 	entry.last_emit_ns = now_ns;          // the rate limit counts from this snapshot
@@ -149,9 +176,39 @@ void FlowTracker::on_deferred(const udpi_flow_key &key, const udpi_flow &flow, s
 			deliver(EventKind::update, key, *current);
 		}
 	}
-	if (closed_.count(key.sock_id))
-		if (auto current = kernel_.lookup(key))
-			close_flow(key, *current, now_ns);
+}
+
+/*
+ * A snapshot of an expired flow's removed entry: an operation that found the
+ * entry just before user space removed it, and added to it afterwards. The
+ * flow was idle for the whole timeout, so that operation was due and sent
+ * this snapshot, whose counters go past the expired totals by exactly it. It
+ * is the first operation of the flow that follows (the same socket and peer
+ * talking again), so it is added there. Snapshots of the entry from before
+ * its removal are dropped: `expire` carried their counts.
+ */
+bool FlowTracker::late_operation(const Record &record, std::uint64_t now_ns)
+{
+	const auto it = expired_.find(record.key);
+	if (it == expired_.end() || flows_.count(record.key))
+		return false; // not expired, or a new entry is known (its NEW came first)
+	const udpi_flow &was = it->second.flow;
+	const udpi_flow &now = record.flow;
+	if (now.changes <= was.changes)
+		return true;
+	udpi_flow delta = now;
+	delta.tx_bytes = now.tx_bytes - was.tx_bytes;
+	delta.tx_packets = now.tx_packets - was.tx_packets;
+	delta.rx_bytes = now.rx_bytes - was.rx_bytes;
+	delta.rx_packets = now.rx_packets - was.rx_packets;
+	delta.changes = now.changes - was.changes;
+	it->second.flow = now;
+	counters_.late_operations.fetch_add(delta.changes, std::memory_order_relaxed);
+	add_operation(record.key, delta, now_ns);
+	if (closed_.count(record.key.sock_id))
+		if (auto current = kernel_.lookup(record.key))
+			close_flow(record.key, *current, now_ns);
+	return true;
 }
 
 void FlowTracker::close_flow(const udpi_flow_key &key, udpi_flow flow, std::uint64_t close_ns)
@@ -199,7 +256,9 @@ void FlowTracker::full_sweep(std::uint64_t now_ns)
 			of_closed.emplace_back(key, flow);
 			return;
 		}
-		remember(key);
+		// Known flows keep their place: the expiry asks the kernel anyway.
+		if (!flows_.count(key))
+			remember(key, now_ns);
 		if (flow.changes != flow.emitted_changes)
 			pending_.try_emplace(key, flow.last_emit_ns);
 	});
@@ -231,15 +290,86 @@ void FlowTracker::flush_due(std::uint64_t now_ns)
 	}
 }
 
+/*
+ * Removes the flow if the kernel agrees it has been idle for `min_idle_ns`
+ * and an operation on it now would be due (so that one landing as it is
+ * removed sends a snapshot: see late_operation()); its totals go out as
+ * `expire`. A flow the kernel saw more recently than user space heard of it
+ * (its record is on its way) counts as heard now.
+ */
+FlowTracker::Expiry FlowTracker::expire(const udpi_flow_key &key, std::uint64_t min_idle_ns,
+					std::uint64_t now_ns)
+{
+	const auto flow = kernel_.lookup(key);
+	if (!flow) {
+		forget(key);
+		return Expiry::gone;
+	}
+	if (now_ns - flow->last_ns < min_idle_ns || now_ns - flow->last_emit_ns < interval_ns_) {
+		remember(key, now_ns);
+		return Expiry::active;
+	}
+	const auto last = kernel_.take(key);
+	if (!last) {
+		forget(key);
+		return Expiry::gone;
+	}
+	counters_.flows_erased.fetch_add(1, std::memory_order_relaxed);
+	counters_.expired.fetch_add(1, std::memory_order_relaxed);
+	deliver(EventKind::expire, key, *last);
+	forget(key);
+	expired_.insert_or_assign(key, Expired{*last, now_ns});
+	return Expiry::expired;
+}
+
+// At most kExpiryBatch flows a sweep, so that a crowd going idle together
+// is expired over a few sweeps while the ring buffer keeps being read.
+void FlowTracker::expire_idle(std::uint64_t now_ns)
+{
+	for (std::size_t n = 0; n < kExpiryBatch && !idle_.empty(); n++) {
+		const udpi_flow_key key = idle_.front();
+		if (now_ns - flows_.at(key).heard_ns < expiry_.timeout_ns)
+			return;
+		expire(key, expiry_.timeout_ns, now_ns);
+	}
+}
+
+// Past 90 % of the table, the longest-idle flows go early, down to 80 %, so
+// that new flows find room; a flow heard from within two intervals (at least
+// a second) counts as active and stays.
+void FlowTracker::expire_early(std::uint64_t now_ns)
+{
+	const std::uint64_t high = expiry_.max_flows * 9 / 10, low = expiry_.max_flows * 8 / 10;
+	if (flows_.size() < high)
+		return;
+	const std::uint64_t min_idle = std::max<std::uint64_t>(2 * interval_ns_, 1'000'000'000);
+	for (std::size_t visits = std::min(flows_.size(), kExpiryBatch); visits > 0 && flows_.size() > low;
+	     visits--) {
+		const udpi_flow_key key = idle_.front();
+		if (now_ns - flows_.at(key).heard_ns < min_idle)
+			return;
+		if (expire(key, min_idle, now_ns) == Expiry::expired)
+			counters_.expired_early.fetch_add(1, std::memory_order_relaxed);
+	}
+}
+
 void FlowTracker::sweep(std::uint64_t now_ns)
 {
 	collect_closed(now_ns);
 	if (kernel_.take_full_sweep_request())
 		full_sweep(now_ns);
 	flush_due(now_ns);
+	if (expiry_.timeout_ns) {
+		expire_idle(now_ns);
+		if (expiry_.max_flows)
+			expire_early(now_ns);
+	}
 	// Records of a closed socket still on their way arrive within moments,
 	// and a lost one sets off a full sweep at the next sweep, well before.
 	std::erase_if(closed_, [&](const auto &kv) { return now_ns - kv.second > kClosedMemoryNs; });
+	if (!expired_.empty())
+		std::erase_if(expired_,
+			      [&](const auto &kv) { return now_ns - kv.second.when_ns > kExpiredMemoryNs; });
 }
 
 void FlowTracker::stop(std::uint64_t now_ns)
@@ -257,6 +387,8 @@ void FlowTracker::stop(std::uint64_t now_ns)
 	flows_.clear();
 	flows_of_socket_.clear();
 	pending_.clear();
+	idle_.clear();
+	expired_.clear();
 }
 
 } // namespace udpintercept::detail

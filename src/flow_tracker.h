@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <unordered_map>
 #include <vector>
 
@@ -35,6 +36,18 @@ struct TrackerCounters {
 	std::atomic<std::uint64_t> flushes{0};             ///< snapshots the flush program sent
 	std::atomic<std::uint64_t> flows_inserted{0};      ///< flows user space put in the table
 	std::atomic<std::uint64_t> flows_erased{0};        ///< flows user space took out of it
+	std::atomic<std::uint64_t> expired{0};             ///< flows ended by `expire`, early ones included
+	std::atomic<std::uint64_t> expired_early{0}; ///< expired before their timeout: the table neared full
+	std::atomic<std::uint64_t> late_operations{0}; ///< operations that landed on a flow as it was expired
+};
+
+/// When a flow leaves the table without its socket closing.
+struct ExpiryPolicy {
+	/// A flow with no operation for this long is expired; 0: never (nor early).
+	std::uint64_t timeout_ns = 0;
+	/// The flow table's size: past 90 % of it, the longest-idle flows are
+	/// expired early, down to 80 %; 0: no early expiry.
+	std::uint64_t max_flows = 0;
 };
 
 /**
@@ -47,18 +60,26 @@ struct TrackerCounters {
  * Its cost between records is that of the pending flows, not of the table:
  * the whole table is read only when the kernel lost a record and asked for
  * a full sweep, and at stop().
+ *
+ * Expiry: every operation on a flow reaches user space as a record within
+ * about an interval (a snapshot, or a pending note and its flush), so the
+ * time a flow's last record arrived bounds its last operation. A flow not
+ * heard from for the timeout is looked up in the kernel (its last_ns) and,
+ * if idle there too, removed with its totals delivered as `expire`.
  */
 class FlowTracker {
 public:
 	/// Receives each snapshot (the flow with what user space added to it).
 	using Deliver = std::function<void(EventKind, const udpi_flow_key &, const udpi_flow &)>;
 
-	FlowTracker(KernelFlows &kernel, std::chrono::nanoseconds interval, Deliver deliver);
+	FlowTracker(KernelFlows &kernel, std::chrono::nanoseconds interval, Deliver deliver,
+		    ExpiryPolicy expiry = {});
 
 	/// One record of the ring buffer (WANT_ARRIVALS is not the tracker's).
 	void on_record(const Record &record, std::uint64_t now_ns);
 
-	/// Closes, full sweeps the kernel asked for, and the pending flows that are due.
+	/// Closes, full sweeps the kernel asked for, the pending flows that are
+	/// due, and the expiry of idle flows.
 	void sweep(std::uint64_t now_ns);
 
 	/// Every flow still in the kernel's table: `close` if its socket closed, else `final`.
@@ -69,8 +90,19 @@ public:
 	/// Flows with held-back changes waiting for their interval.
 	std::size_t pending() const noexcept { return pending_.size(); }
 
+	/// Flows user space knows (in the kernel's table, but for births still on their way).
+	std::size_t flows() const noexcept { return flows_.size(); }
+
 	/// How long a closed socket's id is remembered, for records of it still on their way.
 	static constexpr std::uint64_t kClosedMemoryNs = 2'000'000'000;
+
+	/// Flows a sweep expires at most (idle, and again early), a few
+	/// milliseconds of system calls.
+	static constexpr std::size_t kExpiryBatch = 4096;
+
+	/// How long an expired flow's last state is remembered, for an
+	/// operation that landed on it as it was removed.
+	static constexpr std::uint64_t kExpiredMemoryNs = 2'000'000'000;
 
 private:
 	struct Counts {
@@ -79,10 +111,18 @@ private:
 	struct FlowState {
 		std::uint64_t reported_changes = 0;
 		Counts extra; // operations the busy kernel table handed to user space after the flow existed
+		std::uint64_t heard_ns = 0;                  // when a record of the flow last arrived
+		std::list<udpi_flow_key>::iterator idle_pos; // its place in idle_
 	};
+	enum class Expiry { expired, active, gone };
 
-	FlowState &remember(const udpi_flow_key &key);
+	FlowState &remember(const udpi_flow_key &key, std::uint64_t now_ns);
 	void forget(const udpi_flow_key &key);
+	bool late_operation(const Record &record, std::uint64_t now_ns);
+	void add_operation(const udpi_flow_key &key, const udpi_flow &flow, std::uint64_t now_ns);
+	Expiry expire(const udpi_flow_key &key, std::uint64_t min_idle_ns, std::uint64_t now_ns);
+	void expire_idle(std::uint64_t now_ns);
+	void expire_early(std::uint64_t now_ns);
 	void deliver(EventKind kind, const udpi_flow_key &key, const udpi_flow &flow);
 	void on_snapshot(EventKind kind, const udpi_flow_key &key, const udpi_flow &flow,
 			 std::uint64_t now_ns);
@@ -95,6 +135,7 @@ private:
 
 	KernelFlows &kernel_;
 	std::uint64_t interval_ns_;
+	ExpiryPolicy expiry_;
 	Deliver deliver_;
 	TrackerCounters counters_;
 
@@ -104,6 +145,16 @@ private:
 	std::unordered_map<std::uint64_t, std::uint64_t> closed_;
 	// Flows with held-back changes: key -> the kernel's last_emit_ns when noted.
 	std::unordered_map<udpi_flow_key, std::uint64_t, FlowKeyHash, FlowKeyEqual> pending_;
+	// Every known flow, the least recently heard first: records arrive in
+	// time order, so moving a flow to the back on each keeps the order, and
+	// a sweep looks at the front only (a quiet table costs nothing).
+	std::list<udpi_flow_key> idle_;
+	// Expired flows: key -> their state when removed, and when.
+	struct Expired {
+		udpi_flow flow;
+		std::uint64_t when_ns;
+	};
+	std::unordered_map<udpi_flow_key, Expired, FlowKeyHash, FlowKeyEqual> expired_;
 };
 
 } // namespace udpintercept::detail

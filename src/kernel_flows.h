@@ -30,6 +30,15 @@ public:
 	/// Removes the flow; false if it was not there.
 	virtual bool erase(const udpi_flow_key &key) = 0;
 
+	/**
+	 * Removes the flow and returns its state as it was when removed, or
+	 * nullopt if it was not there. Where the kernel can (hash maps, Linux
+	 * 5.14), reading and removing are one step, so no operation lands between
+	 * them; a BPF program that found the entry just before can still add to
+	 * it afterwards (see FlowTracker's late operations).
+	 */
+	virtual std::optional<udpi_flow> take(const udpi_flow_key &key) = 0;
+
 	/// Calls `fn` for every flow of the table (a full sweep; costs a read of the whole table).
 	virtual void for_each(const std::function<void(const udpi_flow_key &, const udpi_flow &)> &fn) = 0;
 

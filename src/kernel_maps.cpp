@@ -30,6 +30,25 @@ bool KernelMaps::erase(const udpi_flow_key &key)
 	return bpf_map_delete_elem(objects_.flows_fd, &key) == 0;
 }
 
+std::optional<udpi_flow> KernelMaps::take(const udpi_flow_key &key)
+{
+	udpi_flow flow{};
+	if (take_in_one_step_) {
+		if (bpf_map_lookup_and_delete_elem(objects_.flows_fd, &key, &flow) == 0)
+			return flow;
+		if (errno == ENOENT)
+			return std::nullopt;
+		// Hash maps gained BPF_MAP_LOOKUP_AND_DELETE_ELEM in Linux 5.14
+		// (commit 3e87f192b405); before it the kernel answers ENOTSUPP (524).
+		take_in_one_step_ = false;
+	}
+	if (bpf_map_lookup_elem(objects_.flows_fd, &key, &flow) != 0)
+		return std::nullopt;
+	if (bpf_map_delete_elem(objects_.flows_fd, &key) != 0)
+		return std::nullopt;
+	return flow;
+}
+
 // In batches of hundreds per system call (BPF_MAP_LOOKUP_BATCH, 5.6+), else
 // one key at a time.
 void KernelMaps::for_each(const std::function<void(const udpi_flow_key &, const udpi_flow &)> &fn)

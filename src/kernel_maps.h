@@ -32,6 +32,7 @@ public:
 	std::optional<udpi_flow> lookup(const udpi_flow_key &key) override;
 	bool insert(const udpi_flow_key &key, const udpi_flow &flow) override;
 	bool erase(const udpi_flow_key &key) override;
+	std::optional<udpi_flow> take(const udpi_flow_key &key) override;
 	void for_each(const std::function<void(const udpi_flow_key &, const udpi_flow &)> &fn) override;
 	udpi_flush_result flush(const udpi_flow_key &key) override;
 	bool take_full_sweep_request() override;
@@ -42,6 +43,7 @@ public:
 
 private:
 	KernelObjects objects_;
+	bool take_in_one_step_ = true; // until the kernel says it cannot (before 5.14)
 };
 
 } // namespace udpintercept::detail

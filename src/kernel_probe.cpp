@@ -2,6 +2,7 @@
 #include "kernel_probe.h"
 
 #include <array>
+#include <cerrno>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <cstring>
@@ -15,6 +16,30 @@ namespace udpintercept::detail {
 bool KernelFeatures::has_type(std::string_view name, int kind) const
 {
 	return vmlinux_ && btf__find_by_name_kind(vmlinux_, std::string(name).c_str(), kind) >= 0;
+}
+
+int KernelFeatures::function_id(std::string_view name) const
+{
+	return vmlinux_ ? btf__find_by_name_kind(vmlinux_, std::string(name).c_str(), BTF_KIND_FUNC)
+			: -ENOENT;
+}
+
+int trampoline_refusal(const KernelFeatures &kernel)
+{
+	const int id = kernel.function_id("udp_sendmsg");
+	if (id < 0)
+		return -id;
+	const bpf_insn insns[] = {
+		{BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 0},
+		{BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+	};
+	LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = BPF_TRACE_FEXIT,
+		    .attach_btf_id = static_cast<__u32>(id));
+	const int fd = bpf_prog_load(BPF_PROG_TYPE_TRACING, nullptr, "GPL", insns, std::size(insns), &opts);
+	if (fd < 0)
+		return errno;
+	close(fd);
+	return 0;
 }
 
 bool KernelFeatures::has_function(std::string_view name) const

@@ -20,6 +20,8 @@ public:
 	bool has_function(std::string_view name) const;
 	/// The number of arguments of a raw tracepoint, or -1 if the kernel has none of that name.
 	int tracepoint_arity(std::string_view name) const;
+	/// The BTF id of the kernel function of that name, or a negative errno.
+	int function_id(std::string_view name) const;
 
 private:
 	const btf *vmlinux_;
@@ -34,6 +36,15 @@ struct Availability {
 Availability probe_fentry_backend(const KernelFeatures &kernel);
 Availability probe_kprobe_backend(const KernelFeatures &kernel);
 Availability probe_tracepoint_backend(const KernelFeatures &kernel);
+
+/**
+ * Whether the kernel lets this process load a BPF trampoline program (an
+ * fexit program on udp_sendmsg that only returns): 0, or the errno of the
+ * refusal (a security policy, the lockdown, an architecture without
+ * trampolines). A millisecond, where a refused trial load of the whole
+ * object costs tens (its maps are made before its programs are refused).
+ */
+int trampoline_refusal(const KernelFeatures &kernel);
 
 /**
  * Whether programs of `type` (attached as `attach`) may call `helper` on this

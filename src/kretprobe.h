@@ -29,6 +29,14 @@ public:
 	/// Where tracefs is, mounting it if needed; empty if it cannot be had.
 	static std::string tracefs();
 
+	/**
+	 * Removes the probes of tracers that died without removing theirs (a
+	 * SIGKILL leaves them: only their owner removes them, at its stop). A
+	 * probe whose owner's pid is alive stays, and one still in use cannot
+	 * be removed (EBUSY). Returns how many were removed.
+	 */
+	static int remove_stale(const std::string &tracefs);
+
 private:
 	std::string tracefs_;
 	std::string event_;

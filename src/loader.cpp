@@ -68,8 +68,13 @@ struct BackendRow {
 	std::vector<MapRef> own_maps;
 	/// Its programs attach to the cgroup v2 root (CAP_NET_ADMIN).
 	bool needs_cgroup;
+	/// Its hooks are opened as perf events (kprobes), which kernel.perf_event_paranoid can refuse.
+	bool needs_perf_events;
 	/// Knobs and program choices of its own, set between open and load.
 	void (*configure)(Configuration &);
+	/// A cheap load that tells a refusal before the whole object is tried
+	/// (its maps made, its programs verified): 0, or the errno of the refusal.
+	int (*quick_trial)(const KernelFeatures &) = nullptr;
 };
 
 // A map only programs that were not loaded would use keeps its least size.
@@ -217,7 +222,9 @@ const std::vector<BackendRow> &backend_rows()
 			 &Programs::fx_sk_queue_drop_skb},
 			{&Maps::drop_windows},
 			false,
+			false,
 			configure_fentry,
+			trampoline_refusal,
 		},
 		{
 			Backend::tracepoint,
@@ -231,6 +238,7 @@ const std::vector<BackendRow> &backend_rows()
 			 &Maps::gso_pending, &Maps::rx_rings, &Maps::rx_ring_zero, &Maps::rx_last,
 			 &Maps::csum_drops, &Maps::csum_drops_zero, &Maps::ptr_scratch},
 			true,
+			false,
 			configure_tracepoint,
 		},
 		{
@@ -259,6 +267,7 @@ const std::vector<BackendRow> &backend_rows()
 			{&Maps::kp_send4, &Maps::kp_send6, &Maps::kp_connect, &Maps::kp_queue_drop,
 			 &Maps::drop_windows},
 			false,
+			true,
 			configure_kprobe,
 		},
 	};
@@ -270,14 +279,12 @@ const std::vector<BackendRow> &backend_rows()
 {
 	const std::string tail = detail.empty() ? "" : "\nlibbpf said:\n" + detail;
 	// The capabilities were checked before any load: a refusal now comes from
-	// the kernel's lockdown or a security policy, not from missing privileges.
+	// a resource limit, the kernel's lockdown or a security policy.
 	if (err == EPERM || err == EACCES)
-		throw Error(
-			stage, err,
-			fmt::format(
-				"{}: permission denied although this process has CAP_BPF, CAP_PERFMON and "
-				"CAP_NET_ADMIN (a kernel lockdown or security policy forbids it){}",
-				what, tail));
+		throw Error(stage, err,
+			    fmt::format("{}: permission denied although this process has the capabilities "
+					"it needs: {}{}",
+					what, explain_denial(), tail));
 	throw Error(stage, err, fmt::format("{}: {}{}", what, std::strerror(err), tail));
 }
 
@@ -294,7 +301,10 @@ struct Loader::Impl {
 	std::vector<bpf_program *> on_demand;
 	// Destroyed after the links that use them (members go in reverse order).
 	std::vector<std::unique_ptr<TracefsKretprobe>> kretprobes;
+	std::string kretprobe_note; // why return probes could not be made through tracefs
 	std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links;
+	bool privileges_dropped = false;
+	std::optional<bool> maps_need_cap_bpf;
 
 	explicit Impl(const Options &opts) : options(opts)
 	{
@@ -312,7 +322,10 @@ struct Loader::Impl {
 	void attach(LibbpfCapture &capture);
 	void attach_program(bpf_program *prog, LibbpfCapture &capture);
 	bpf_link *attach_kretprobe(bpf_program *prog, const std::string &function);
+	void keep_needed_capabilities();
 	void reset() noexcept;
+	std::size_t count_loaded_programs() const;
+	std::size_t count_created_maps() const;
 };
 
 std::vector<std::pair<const BackendRow *, std::string>>
@@ -328,6 +341,7 @@ Loader::Impl::candidates(std::optional<KernelFeatures> &kernel,
 	vmlinux.reset(btf__load_vmlinux_btf());
 	if (!vmlinux)
 		fail("btf", errno, fmt::format("cannot read the kernel's BTF from {}", kVmlinuxBtf));
+	log(fmt::format("read the kernel's BTF ({} types)", btf__type_cnt(vmlinux.get())));
 	kernel.emplace(vmlinux.get());
 
 	std::vector<std::pair<const BackendRow *, std::string>> out;
@@ -478,14 +492,57 @@ bpf_link *Loader::Impl::attach_kretprobe(bpf_program *prog, const std::string &f
 	} catch (const Error &e) {
 		log(fmt::format("{}; {} gets the kernel's default room for concurrent calls", e.what(),
 				function));
+		if (kretprobe_note.empty()) {
+			const std::string why = tracefs_denial();
+			kretprobe_note = fmt::format("return probes with the kernel's default room for "
+						     "concurrent calls: {}",
+						     why.empty() ? e.what() : why);
+		}
 		return bpf_program__attach(prog);
 	}
+}
+
+// What an attached object still uses: CAP_BPF where the kernel checks it on
+// every bpf() call (before 6.5, while kernel.unprivileged_bpf_disabled is
+// set: the tracer reads its maps until it stops); CAP_BPF and CAP_NET_ADMIN
+// while the arrival hook waits to be attached; CAP_DAC_OVERRIDE if it took
+// that to make tracefs return probes, which go away with the tracer.
+void Loader::Impl::keep_needed_capabilities()
+{
+	if (!maps_need_cap_bpf)
+		maps_need_cap_bpf = !maps_usable_without_cap_bpf(bpf_map__fd(skel->maps.flows));
+	std::vector<int> keep;
+	if (*maps_need_cap_bpf || !on_demand.empty())
+		keep.push_back(kCapBpf);
+	if (!on_demand.empty())
+		keep.push_back(kCapNetAdmin);
+	if (!kretprobes.empty() && geteuid() != 0)
+		keep.push_back(kCapDacOverride);
+	keep_only_capabilities(keep);
+	log(fmt::format("capabilities kept once attached: {}", effective_capability_names()));
+}
+
+std::size_t Loader::Impl::count_loaded_programs() const
+{
+	std::size_t n = 0;
+	bpf_program *prog;
+	bpf_object__for_each_program(prog, skel->obj) n += bpf_program__fd(prog) >= 0;
+	return n;
+}
+
+std::size_t Loader::Impl::count_created_maps() const
+{
+	std::size_t n = 0;
+	bpf_map *map;
+	bpf_object__for_each_map(map, skel->obj) n += bpf_map__fd(map) >= 0;
+	return n;
 }
 
 void Loader::Impl::reset() noexcept
 {
 	links.clear();
 	kretprobes.clear();
+	kretprobe_note.clear();
 	on_demand.clear();
 	cgroup.reset();
 	skel.reset();
@@ -499,34 +556,60 @@ Loader::Loader(const Options &options) : impl_(std::make_unique<Impl>(options))
 	std::unique_ptr<btf, void (*)(btf *)> vmlinux(nullptr, btf__free);
 	const auto candidates = d.candidates(kernel, vmlinux);
 	std::string tried; // backends `auto` tried first
+	raise_memlock_limit();
 	// The trial load: a backend the BTF says is there can still be refused
 	// (an architecture without trampolines, a lockdown or security policy);
 	// `auto` then falls through to the next one. A missing privilege is not
-	// a kernel feature: it stops the search.
-	for (std::size_t i = 0; i < candidates.size(); i++) {
+	// a kernel feature: `auto` takes the best backend the capabilities allow,
+	// and if none, the privilege error of the best one stops the search.
+	std::optional<std::size_t> lacking;
+	bool attached = false;
+	for (std::size_t i = 0; i < candidates.size() && !attached; i++) {
 		d.row = candidates[i].first;
-		check_privileges(d.row->needs_cgroup);
+		const PrivilegeNeeds needs{d.row->needs_cgroup, d.row->needs_perf_events};
+		if (const auto missing = missing_capabilities(needs); !missing.empty()) {
+			lacking = lacking.value_or(i);
+			const auto what = fmt::format("{} needs {}", to_string(d.row->backend),
+						      fmt::join(missing, ", "));
+			d.log(fmt::format("backend {}, which this process lacks", what));
+			tried += what + "; ";
+			continue;
+		}
 		try {
+			if (d.row->quick_trial)
+				if (const int err = d.row->quick_trial(*kernel))
+					fail("load", err,
+					     fmt::format("the kernel refused a one-instruction {} program",
+							 to_string(d.row->backend)));
 			d.open();
+			d.log("opened the BPF object");
 			d.configure(*kernel);
 			d.load(capture);
+			d.log(fmt::format("loaded {} programs and created {} maps", d.count_loaded_programs(),
+					  d.count_created_maps()));
 			d.attach(capture);
+			d.log(fmt::format("attached {} programs", d.links.size()));
 			d.reason = tried + candidates[i].second;
-			break;
+			if (!d.kretprobe_note.empty())
+				d.reason += "; " + d.kretprobe_note;
+			attached = true;
 		} catch (const Error &e) {
 			d.reset();
 			if (d.options.backend != Backend::automatic)
 				throw Error(e.stage(), e.code().value(),
 					    fmt::format("backend '{}' is not available on this kernel: {}",
 							to_string(d.row->backend), e.what()));
-			if (i + 1 == candidates.size())
+			if (i + 1 == candidates.size() && !lacking)
 				throw;
-			d.log(fmt::format("backend {} failed its trial load; trying {}: {}",
-					  to_string(d.row->backend),
-					  to_string(candidates[i + 1].first->backend), e.what()));
+			d.log(fmt::format("backend {} failed its trial load: {}", to_string(d.row->backend),
+					  e.what()));
 			tried += fmt::format("{} refused ({}); ", to_string(d.row->backend),
 					     e.code().message());
 		}
+	}
+	if (!attached) {
+		d.row = candidates[lacking.value()].first;
+		check_privileges(to_string(d.row->backend), {d.row->needs_cgroup, d.row->needs_perf_events});
 	}
 	d.log(fmt::format("attached the {} backend ({})", to_string(d.row->backend), d.reason));
 }
@@ -572,6 +655,14 @@ void Loader::attach_arrivals()
 		d.attach_program(prog, capture);
 	d.log("attached the arrival hook (cgroup_skb/ingress); such receives before it count as peer "
 	      "unknown");
+	if (d.privileges_dropped)
+		d.keep_needed_capabilities();
+}
+
+void Loader::drop_privileges()
+{
+	impl_->privileges_dropped = true;
+	impl_->keep_needed_capabilities();
 }
 
 void Loader::detach() noexcept

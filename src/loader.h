@@ -36,6 +36,13 @@ public:
 	/// Attaches the arrival hook a receive asked for (UDPI_REC_WANT_ARRIVALS), once.
 	void attach_arrivals();
 
+	/**
+	 * Keeps only the capabilities the attached object still uses (see
+	 * Tracer::drop_privileges()), now and again once the arrival hook is
+	 * attached.
+	 */
+	void drop_privileges();
+
 	/// Detaches every program; the maps stay readable.
 	void detach() noexcept;
 

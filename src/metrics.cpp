@@ -39,6 +39,7 @@ bool ends_flow(EventKind kind)
 		return false;
 	case EventKind::close:
 	case EventKind::final:
+	case EventKind::expire:
 		return true;
 	}
 	return false;

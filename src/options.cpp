@@ -68,6 +68,11 @@ void Options::validate() const
 		invalid(fmt::format(
 			"cgroup filter must be an absolute path to a cgroup v2 directory, not '{}'",
 			detail::quote(*cgroup)));
+	if (flow_timeout.count() < 0)
+		invalid(fmt::format("flow_timeout must be 0 (never) or positive, not {} s",
+				    flow_timeout.count()));
+	check(static_cast<std::uint64_t>(flow_timeout.count()), detail::kFlowTimeoutS,
+	      "Options::flow_timeout, s");
 	check(max_flows, detail::kMaxFlows, "Options::max_flows");
 	check(max_sockets, detail::kMaxSockets, "Options::max_sockets");
 	check(ring_buffer_bytes, detail::kRingBuffer, "Options::ring_buffer_bytes");

@@ -29,6 +29,7 @@ inline constexpr Limit kMaxSockets{"max-sockets", 16, 1u << 24};   // socket tab
 inline constexpr Limit kRingBuffer{"ring-buffer", 4096, 1u << 30}; // bytes, a power of two
 inline constexpr Limit kDurationS{"duration", 1, 31536000};        // one year
 inline constexpr Limit kMaxSeries{"max_series", 1, 10000000};      // metric series
+inline constexpr Limit kFlowTimeoutS{"flow-timeout", 0, 31536000}; // one year; 0: never
 
 /**
  * `text` as a decimal whole number within `limit`: no sign, no spaces, no

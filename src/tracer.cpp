@@ -37,6 +37,15 @@ std::chrono::nanoseconds sweep_period(std::chrono::milliseconds interval)
 	return std::clamp<std::chrono::nanoseconds>(interval / 4, 10ms, 250ms);
 }
 
+detail::ExpiryPolicy expiry_policy(const Options &options)
+{
+	detail::ExpiryPolicy policy;
+	policy.timeout_ns = static_cast<std::uint64_t>(
+		std::chrono::duration_cast<std::chrono::nanoseconds>(options.flow_timeout).count());
+	policy.max_flows = options.max_flows;
+	return policy;
+}
+
 } // namespace
 
 struct __attribute__((visibility("hidden"))) Tracer::Impl {
@@ -57,9 +66,11 @@ struct __attribute__((visibility("hidden"))) Tracer::Impl {
 
 	Impl(Options opts, Callback cb)
 	    : options(validated(std::move(opts))), callback(std::move(cb)), loader(options),
-	      kernel(loader.objects()), tracker(kernel, options.interval,
+	      kernel(loader.objects()), tracker(
+						kernel, options.interval,
 						[this](EventKind kind, const udpi_flow_key &key,
-						       const udpi_flow &flow) { deliver(kind, key, flow); }),
+						       const udpi_flow &flow) { deliver(kind, key, flow); },
+						expiry_policy(options)),
 	      loop(loader.ring_fd(), sweep_period(options.interval),
 		   [this](std::span<const std::byte> bytes) { on_record(bytes); })
 	{
@@ -169,6 +180,11 @@ void Tracer::stop()
 	impl_->stop();
 }
 
+void Tracer::drop_privileges()
+{
+	impl_->loader.drop_privileges();
+}
+
 Backend Tracer::backend() const noexcept
 {
 	return impl_->loader.backend();
@@ -203,6 +219,8 @@ Stats Tracer::stats() const
 	s.flows_active = d.stopped ? 0 : k.sum[UDPI_STAT_FLOWS_CREATED] + c.flows_inserted - c.flows_erased;
 	s.full_sweeps = c.full_sweeps;
 	s.flushes = c.flushes;
+	s.expired = c.expired;
+	s.expired_early = c.expired_early;
 	return s;
 }
 

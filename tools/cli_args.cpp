@@ -29,6 +29,11 @@ Output:
   -i, --interval MS       at most one update per flow every MS milliseconds
                           (default 1000); 0 = a snapshot for every operation
   -d, --duration S        stop after S seconds (default: until SIGINT/SIGTERM)
+      --flow-timeout S    a flow with no operation for S seconds is reported
+                          as expire (its totals) and forgotten; the same
+                          socket and peer talking again start a new flow
+                          (default 300; 0 = never). Past 90 % of --max-flows
+                          the longest-idle flows are expired early
   -q, --quiet             no per-flow lines (with --metrics: the service mode)
 
 Filters (applied in the kernel):
@@ -74,8 +79,11 @@ Kernel hooks and sizes:
   -V, --version           the version
 
 Events: connect (connect() set the peer), update (counters changed), close
-(the socket was destroyed: final totals), final (tracing stopped while the
-flow was open). On SIGINT, SIGTERM or the end of --duration the final
+(the socket was destroyed: final totals), expire (no operation for
+--flow-timeout: the flow's totals; a later one of the same socket and peer
+counts from zero, so a flow's total is the sum of its expires and its last
+snapshot), final (tracing stopped while the flow was open). On SIGINT,
+SIGTERM, the end of --duration or when stdout's reader has gone, the final
 snapshots are printed, then one summary line on stderr:
   udpintercept: events=N lost=N closes_deferred=N untracked_flows=N ...
 lost counts snapshots the ring buffer had no room for; counters stay exact
@@ -89,8 +97,10 @@ socket's filter, a bad checksum found when read): the drops column of
 (pid 0 and an empty comm if none was seen), not to the task that happened
 to deliver the datagram.
 
-Needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (run as root). Exit status: 0
-after a clean stop, 1 on a runtime error, 2 for bad usage.
+Needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (run as root, or grant those
+three), and gives up those it no longer uses once attached. Exit status: 0
+after a clean stop, 1 on a runtime error (stdout closed or full included),
+2 for bad usage.
 )";
 
 // Applies an option's value; returns an error message, or nothing.
@@ -136,7 +146,7 @@ std::optional<std::string> add_metric_labels(Config &c, std::string_view list)
 	}
 }
 
-const std::array<OptionSpec, 20> kOptions = {{
+const std::array<OptionSpec, 21> kOptions = {{
 	{'j', "json", false,
 	 [](Config &c, std::string_view) -> std::optional<std::string> {
 		 c.json = true;
@@ -168,6 +178,12 @@ const std::array<OptionSpec, 20> kOptions = {{
 	 [](Config &c, std::string_view v) {
 		 return number<detail::kDurationS>(
 			 c, v, [](Config &c, std::uint64_t n) { c.duration = std::chrono::seconds(n); });
+	 }},
+	{0, "flow-timeout", true,
+	 [](Config &c, std::string_view v) {
+		 return number<detail::kFlowTimeoutS>(c, v, [](Config &c, std::uint64_t n) {
+			 c.options.flow_timeout = std::chrono::seconds(n);
+		 });
 	 }},
 	{'p', "pid", true,
 	 [](Config &c, std::string_view v) {

@@ -107,6 +107,13 @@ std::vector<MetricFamily> Exposition::Collect() const
 			     MetricType::Counter, s.dropped_series));
 	out.push_back(single("udpintercept_flows_active", "Flows in the kernel's flow table",
 			     MetricType::Gauge, st.flows_active));
+	out.push_back(single("udpintercept_flows_expired_total",
+			     "Flows reported as expire and removed from the flow table (idle for the flow "
+			     "timeout, or expired early)",
+			     MetricType::Counter, st.expired));
+	out.push_back(single("udpintercept_flows_expired_early_total",
+			     "Flows expired before their timeout because the flow table was past 90 % full",
+			     MetricType::Counter, st.expired_early));
 	out.push_back(single("udpintercept_snapshots_total", "Flow snapshots the tracer delivered",
 			     MetricType::Counter, st.events));
 	out.push_back(

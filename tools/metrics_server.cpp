@@ -9,7 +9,9 @@
 #include <mutex>
 #include <netinet/in.h>
 #include <stdexcept>
+#include <linux/capability.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <CivetServer.h>
@@ -44,6 +46,18 @@ int begin_request(mg_connection *conn) noexcept
 		  "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
 		  up ? "200 OK" : "503 Service Unavailable", std::strlen(body), body);
 	return up ? 200 : 503;
+}
+
+// civetweb's threads serve HTTP and never need a capability, but they start
+// before the tracer is attached, holding the capabilities of the thread that
+// made them (capabilities belong to threads): each gives up every one, for
+// good, as it starts.
+void *drop_capabilities(const mg_context *, int) noexcept
+{
+	__user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+	__user_cap_data_struct none[2]{};
+	syscall(SYS_capset, &hdr, none);
+	return nullptr;
 }
 
 int log_message(const mg_connection *, const char *message) noexcept
@@ -110,6 +124,7 @@ MetricsServer::MetricsServer(const MetricsListen &listen, std::shared_ptr<Exposi
 	CivetCallbacks callbacks;
 	callbacks.begin_request = begin_request;
 	callbacks.log_message = log_message;
+	callbacks.init_thread = drop_capabilities;
 	try {
 		// Two threads: a scrape and a health probe at once; more only queue.
 		exposer_ = std::make_unique<prometheus::Exposer>(

@@ -17,6 +17,9 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#if UDPINTERCEPT_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 #include "cli_args.h"
 #include "exposition.h"
@@ -25,6 +28,15 @@
 namespace {
 
 using udpintercept::cli::Config;
+
+// A systemd service of Type=notify counts as started once the tracer is
+// attached (no-op outside systemd: NOTIFY_SOCKET is unset).
+void notify_systemd([[maybe_unused]] const std::string &state)
+{
+#if UDPINTERCEPT_HAVE_SYSTEMD
+	sd_notify(0, state.c_str());
+#endif
+}
 
 // The tracer's figures for the exposition: Tracer::stats() reads the kernel's
 // maps, so the tracer's thread calls it about once a second, not per scrape.
@@ -70,17 +82,30 @@ int run(const Config &cli)
 			   metrics.server->url());
 	}
 
-	const auto on_event = [&cli, flows = metrics.flows.get()](const udpintercept::Event &e) {
+	// The first error writing stdout (EPIPE, ENOSPC, ...): nothing more is
+	// written, and the CLI stops with it.
+	int stdout_errno = 0;
+	const auto on_event = [&cli, &stdout_errno,
+			       flows = metrics.flows.get()](const udpintercept::Event &e) {
 		if (flows)
 			flows->add(e);
-		if (cli.quiet)
+		if (cli.quiet || stdout_errno)
 			return;
 		const std::string line = cli.json ? udpintercept::to_json(e) : udpintercept::to_text(e);
-		std::fwrite(line.data(), 1, line.size(), stdout);
-		std::fputc('\n', stdout);
+		if (std::fwrite(line.data(), 1, line.size(), stdout) != line.size() ||
+		    std::fputc('\n', stdout) == EOF)
+			stdout_errno = errno ? errno : EIO;
+	};
+	const auto flush_stdout = [&stdout_errno] {
+		if (!stdout_errno && std::fflush(stdout) != 0)
+			stdout_errno = errno ? errno : EIO;
+		return stdout_errno == 0;
 	};
 
 	udpintercept::Tracer tracer(cli.options, on_event);
+	// The metrics server's threads gave theirs up as they started (see
+	// metrics_server.cpp); this thread keeps what the tracer still uses.
+	tracer.drop_privileges();
 	const std::string backend(udpintercept::to_string(tracer.backend()));
 	if (metrics.server) {
 		metrics.refresh(tracer, backend);
@@ -88,9 +113,10 @@ int run(const Config &cli)
 	}
 	fmt::print(stderr, "udpintercept: tracing UDP with the {} backend ({}); Ctrl-C to stop\n", backend,
 		   tracer.backend_reason());
+	notify_systemd(fmt::format("READY=1\nSTATUS=Tracing UDP with the {} backend", backend));
 	if (!cli.json && !cli.quiet) {
-		fmt::print("{}\n", udpintercept::text_header());
-		std::fflush(stdout);
+		std::fputs((udpintercept::text_header() + '\n').c_str(), stdout);
+		flush_stdout();
 	}
 
 	const auto start = std::chrono::steady_clock::now();
@@ -116,31 +142,44 @@ int run(const Config &cli)
 			const int wait = static_cast<int>(std::max<std::int64_t>(until.count(), 1));
 			timeout = timeout < 0 ? wait : std::min(timeout, wait);
 		}
-		pollfd fds[2] = {{tracer.fd(), POLLIN, 0}, {sfd, POLLIN, 0}};
-		if (::poll(fds, 2, timeout) < 0 && errno != EINTR)
+		// stdout too, for an error or a hang-up only: a pipe whose reader has
+		// gone (`| head -1`) ends the CLI at once, not at the next snapshot,
+		// which on a quiet machine may never come.
+		pollfd fds[3] = {
+			{tracer.fd(), POLLIN, 0}, {sfd, POLLIN, 0}, {cli.quiet ? -1 : STDOUT_FILENO, 0, 0}};
+		if (::poll(fds, 3, timeout) < 0 && errno != EINTR)
 			throw udpintercept::Error("poll", errno, "poll failed");
 		if (fds[1].revents)
 			break;
-		if (tracer.process() > 0 && std::fflush(stdout) != 0) {
-			// stdout is gone (e.g. `| head`): stop, still with the summary
+		if (fds[2].revents & (POLLERR | POLLHUP)) {
+			stdout_errno = EPIPE;
 			break;
 		}
+		if (tracer.process() > 0 && !flush_stdout())
+			break;
+		if (stdout_errno)
+			break;
 	}
+	notify_systemd("STOPPING=1");
 	if (metrics.server)
 		metrics.server->set_attached(false);
 	tracer.stop();
-	std::fflush(stdout);
+	flush_stdout();
+	if (stdout_errno)
+		fmt::print(stderr, "udpintercept: cannot write to stdout: {}\n", std::strerror(stdout_errno));
 	if (metrics.server)
 		metrics.refresh(tracer, backend); // the final snapshots, for a scrape before the exit
 	const auto s = tracer.stats();
 	fmt::print(
 		stderr,
 		"udpintercept: events={} lost={} closes_deferred={} untracked_flows={} untracked_packets={} "
-		"untracked_bytes={} untracked_sockets={} peer_unknown={} no_listener={} backend={}\n",
+		"untracked_bytes={} untracked_sockets={} peer_unknown={} no_listener={} expired={} "
+		"expired_early={} backend={}\n",
 		s.events, s.lost, s.closes_deferred, s.flows_untracked, s.untracked_packets,
-		s.untracked_bytes, s.sockets_untracked, s.peer_unknown, s.no_listener, backend);
+		s.untracked_bytes, s.sockets_untracked, s.peer_unknown, s.no_listener, s.expired,
+		s.expired_early, backend);
 	close(sfd);
-	return 0;
+	return stdout_errno ? 1 : 0;
 }
 
 } // namespace

@@ -40,9 +40,16 @@ enum class EventKind {
 	update,  ///< counters changed
 	close,   ///< the socket was destroyed: final totals
 	final,   ///< the tracer is stopping and the flow was still open
+	/**
+	 * The flow had no operation for Options::flow_timeout (or was among the
+	 * longest idle when the flow table neared full): its totals, and it
+	 * leaves the table. Like `close`, the flow's last snapshot; the same
+	 * socket and peer talking again start a new flow, counted from zero.
+	 */
+	expire,
 };
 
-/// "connect", "update", "close" or "final".
+/// "connect", "update", "close", "final" or "expire".
 UDPINTERCEPT_EXPORT std::string_view to_string(EventKind kind) noexcept;
 
 /// Nanosecond wall-clock time.

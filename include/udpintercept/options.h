@@ -40,6 +40,16 @@ struct UDPINTERCEPT_EXPORT Options {
 	std::optional<Family> family;      ///< traffic family (IPv4-mapped peers are IPv4)
 	std::optional<std::string> cgroup; ///< cgroup v2 directory (absolute path) of that task
 
+	/**
+	 * A flow with no operation for this long is reported with `expire` (its
+	 * totals) and leaves the flow table; the same socket and peer talking
+	 * again start a new flow. When the table passes 90 % full, the longest
+	 * idle flows are expired early (Stats::expired_early). 0 = never: flows
+	 * leave the table only when their socket closes, and a full table
+	 * counts new flows' traffic as untracked.
+	 */
+	std::chrono::seconds flow_timeout{300};
+
 	std::uint32_t max_flows = 65536;            ///< flow table entries
 	std::uint32_t max_sockets = 65536;          ///< socket table entries
 	std::uint32_t ring_buffer_bytes = 4u << 20; ///< power of two, at least one page

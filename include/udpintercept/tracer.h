@@ -56,6 +56,11 @@ struct Stats {
 	/// interval held back (user space asks the kernel for them; each is
 	/// also a record in records_sent).
 	std::uint64_t flushes = 0;
+	/// Flows reported with `expire` and removed from the table (early ones included).
+	std::uint64_t expired = 0;
+	/// Of those, flows expired before their timeout because the table was
+	/// past 90 % full (the longest idle first).
+	std::uint64_t expired_early = 0;
 };
 
 /**
@@ -108,6 +113,20 @@ public:
 	 * flow not yet closed. Idempotent; poll() after stop() returns 0.
 	 */
 	void stop();
+
+	/**
+	 * Gives up the capabilities the attached tracer no longer uses, in the
+	 * calling thread: its effective, permitted and inheritable sets keep
+	 * CAP_BPF only where this kernel checks it on every bpf() call (before
+	 * Linux 6.5, while kernel.unprivileged_bpf_disabled is set), plus CAP_BPF
+	 * and CAP_NET_ADMIN while an attach on demand is pending (the tracepoint
+	 * backend's arrival hook; they go once it is attached), plus
+	 * CAP_DAC_OVERRIDE if that is what made the tracefs return probes, which
+	 * are removed when the tracer goes; the ambient set is emptied.
+	 * Capabilities belong to threads: call it before starting others.
+	 * Throws Error (stage "privileges") if they cannot be changed.
+	 */
+	void drop_privileges();
 
 	/// The backend in use (never Backend::automatic).
 	Backend backend() const noexcept;

@@ -99,7 +99,15 @@ void run(Scenario scenario, MibCheck check = MibCheck::both_sides,
 			CHECK(traced.out4 == ledger.out4);
 			CHECK(traced.out6 == ledger.out6);
 		}
-		CHECK(rec.tracer().stats().peer_unknown == 0);
+		// No datagram of the scenario's namespace went to an unknown peer; the
+		// tracer's own count says so too where it watched this process alone
+		// (the machine's other sockets are not the scenario's).
+		for (const auto &[name, e] : finals) {
+			INFO("flow " << name.local << " -> " << name.remote);
+			CHECK(e.remote.port != 0);
+		}
+		if (options.pid)
+			CHECK(rec.tracer().stats().peer_unknown == 0);
 		INFO("insert failures " << rec.tracer().stats().insert_failures << ", last errno "
 					<< rec.tracer().stats().insert_last_errno << ", deferred "
 					<< rec.tracer().stats().deferred_operations);

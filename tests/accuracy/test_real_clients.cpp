@@ -168,5 +168,8 @@ TEST_CASE("dig querying dnsmasq: both ends' flows with the right addresses and e
 	}
 	CHECK(after.in4 - before.in4 == 2 * sizes.size());
 	CHECK(after.out4 - before.out4 == 2 * sizes.size());
-	CHECK(rec.tracer().stats().peer_unknown == 0);
+	// No datagram of this namespace went to an unknown peer (the tracer's own
+	// peer_unknown counts the machine's sockets on this port too).
+	for (const auto &[name, e] : flows)
+		CHECK(e.remote.port != 0);
 }

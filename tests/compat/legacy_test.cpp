@@ -76,7 +76,8 @@ TEST_CASE("an IPv4 snapshot in the legacy layout")
 
 TEST_CASE("every kind of snapshot is one legacy event")
 {
-	for (EventKind kind : {EventKind::connect, EventKind::update, EventKind::close, EventKind::final}) {
+	for (EventKind kind :
+	     {EventKind::connect, EventKind::update, EventKind::close, EventKind::final, EventKind::expire}) {
 		Event e = sample();
 		e.kind = kind;
 		const udp_event_t out = to_legacy(e);
@@ -156,6 +157,15 @@ TEST_CASE("settings from the environment")
 	unsetenv("UDPEVENT_INTERVAL_MS");
 	unsetenv("UDPEVENT_QUEUE_SIZE");
 	unsetenv("UDPEVENT_VERBOSE");
+
+	CHECK(udpevent::read_settings().flow_timeout == std::chrono::seconds(300));
+	setenv("UDPEVENT_FLOW_TIMEOUT_S", "0", 1);
+	CHECK(udpevent::read_settings().flow_timeout == std::chrono::seconds(0));
+	setenv("UDPEVENT_FLOW_TIMEOUT_S", "60", 1);
+	CHECK(udpevent::read_settings().flow_timeout == std::chrono::seconds(60));
+	setenv("UDPEVENT_FLOW_TIMEOUT_S", "-60", 1);
+	CHECK(udpevent::read_settings().flow_timeout == std::chrono::seconds(300));
+	unsetenv("UDPEVENT_FLOW_TIMEOUT_S");
 }
 
 TEST_CASE("the backend from the environment")

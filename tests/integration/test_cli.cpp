@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <thread>
 
+#include "cli_process.h"
 #include "recorder.h"
 
 extern std::string g_cli_path;
@@ -24,123 +25,16 @@ using testutil::Udp;
 
 namespace {
 
-// A running CLI with its stdout and stderr read through pipes.
-class CliProcess {
+// The CLI under test with the backend under test, as `run_as` (a uid, 0 for
+// this process's own) if given.
+class CliProcess : public testutil::CliProcess {
 public:
 	explicit CliProcess(std::vector<std::string> args, uid_t run_as = 0)
+	    : testutil::CliProcess(
+		      g_cli_path, testutil::with_test_backend(std::move(args)), Stdout::pipe,
+		      [run_as] { return !run_as || (setgid(run_as) == 0 && setuid(run_as) == 0); })
 	{
-		REQUIRE(!g_cli_path.empty());
-		int out[2], err[2];
-		REQUIRE(pipe2(out, O_CLOEXEC) == 0);
-		REQUIRE(pipe2(err, O_CLOEXEC) == 0);
-		pid_ = fork();
-		REQUIRE(pid_ >= 0);
-		if (pid_ == 0) {
-			dup2(out[1], 1);
-			dup2(err[1], 2);
-			if (run_as && (setgid(run_as) != 0 || setuid(run_as) != 0))
-				_exit(120);
-			std::vector<char *> argv{const_cast<char *>(g_cli_path.c_str())};
-			std::string backend = testutil::test_backend();
-			bool has_backend = false;
-			for (auto &a : args)
-				has_backend |= a == "--backend" || a == "--help";
-			if (!has_backend) {
-				args.push_back("--backend");
-				args.push_back(backend);
-			}
-			for (auto &a : args)
-				argv.push_back(a.data());
-			argv.push_back(nullptr);
-			execv(argv[0], argv.data());
-			_exit(127);
-		}
-		close(out[1]);
-		close(err[1]);
-		out_ = out[0];
-		err_ = err[0];
 	}
-	~CliProcess()
-	{
-		if (pid_ > 0 && !exited_) {
-			kill(pid_, SIGKILL);
-			waitpid(pid_, nullptr, 0);
-		}
-		close(out_);
-		close(err_);
-	}
-
-	// Reads stderr until a line containing `needle` (or the timeout).
-	bool wait_stderr(const std::string &needle, std::chrono::milliseconds timeout)
-	{
-		const auto end = std::chrono::steady_clock::now() + timeout;
-		while (std::chrono::steady_clock::now() < end) {
-			if (err_text.find(needle) != std::string::npos)
-				return true;
-			pump(50);
-		}
-		return err_text.find(needle) != std::string::npos;
-	}
-
-	// Waits for exit, collecting all output; returns the exit status (-1 on signal/timeout).
-	int wait_exit(std::chrono::milliseconds timeout)
-	{
-		const auto end = std::chrono::steady_clock::now() + timeout;
-		int status = 0;
-		while (std::chrono::steady_clock::now() < end) {
-			pump(20);
-			pid_t r = waitpid(pid_, &status, WNOHANG);
-			if (r == pid_) {
-				exited_ = true;
-				while (pump(0)) {
-				}
-				return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-			}
-		}
-		return -1;
-	}
-
-	void signal(int sig) { kill(pid_, sig); }
-
-	std::vector<JsonObject> json_lines() const
-	{
-		std::vector<JsonObject> out;
-		std::size_t pos = 0;
-		while (pos < out_text.size()) {
-			std::size_t nl = out_text.find('\n', pos);
-			if (nl == std::string::npos)
-				break;
-			out.push_back(testutil::parse_json_line(out_text.substr(pos, nl - pos)));
-			pos = nl + 1;
-		}
-		return out;
-	}
-
-	std::string out_text, err_text;
-
-private:
-	bool pump(int timeout_ms)
-	{
-		pollfd fds[2] = {{out_, POLLIN, 0}, {err_, POLLIN, 0}};
-		if (::poll(fds, 2, timeout_ms) <= 0)
-			return false;
-		bool got = false;
-		char buf[65536];
-		for (int i = 0; i < 2; i++) {
-			if (!(fds[i].revents & (POLLIN | POLLHUP)))
-				continue;
-			ssize_t n = read(fds[i].fd, buf, sizeof(buf));
-			if (n > 0) {
-				(i == 0 ? out_text : err_text).append(buf, static_cast<std::size_t>(n));
-				got = true;
-			}
-		}
-		return got;
-	}
-
-	pid_t pid_ = -1;
-	int out_ = -1, err_ = -1;
-	bool exited_ = false;
 };
 
 std::string my_comm()

@@ -152,7 +152,9 @@ TEST_CASE("an unconnected socket talking to several peers has one flow per peer"
 TEST_CASE("a socket that read its senders' addresses for long, then calls recv(), stays exact",
 	  "[flows][recv]")
 {
-	Recorder rec;
+	Options o;
+	o.pid = static_cast<std::uint32_t>(getpid()); // peer_unknown of this process only
+	Recorder rec(o);
 	Udp server(AF_INET), a(AF_INET), b(AF_INET);
 	server.bind("127.0.0.1");
 	a.bind("127.0.0.1");
@@ -194,6 +196,7 @@ TEST_CASE("recv() without an address names its senders from the first datagram; 
 		CAPTURE(lazy);
 		Options o;
 		o.recv_peers_lazy_inexact = lazy;
+		o.pid = static_cast<std::uint32_t>(getpid()); // peer_unknown of this process only
 		Recorder rec(o);
 		Udp server(AF_INET6), a(AF_INET6), b(AF_INET6);
 		server.bind("::1");

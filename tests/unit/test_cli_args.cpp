@@ -53,6 +53,8 @@ TEST_CASE("each option sets its field, in every spelling", "[cli_args]")
 			      "65536",
 			      "--recv-peers",
 			      "always",
+			      "--flow-timeout",
+			      "30",
 			      "-v"});
 	REQUIRE(r.action == Action::run);
 	const auto &c = r.config;
@@ -72,6 +74,9 @@ TEST_CASE("each option sets its field, in every spelling", "[cli_args]")
 	CHECK_FALSE(c.options.recv_peers_lazy_inexact);
 	CHECK(parse({"--recv-peers", "lazy-inexact"}).config.options.recv_peers_lazy_inexact);
 	CHECK_FALSE(parse({}).config.options.recv_peers_lazy_inexact);
+	CHECK(c.options.flow_timeout == std::chrono::seconds(30));
+	CHECK(parse({}).config.options.flow_timeout == std::chrono::seconds(300));
+	CHECK(parse({"--flow-timeout=0"}).config.options.flow_timeout.count() == 0);
 	CHECK(parse({"-jv"}).config.verbose);
 	CHECK(parse({"-i0"}).config.options.interval.count() == 0);
 }
@@ -92,6 +97,9 @@ TEST_CASE("bad usage is an error message naming the option and what it expects",
 		{{"--ring-buffer", "5000"}, "power of two"},
 		{{"--recv-peers", "sometimes"}, "exact or lazy-inexact"},
 		{{"--recv-peers", "on-demand"}, "now lazy-inexact"},
+		{{"--flow-timeout", "-1"}, "--flow-timeout"},
+		{{"--flow-timeout", "31536001"}, "31536000"},
+		{{"--flow-timeout", "5m"}, "whole number"},
 		{{"--bogus"}, "unknown option '--bogus'"},
 		{{"-x"}, "unknown option '-x'"},
 		{{"stray"}, "unexpected argument 'stray'"},

@@ -42,7 +42,11 @@ public:
 	std::vector<std::pair<std::uint64_t, std::uint64_t>> closed_map;
 	std::uint64_t now = kBoot;          // bpf_ktime_get_ns()
 	std::uint64_t interval = kInterval; // rodata interval_ns
-	int for_each_calls = 0, flush_calls = 0, lost = 0;
+	int for_each_calls = 0, flush_calls = 0, lost = 0, lookup_calls = 0;
+	// take() runs this on the entry it removed, after copying it: an
+	// operation that found the entry just before its removal (the race of
+	// expiry), with the entry's snapshot sent as handle_count() sends it.
+	std::function<void(const udpi_flow_key &, udpi_flow &)> late_operation;
 
 	// handle_count(): one operation of `bytes` sent on the flow.
 	void send(const udpi_flow_key &key, std::uint64_t bytes)
@@ -55,7 +59,12 @@ public:
 			it = table.emplace(key, fresh).first;
 			created = true;
 		}
-		udpi_flow &f = it->second;
+		count(key, it->second, bytes, created);
+	}
+
+	// The body of handle_count() on an entry the program holds.
+	void count(const udpi_flow_key &key, udpi_flow &f, std::uint64_t bytes, bool created)
+	{
 		const bool first = f.changes == 0;
 		f.tx_bytes += bytes;
 		f.tx_packets += 1;
@@ -92,6 +101,7 @@ public:
 
 	std::optional<udpi_flow> lookup(const udpi_flow_key &key) override
 	{
+		lookup_calls++;
 		auto it = table.find(key);
 		return it == table.end() ? std::nullopt : std::optional(it->second);
 	}
@@ -100,6 +110,18 @@ public:
 		return table.emplace(key, flow).second;
 	}
 	bool erase(const udpi_flow_key &key) override { return table.erase(key) != 0; }
+	std::optional<udpi_flow> take(const udpi_flow_key &key) override
+	{
+		auto it = table.find(key);
+		if (it == table.end())
+			return std::nullopt;
+		udpi_flow removed = it->second;
+		const udpi_flow copy = removed;
+		table.erase(it);
+		if (late_operation)
+			late_operation(key, removed);
+		return copy;
+	}
 	void for_each(const std::function<void(const udpi_flow_key &, const udpi_flow &)> &fn) override
 	{
 		for_each_calls++;
@@ -177,10 +199,17 @@ struct Delivered {
 struct Harness {
 	FakeKernel kernel;
 	std::vector<Delivered> out;
-	FlowTracker tracker{kernel, std::chrono::nanoseconds(kInterval),
-			    [this](EventKind kind, const udpi_flow_key &key, const udpi_flow &flow) {
-				    out.push_back({kind, key, flow});
-			    }};
+	FlowTracker tracker;
+
+	explicit Harness(detail::ExpiryPolicy expiry = {})
+	    : tracker(
+		      kernel, std::chrono::nanoseconds(kInterval),
+		      [this](EventKind kind, const udpi_flow_key &key, const udpi_flow &flow) {
+			      out.push_back({kind, key, flow});
+		      },
+		      expiry)
+	{
+	}
 
 	// Hands every queued record to the tracker, oldest first.
 	void consume()
@@ -196,6 +225,8 @@ struct Harness {
 		tracker.sweep(kernel.now);
 		consume();
 	}
+	// A sweep with records still in the ring buffer (another CPU's, not yet read).
+	void sweep_without_consuming() { tracker.sweep(kernel.now); }
 	// The newest delivered snapshot of the flow.
 	const Delivered &last(const udpi_flow_key &key) const
 	{
@@ -454,4 +485,228 @@ TEST_CASE("a per-operation tracker (interval 0) flushes what a full ring lost at
 	tracker.on_record(kernel.ring.front(), kernel.now);
 	REQUIRE(out.size() == 1);
 	CHECK(out[0].flow.tx_bytes == 44);
+}
+
+namespace {
+
+constexpr std::uint64_t kS = 1000 * kMs;
+constexpr std::uint64_t kTimeout = 300 * kS;
+
+// Sums a flow's traffic as a consumer does: each `expire` ends one flow of
+// the socket and peer, and the newest snapshot since carries the rest.
+std::uint64_t tx_bytes_of(const std::vector<Delivered> &out, const udpi_flow_key &key)
+{
+	std::uint64_t sum = 0, current = 0;
+	for (const auto &d : out) {
+		if (!detail::FlowKeyEqual{}(d.key, key))
+			continue;
+		if (d.kind == EventKind::expire) {
+			sum += d.flow.tx_bytes;
+			current = 0;
+		} else {
+			current = d.flow.tx_bytes;
+		}
+	}
+	return sum + current;
+}
+
+} // namespace
+
+TEST_CASE("a flow idle for the timeout is expired once with its totals; talking again starts a new one",
+	  "[tracker][expiry]")
+{
+	Harness h({kTimeout, 0});
+	const auto k = key_of(1, 53);
+	h.kernel.send(k, 10);
+	h.kernel.now += 100 * kMs;
+	h.kernel.send(k, 20); // held back
+	h.consume();
+	h.kernel.now += kS;
+	h.sweep(); // flushed
+	REQUIRE(h.last(k).flow.tx_bytes == 30);
+
+	// Quiet sweeps until the timeout ask the kernel nothing.
+	const int lookups = h.kernel.lookup_calls;
+	for (std::uint64_t t = 0; t + kS < kTimeout; t += 250 * kMs) {
+		h.kernel.now += 250 * kMs;
+		h.sweep();
+	}
+	CHECK(h.kernel.lookup_calls == lookups);
+	CHECK(h.out.size() == 2);
+
+	h.kernel.now += 2 * kS;
+	h.sweep();
+	REQUIRE(h.out.size() == 3);
+	CHECK(h.out[2].kind == EventKind::expire);
+	CHECK(h.out[2].flow.tx_bytes == 30);
+	CHECK(h.out[2].flow.tx_packets == 2);
+	CHECK(h.kernel.table.empty());
+	CHECK(h.tracker.flows() == 0);
+	CHECK(h.tracker.counters().expired == 1);
+	CHECK(h.tracker.counters().flows_erased == 1);
+	h.kernel.now += kS;
+	h.sweep();
+	CHECK(h.out.size() == 3); // reported once
+
+	h.kernel.send(k, 5); // the same socket and peer again: a new flow, from zero
+	h.consume();
+	REQUIRE(h.out.size() == 4);
+	CHECK(h.out[3].kind == EventKind::update);
+	CHECK(h.out[3].flow.tx_bytes == 5);
+	CHECK(tx_bytes_of(h.out, k) == 35);
+	h.tracker.stop(h.kernel.now);
+	CHECK(h.last(k).kind == EventKind::final);
+	CHECK(tx_bytes_of(h.out, k) == 35);
+}
+
+TEST_CASE("a flow the kernel saw after user space last heard of it is not expired", "[tracker][expiry]")
+{
+	Harness h({kTimeout, 0});
+	const auto k = key_of(1, 53);
+	h.kernel.send(k, 10);
+	h.consume();
+	h.kernel.now += kTimeout - kS;
+	h.kernel.send(k, 1); // its record is still on its way at the sweep
+	h.kernel.now += 2 * kS;
+	h.sweep_without_consuming();
+	CHECK(h.tracker.counters().expired == 0);
+	CHECK(h.kernel.table.count(k) == 1);
+	h.consume();
+	// Quiet from here: expired a timeout after the last operation (plus a sweep).
+	h.kernel.now += kTimeout - 3 * kS;
+	h.sweep();
+	CHECK(h.tracker.counters().expired == 0);
+	h.kernel.now += 4 * kS; // it counted as heard at the sweep that found it newer
+	h.sweep();
+	CHECK(h.last(k).kind == EventKind::expire);
+	CHECK(h.last(k).flow.tx_bytes == 11);
+}
+
+TEST_CASE("an operation landing on a flow as it is expired starts the next flow, nothing lost",
+	  "[tracker][expiry]")
+{
+	Harness h({kTimeout, 0});
+	const auto k = key_of(2, 99);
+	h.kernel.send(k, 100);
+	h.consume();
+	h.kernel.late_operation = [&](const udpi_flow_key &key, udpi_flow &removed) {
+		h.kernel.count(key, removed, 7, false); // due: it sends an update of the removed entry
+	};
+	h.kernel.now += kTimeout + kS;
+	h.sweep();
+	h.kernel.late_operation = nullptr;
+	CHECK(h.tracker.counters().expired == 1);
+	CHECK(h.tracker.counters().late_operations == 1);
+	REQUIRE(h.kernel.table.count(k) == 1); // the late operation's flow
+	CHECK(h.kernel.table[k].tx_bytes == 7);
+	CHECK(tx_bytes_of(h.out, k) == 107);
+	// The flow it started goes on from there, and is expired in turn.
+	h.kernel.now += 10 * kS;
+	h.kernel.send(k, 3);
+	h.consume();
+	h.kernel.now += 2 * kS;
+	h.sweep();
+	CHECK(tx_bytes_of(h.out, k) == 110);
+	h.kernel.now += kTimeout + kS;
+	h.sweep();
+	CHECK(h.last(k).kind == EventKind::expire);
+	CHECK(tx_bytes_of(h.out, k) == 110);
+	CHECK(h.kernel.table.empty());
+}
+
+TEST_CASE("a snapshot of an expired entry still on its way adds nothing", "[tracker][expiry]")
+{
+	Harness h({kTimeout, 0});
+	const auto k = key_of(3, 7);
+	h.kernel.send(k, 40);
+	Record old = h.kernel.ring.back();
+	old.kind = UDPI_REC_UPDATE; // a snapshot of the entry sent before its removal
+	h.consume();
+	h.kernel.now += kTimeout + kS;
+	h.sweep();
+	REQUIRE(h.last(k).kind == EventKind::expire);
+	h.tracker.on_record(old, h.kernel.now);
+	CHECK(h.last(k).kind == EventKind::expire);
+	CHECK(tx_bytes_of(h.out, k) == 40);
+	CHECK(h.kernel.table.empty());
+}
+
+TEST_CASE("past 90 % of the table the longest-idle flows are expired early, active ones stay",
+	  "[tracker][expiry]")
+{
+	Harness h({kTimeout, 100});
+	// 95 flows, one every 100 ms: the oldest are the longest idle.
+	for (std::uint16_t i = 0; i < 95; i++) {
+		h.kernel.send(key_of(10, static_cast<std::uint16_t>(1000 + i)), 1);
+		h.consume();
+		h.kernel.now += 100 * kMs;
+	}
+	h.kernel.now += 200 * kMs;
+	h.sweep(); // the newest flows were heard within a second: not expired
+	CHECK(h.tracker.flows() == 80);
+	CHECK(h.tracker.counters().expired_early == 15);
+	CHECK(h.tracker.counters().expired == 15);
+	CHECK(h.kernel.table.size() == 80);
+	for (std::uint16_t i = 0; i < 15; i++)
+		CHECK(h.last(key_of(10, static_cast<std::uint16_t>(1000 + i))).kind == EventKind::expire);
+	CHECK(h.kernel.table.count(key_of(10, 1015)) == 1);
+
+	// Every flow active: none goes, however full the table.
+	Harness busy({kTimeout, 100});
+	for (std::uint16_t i = 0; i < 99; i++)
+		busy.kernel.send(key_of(11, static_cast<std::uint16_t>(1000 + i)), 1);
+	busy.consume();
+	busy.kernel.now += 500 * kMs;
+	busy.sweep();
+	CHECK(busy.tracker.counters().expired == 0);
+	CHECK(busy.tracker.flows() == 99);
+}
+
+TEST_CASE("no expiry with a timeout of 0", "[tracker][expiry]")
+{
+	Harness h({0, 100});
+	for (std::uint16_t i = 0; i < 99; i++)
+		h.kernel.send(key_of(12, static_cast<std::uint16_t>(1000 + i)), 1);
+	h.consume();
+	h.kernel.now += 24 * 3600 * kS;
+	h.sweep();
+	CHECK(h.tracker.counters().expired == 0);
+	CHECK(h.kernel.lookup_calls == 0);
+}
+
+TEST_CASE("a socket's close after its flow expired ends nothing twice", "[tracker][expiry]")
+{
+	Harness h({kTimeout, 0});
+	const auto a = key_of(20, 1), b = key_of(20, 2);
+	h.kernel.send(a, 1);
+	h.consume();
+	h.kernel.now += kTimeout / 2;
+	h.kernel.send(b, 2);
+	h.consume();
+	h.kernel.now += kTimeout / 2 + kS;
+	h.sweep(); // a expires, b stays
+	CHECK(h.last(a).kind == EventKind::expire);
+	h.kernel.close_socket(20);
+	h.consume();
+	CHECK(h.last(b).kind == EventKind::close);
+	CHECK(h.out.size() == 4);
+	CHECK(h.kernel.table.empty());
+}
+
+TEST_CASE("a crowd of flows going idle together is expired over a few sweeps", "[tracker][expiry]")
+{
+	Harness h({kTimeout, 0});
+	const std::size_t crowd = detail::FlowTracker::kExpiryBatch * 2 + 10;
+	for (std::size_t i = 0; i < crowd; i++)
+		h.kernel.send(key_of(30 + i / 60000, static_cast<std::uint16_t>(1 + i % 60000)), 1);
+	h.consume();
+	h.kernel.now += kTimeout + kS;
+	h.sweep();
+	CHECK(h.tracker.counters().expired == detail::FlowTracker::kExpiryBatch);
+	h.kernel.now += 250 * kMs;
+	h.sweep();
+	h.kernel.now += 250 * kMs;
+	h.sweep();
+	CHECK(h.tracker.counters().expired == crowd);
+	CHECK(h.kernel.table.empty());
 }

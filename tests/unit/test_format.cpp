@@ -64,6 +64,11 @@ TEST_CASE("JSON carries exactly the data model's field names", "[format]")
 	CHECK(obj.at("tx_bytes") == "385");
 	CHECK(obj.at("tx_packets") == "5");
 	CHECK(obj.at("rx_drops") == "3");
+	Event expired = sample();
+	expired.kind = EventKind::expire;
+	CHECK(testutil::parse_json_line(to_json(expired)).at("event") == "expire");
+	CHECK_THAT(to_text(expired), Catch::Contains(" expire "));
+	CHECK(to_string(EventKind::expire) == "expire");
 }
 
 TEST_CASE("times format as RFC 3339 UTC with nanoseconds", "[format]")

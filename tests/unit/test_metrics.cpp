@@ -97,6 +97,14 @@ TEST_CASE("a series sums its flows' cumulative snapshots; closed flows stay in i
 	// The same socket and peer after the close: a new flow from zero.
 	m.add(snap(EventKind::update, 1, 2, 10, 1));
 	CHECK(m.snapshot().series[0].counters == FlowCounters{317, 6, 60, 3});
+
+	// An expire ends the flow like a close: its totals stay, and the same
+	// socket and peer talking again count from zero.
+	m.add(snap(EventKind::expire, 1, 2, 15, 2));
+	CHECK(m.snapshot().series[0].counters == FlowCounters{322, 7, 60, 3});
+	CHECK(m.snapshot().open_flows == 0);
+	m.add(snap(EventKind::update, 1, 2, 4, 1));
+	CHECK(m.snapshot().series[0].counters == FlowCounters{326, 8, 60, 3});
 }
 
 TEST_CASE("drops are counted like the other counters, also on a flow of drops only", "[metrics]")

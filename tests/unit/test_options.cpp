@@ -35,6 +35,11 @@ TEST_CASE("each invalid field is named in the error", "[options]")
 	Options o;
 	o.interval = std::chrono::milliseconds(-1);
 	CHECK_THAT(rejection(o), Catch::Contains("interval"));
+	o = {};
+	o.flow_timeout = std::chrono::seconds(-1);
+	CHECK_THAT(rejection(o), Catch::Contains("flow_timeout"));
+	o.flow_timeout = std::chrono::seconds(31536001);
+	CHECK_THAT(rejection(o), Catch::Contains("Options::flow_timeout"));
 
 	o = {};
 	o.pid = 0;

@@ -2,11 +2,14 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Runs inside each kernel of the matrix (busybox sh): the root test tiers
 # under every backend this kernel must offer, the choice `auto` makes, and
-# the error for a backend it lacks. Prints @@RESULT lines for run-matrix.
-#   guest_tests.sh INTEGRATION_TESTS ACCURACY_TESTS CLI
+# the error for a backend it lacks, and the tracer as nobody with only
+# CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN. Prints @@RESULT lines for run-matrix.
+#   guest_tests.sh INTEGRATION_TESTS ACCURACY_TESTS CLI PRIVILEGES_TESTS SETPRIV
 itest=$1
 atest=$2
 cli=$3
+ptest=$4
+setpriv=$5
 
 # What each Debian kernel offers (environment.md): 5.10 and 6.1 lack the
 # sock_send_length tracepoint; all three have BTF trampolines and kprobes.
@@ -78,6 +81,39 @@ for b in $backends; do
 	fi
 	run "accuracy-$b" "$b" "$atest" "~[host]" # real clients (dig, dnsmasq) are the host's
 	unset UDPI_TEST_CHECKSUM_DROPS_UNSEEN
+	# As nobody with the three capabilities (each removed in turn); the
+	# privileges the kernel asks for differ by backend.
+	run "privileges-$b" "$b" "$ptest" --cli "$cli" --setpriv "$setpriv"
+done
+
+# kernel.perf_event_paranoid changes the answer for kprobes: above 2 (Debian's
+# default is 3) these kernels refuse perf events, and so kprobes, to
+# processes without CAP_SYS_ADMIN, which the tracer names; at 2 CAP_PERFMON
+# is enough, and the return probes, without tracefs, say why.
+case " $backends " in
+*" kprobe "*)
+	paranoid=$(cat /proc/sys/kernel/perf_event_paranoid)
+	if [ "$paranoid" -gt 2 ] && echo 2 >/proc/sys/kernel/perf_event_paranoid; then
+		run "privileges-kprobe-perf_event_paranoid-2" kprobe "$ptest" --cli "$cli" --setpriv "$setpriv"
+		echo "$paranoid" >/proc/sys/kernel/perf_event_paranoid
+	fi
+	;;
+esac
+
+# Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK: the privileges
+# tests found it so (and the tracer named it) exactly where it should be.
+case "$UDPI_VM_KERNEL" in
+5.10) charged=yes ;;
+*) charged=no ;;
+esac
+for b in $backends; do
+	[ "$b" = auto ] && continue
+	if grep -q "charges BPF memory to RLIMIT_MEMLOCK: $charged" "/tmp/privileges-$b.log"; then
+		result "memlock-charged-$charged-$b" PASS
+	else
+		grep "RLIMIT_MEMLOCK" "/tmp/privileges-$b.log"
+		result "memlock-charged-$charged-$b" FAIL
+	fi
 done
 
 if [ -n "$compare" ]; then

@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// Where a Tracer's constructor spends its time: the library's log lines
+// (Options::log, one at the end of each stage) cut the span into stages, and
+// the bpf() calls inside the load are sorted into map creation, program
+// verification, BTF and libbpf's feature probes, apart from libbpf's own
+// parse of the kernel's BTF.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "libbpf_clock.h"
+
+namespace bench {
+
+struct LogLine {
+	std::chrono::steady_clock::time_point at;
+	std::string text;
+};
+
+struct Stage {
+	std::string name;
+	double ms = 0;
+};
+
+/// One object the load made: a map or a program, and what the kernel took for it.
+struct LoadedObject {
+	bool is_map = false;
+	std::string name;
+	std::uint64_t count = 0; ///< a map's entries, a program's instructions
+	double ms = 0;
+};
+
+struct Startup {
+	std::vector<Stage> stages; ///< in order; they add up to the total
+	std::vector<LoadedObject> objects;
+	double total_ms = 0;
+};
+
+/// Splits [begin, end] by the log lines and the bpf() calls made in between.
+Startup split_startup(std::chrono::steady_clock::time_point begin, std::chrono::steady_clock::time_point end,
+		      const std::vector<LogLine> &log, const std::vector<BpfCall> &calls);
+
+} // namespace bench

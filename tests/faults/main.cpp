@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// Fault tests: root (skip 77 without it, fail in CI), in a fresh network
+// namespace so that the traffic they count is theirs alone.
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+
+#include "testutil.h"
+
+std::string g_cli_path;    // --cli: the udpintercept executable
+std::string g_legacy_path; // --legacy: libudpEvent.so
+
+int main(int argc, char **argv)
+{
+	testutil::require_root_or_skip(argv[0]);
+	Catch::Session session;
+	using namespace Catch::clara;
+	auto cli = session.cli() | Opt(g_cli_path, "path")["--cli"]("the udpintercept executable") |
+		   Opt(g_legacy_path, "path")["--legacy"]("libudpEvent.so");
+	session.cli(cli);
+	if (int rc = session.applyCommandLine(argc, argv); rc != 0)
+		return rc;
+	testutil::enter_fresh_netns();
+	return session.run();
+}
