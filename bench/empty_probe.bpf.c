@@ -84,7 +84,7 @@ int empty_net_dev_queue(void *ctx)
 	return 0;
 }
 
-/* Attached only where kfree_skb names the receiving socket (6.12+), as udpintercept does. */
+/* Receive drops: udpintercept attaches it on every kernel, in either receive mode. */
 SEC("raw_tp/kfree_skb")
 int empty_kfree_skb(void *ctx)
 {

@@ -15,7 +15,6 @@
 #include <unistd.h>
 #include <vector>
 
-#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -42,11 +41,11 @@ SIGTERM.
                       cgroup_skb/egress where cgroup_skb programs may read the
                       current task, else at raw_tp/sock_send_length with
                       cgroup/sendmsg4, sendmsg6 and raw_tp/net_dev_queue; the
-                      arrival hook cgroup_skb/ingress, with raw_tp/kfree_skb
-                      where that tracepoint names the socket (Linux 6.12+)
+                      arrival hook cgroup_skb/ingress; raw_tp/kfree_skb
+                      (receive drops)
       --like-egress   the older name of --like-default
       --lazy-inexact  with --like-default: without the arrival hook
-                      (cgroup_skb/ingress, raw_tp/kfree_skb), as
+                      (cgroup_skb/ingress), as
                       `udpintercept --recv-peers lazy-inexact` starts
   -v, --verbose       show libbpf's warnings and the choices made
   -h, --help          this text
@@ -108,14 +107,10 @@ std::vector<bpf_program *> default_mode_programs(empty_probe_bpf &skel, bool laz
 			   egress_sees_task ? "cgroup_skb/egress"
 					    : "sock_send_length, sendmsg4/6, net_dev_queue");
 
-	if (!lazy_inexact) {
+	// kfree_skb counts receive drops on every kernel, in either mode.
+	progs.push_back(p.empty_kfree_skb);
+	if (!lazy_inexact)
 		progs.push_back(p.empty_ingress);
-		std::unique_ptr<btf, void (*)(btf *)> vmlinux(btf__load_vmlinux_btf(), btf__free);
-		const udpintercept::detail::KernelFeatures kernel(vmlinux.get());
-		// kfree_skb names the receiving socket of a drop since 6.12.
-		if (kernel.tracepoint_arity("kfree_skb") >= 4)
-			progs.push_back(p.empty_kfree_skb);
-	}
 	return progs;
 }
 

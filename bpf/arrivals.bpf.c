@@ -2,8 +2,9 @@
 /*
  * The arrival hook of the tracepoint backend: each datagram queued on an
  * unconnected UDP socket has its sender noted (cgroup_skb/ingress), and a
- * noted datagram the kernel drops instead of queueing is struck out
- * (kfree_skb, which names the socket since 6.12). See arrivals.bpf.h.
+ * noted datagram the kernel drops instead of queueing is struck out by the
+ * backend's kfree_skb program, which counts the drop too. See arrivals.bpf.h
+ * and drops.bpf.h.
  */
 #define UDPI_DEFINE_ARRIVALS
 #include "vmlinux.h"
@@ -11,8 +12,6 @@
 
 #include "arrivals.bpf.h"
 #include "cgroup.bpf.h"
-
-const volatile bool kfree_skb_has_sk = false;
 
 /* A zeroed ring to insert from: too big for the BPF stack. */
 struct {
@@ -39,12 +38,19 @@ static __always_inline struct rx_ring *rx_ring_get(struct sock *sk)
 	return bpf_map_lookup_elem(&rx_rings, &skaddr);
 }
 
-/* What this CPU noted last: a drop that follows on this CPU is of that datagram. */
+/*
+ * What this CPU noted last: a drop that follows on this CPU is of that
+ * datagram. Where the kfree_skb tracepoint does not name the socket
+ * (before 6.11), every UDP socket's arrivals are noted here, connected or
+ * not, so that the tracepoint knows whose drop it is.
+ */
 struct rx_last {
 	__u64 sk;
 	__u64 skb;
-	__u64 seq;
+	__u64 seq; /* its arrival note, or UDPI_NO_NOTE (a connected socket's) */
 };
+
+#define UDPI_NO_NOTE (~0ULL)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -53,22 +59,38 @@ struct {
 	__type(value, struct rx_last);
 } rx_last SEC(".maps");
 
+static __always_inline void note_last(struct sock *sk, struct __sk_buff *skb, __u64 seq)
+{
+	__u32 zero = 0;
+	struct rx_last *last = bpf_map_lookup_elem(&rx_last, &zero);
+
+	if (last) {
+		last->sk = (__u64)sk;
+		last->skb = (__u64)launder_sk(skb);
+		last->seq = seq;
+	}
+}
+
 SEC("cgroup_skb/ingress")
 int cg_skb_ingress(struct __sk_buff *skb)
 {
 	struct bpf_sock *bsk = skb->sk;
 	struct udpi_peer p = {};
-	struct rx_last *last;
 	struct rx_ring *r;
 	struct sock *sk;
 	__u64 n, payload;
-	__u32 zero = 0;
 
 	if (!bsk)
 		return 1;
 	bsk = bpf_sk_fullsock(bsk);
-	if (!bsk || bsk->protocol != UDPI_IPPROTO_UDP || bsk->dst_port)
-		return 1; /* a connected socket's peer is the socket's */
+	if (!bsk || bsk->protocol != UDPI_IPPROTO_UDP)
+		return 1;
+	if (bsk->dst_port) {
+		/* A connected socket's peer is the socket's: no note to take. */
+		if (kfree_skb_arity < 4 && (sk = launder_sk(bsk)))
+			note_last(sk, skb, UDPI_NO_NOTE);
+		return 1;
+	}
 	sk = launder_sk(bsk);
 	if (!sk || !skb_udp_end(skb, false, &p, &payload))
 		return 1;
@@ -92,48 +114,132 @@ int cg_skb_ingress(struct __sk_buff *skb)
 		/* A full spill map leaves the sender unknown, counted when it is read. */
 		bpf_map_update_elem(&rx_spill, &key, &v, BPF_NOEXIST);
 	}
-	last = bpf_map_lookup_elem(&rx_last, &zero);
-	if (last) {
-		last->sk = (__u64)sk;
-		last->skb = (__u64)launder_sk(skb);
-		last->seq = n;
-	}
+	note_last(sk, skb, n);
 	return 1;
 }
 
-/*
- * A datagram the kernel dropped after ingress noted it (receive buffer
- * full, the socket's filter) never reaches the queue: its note is struck
- * out. The drop happens on the CPU that noted it, before anything else is
- * noted there, so it is this CPU's last note. kfree_skb names the socket of
- * such a drop since Linux 6.12.
- */
-SEC("raw_tp/kfree_skb")
-int BPF_PROG(tp_kfree_skb, struct sk_buff *skb, void *location, int reason, struct sock *rx_sk)
+/* The datagram's note, noted last on this CPU, is struck out: it never reached the queue. */
+static __always_inline void strike_note(struct rx_last *last)
 {
-	struct rx_spill_key key;
+	struct rx_spill_key key = {last->sk, last->seq};
 	struct rx_spilled *s;
-	struct rx_last *last;
 	struct rx_ring *r;
-	__u32 zero = 0;
 
-	if (!kfree_skb_has_sk || !rx_sk)
-		return 0;
-	last = bpf_map_lookup_elem(&rx_last, &zero);
-	if (!last || last->skb != (__u64)skb || last->sk != (__u64)rx_sk)
-		return 0;
-	last->skb = 0;
-	key.sk = last->sk;
-	key.seq = last->seq;
 	r = bpf_map_lookup_elem(&rx_rings, &key.sk);
 	if (!r)
-		return 0;
+		return;
 	if (r->e[key.seq % UDPI_RX_RING].seq == key.seq + 1) {
 		r->e[key.seq % UDPI_RX_RING].dropped = 1;
-		return 0;
+		return;
 	}
 	s = bpf_map_lookup_elem(&rx_spill, &key);
 	if (s)
 		s->dropped = 1;
+}
+
+/*
+ * Before 6.11 the tracepoint does not name the socket: a drop is this CPU's
+ * last noted datagram when it is that skb and freed for one of the reasons
+ * of a socket's drop. Should the skb have been queued, the close that purges
+ * the queue frees it with none of them; a bad checksum found when it is read
+ * is that socket's drop too.
+ */
+static __always_inline bool socket_drop_reason(__s64 reason)
+{
+	return reason == UDPI_DROP_REASON(SKB_DROP_REASON_SOCKET_RCVBUFF) ||
+	       reason == UDPI_DROP_REASON(SKB_DROP_REASON_PROTO_MEM) ||
+	       reason == UDPI_DROP_REASON(SKB_DROP_REASON_SOCKET_FILTER) ||
+	       reason == UDPI_DROP_REASON(SKB_DROP_REASON_XFRM_POLICY) ||
+	       reason == UDPI_DROP_REASON(SKB_DROP_REASON_UDP_CSUM);
+}
+
+__u64 csum_drops_waiting = 0;
+
+/* A zeroed set of waiting checksum failures to insert from. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct csum_drops);
+} csum_drops_zero SEC(".maps");
+
+/*
+ * A receive in this thread found skb's checksum bad (see arrivals.bpf.h):
+ * it waits, with its sender, for the receive that settles it, in the entry
+ * of the drop before it if that was from the same sender to the same port
+ * (a search would cost the verifier more than the rare extra entry costs).
+ * More than UDPI_CSUM_WAITING entries before one receive: the rest are not
+ * counted. One that is never settled (the thread never reads that socket
+ * again) stays until the LRU map needs its room, and until then every
+ * receive on the machine looks its thread up (csum_drops_waiting).
+ */
+static __always_inline void csum_drop_wait(struct sk_buff *skb)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct udpi_peer src = {}, dst = {};
+	struct csum_drops *d;
+	struct csum_drop *e;
+	__u32 zero = 0, n;
+
+	if (!skb_udp_ends(skb, &src, &dst))
+		return;
+	d = bpf_map_lookup_elem(&csum_drops, &tid);
+	if (!d) {
+		d = bpf_map_lookup_elem(&csum_drops_zero, &zero);
+		if (!d || bpf_map_update_elem(&csum_drops, &tid, d, BPF_NOEXIST))
+			return;
+		__sync_fetch_and_add(&csum_drops_waiting, 1);
+		d = bpf_map_lookup_elem(&csum_drops, &tid);
+		if (!d)
+			return;
+	}
+	n = d->n;
+	if (n > 0 && n <= UDPI_CSUM_WAITING) {
+		const __u64 *x = (const __u64 *)d->e[n - 1].peer.addr, *y = (const __u64 *)src.addr;
+
+		e = &d->e[n - 1];
+		if (e->count && e->dport == dst.port && x[0] == y[0] && x[1] == y[1] &&
+		    e->peer.port == src.port && e->peer.family == src.family) {
+			e->count++;
+			return;
+		}
+	}
+	if (n >= UDPI_CSUM_WAITING)
+		return;
+	e = &d->e[n];
+	e->peer = src;
+	e->dport = dst.port;
+	e->count = 1;
+	d->n = n + 1;
+}
+
+/*
+ * Every drop: counted on its socket's flow (drops.bpf.h), and a datagram
+ * dropped after ingress noted it (receive buffer full, the socket's filter)
+ * has its note struck out, so that the notes stay in step with the queue.
+ * The drop happens on the CPU that noted it, before anything else is noted
+ * there, so it is this CPU's last note.
+ */
+SEC("raw_tp/kfree_skb")
+int BPF_PROG(tp_kfree_skb, struct sk_buff *skb)
+{
+	struct sock *sk = kfree_skb_rx_sk(ctx);
+	struct rx_last *last;
+	__u32 zero = 0;
+	bool mine;
+
+	last = bpf_map_lookup_elem(&rx_last, &zero);
+	mine = last && last->skb == (__u64)skb;
+	if (!sk && mine && kfree_skb_arity < 4 && socket_drop_reason(kfree_skb_reason_of(ctx)))
+		sk = (struct sock *)last->sk;
+	if (!sk && kfree_skb_reason_of(ctx) == UDPI_DROP_REASON(SKB_DROP_REASON_UDP_CSUM)) {
+		csum_drop_wait(skb);
+		return 0;
+	}
+	if (!on_kfree_skb(ctx, skb, sk) || !mine || last->sk != (__u64)sk)
+		return 0;
+	last->skb = 0;
+	if (last->seq != UDPI_NO_NOTE)
+		strike_note(last);
 	return 0;
 }

@@ -7,16 +7,13 @@
 #ifndef UDPINTERCEPT_BPF_ARRIVALS_BPF_H
 #define UDPINTERCEPT_BPF_ARRIVALS_BPF_H
 
-#include "flow.bpf.h"
+#include "drops.bpf.h"
 
 #ifdef UDPI_DEFINE_ARRIVALS
 #define UDPI_ARRIVALS
 #else
 #define UDPI_ARRIVALS extern
 #endif
-
-/* The kernel's kfree_skb tracepoint names the receiving socket (set from its BTF). */
-extern const volatile bool kfree_skb_has_sk;
 
 /*
  * recv() without an address on an unconnected socket: neither the socket
@@ -27,6 +24,9 @@ extern const volatile bool kfree_skb_has_sk;
  * consumed nor dropped. Every consumption takes its entry, also when the
  * sender came from elsewhere (recvfrom()), so the notes stay in step with
  * the queue whichever way the application reads.
+ *
+ * A datagram dropped later, when a receive found its checksum bad, leaves
+ * its note to be passed over (discard) by the receive that settles the drop.
  *
  * The notes of a socket live in a ring of UDPI_RX_RING entries; a burst that
  * queues more spills the rest into rx_spill, keyed by socket and arrival
@@ -44,7 +44,9 @@ struct rx_entry {
 struct rx_ring {
 	__u64 head; /* next arrival number to consume */
 	__u64 skip; /* datagrams queued before tracking began: their senders are not known */
-	__u64 consumer_pad[6];
+	/* notes of datagrams a receive dropped for a bad checksum, to pass over */
+	__u64 discard;
+	__u64 consumer_pad[5];
 	__u64 tail; /* next arrival number to note */
 	__u64 producer_pad[7];
 	struct rx_entry e[UDPI_RX_RING];
@@ -83,6 +85,15 @@ static __always_inline __u64 sk_queued(struct sock *sk)
 	       BPF_CORE_READ((struct udp_sock *)sk, reader_queue.qlen);
 }
 
+/* A live note taken while notes are to be passed over is one of them. */
+static __always_inline bool rx_ring_passed_over(struct rx_ring *r)
+{
+	if (!*(volatile __u64 *)&r->discard)
+		return false;
+	__sync_fetch_and_add(&r->discard, -1);
+	return true;
+}
+
 /*
  * Takes the note of the datagram this receive consumed; true with its
  * sender in *p, false if its sender was not noted (queued before tracking
@@ -117,7 +128,7 @@ static __always_inline bool rx_ring_take(struct sock *sk, struct udpi_peer *p)
 		if (__sync_val_compare_and_swap(&r->head, n, n + 1) != n)
 			continue;
 		if (e.seq == n + 1) {
-			if (e.dropped)
+			if (e.dropped || rx_ring_passed_over(r))
 				continue;
 			*p = e.peer;
 			return true;
@@ -128,13 +139,45 @@ static __always_inline bool rx_ring_take(struct sock *sk, struct udpi_peer *p)
 		e.peer = s->peer;
 		e.dropped = s->dropped;
 		bpf_map_delete_elem(&rx_spill, &key);
-		if (e.dropped)
+		if (e.dropped || rx_ring_passed_over(r))
 			continue;
 		*p = e.peer;
 		return true;
 	}
 	return false;
 }
+
+/*
+ * Checksum failures found by a receive (recvmsg() or poll()): the kernel
+ * frees those datagrams with SKB_DROP_REASON_UDP_CSUM in the reading thread
+ * and names no socket. They wait by thread, with their senders and
+ * destination ports, for the thread's next receive on a socket of that
+ * port, which settles them on its flows and passes over their arrival notes.
+ */
+#define UDPI_CSUM_WAITING 8
+
+struct csum_drop {
+	struct udpi_peer peer;
+	__u16 dport; /* the datagram's destination port */
+	__u16 pad;
+	__u32 count; /* in a row from this sender to this port; 0: settled */
+};
+
+struct csum_drops {
+	__u32 n; /* entries used, in the order the drops were found */
+	__u32 pad;
+	struct csum_drop e[UDPI_CSUM_WAITING];
+};
+
+UDPI_ARRIVALS struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid of the reading thread */
+	__type(value, struct csum_drops);
+} csum_drops SEC(".maps");
+
+/* Threads with checksum failures waiting: receives look only while some wait. */
+extern __u64 csum_drops_waiting;
 
 /* The socket is gone: a new socket at its address starts with no notes. */
 static __always_inline void rx_ring_forget(__u64 skaddr)

@@ -27,11 +27,6 @@ static __always_inline struct sock *launder_sk(void *p)
 	return (struct sock *)*(volatile __u64 *)slot;
 }
 
-#define UDPI_IPV6_HOPOPTS 0
-#define UDPI_IPV6_ROUTING 43
-#define UDPI_IPV6_DSTOPTS 60
-#define UDPI_IPV6_MAX_EXT 4
-
 /*
  * One end of a UDP datagram, from the headers at the start of a cgroup_skb
  * program's skb (its IP header): the sender (ingress) or, with `dest`, the

@@ -127,4 +127,29 @@ static __always_inline struct skb_shared_info *udpi_skb_shinfo(struct sk_buff *s
 	return (struct skb_shared_info *)(BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end));
 }
 
+/*
+ * The kfree_skb tracepoint, where every drop ends, grew with the kernels:
+ * (skb, location) on 5.10; the drop reason since 5.17 ("net: skb: introduce
+ * kfree_skb_reason()"); the receiving socket since 6.11 ("net: add rx_sk to
+ * trace_kfree_skb", with UDP's receive path passing its socket through
+ * sk_skb_reason_drop()). User space reads the arity from the kernel's BTF
+ * (kfree_skb_arity). The reasons are an enum whose values move between
+ * kernels: each is relocated by name, and one the kernel lacks is -2, which
+ * no reason equals, nor the -1 of a tracepoint without reasons.
+ */
+#define UDPI_DROP_REASON(name)                                                                               \
+	(bpf_core_enum_value_exists(enum skb_drop_reason, name)                                              \
+		 ? (__s64)bpf_core_enum_value(enum skb_drop_reason, name)                                    \
+		 : (__s64)-2)
+
+/*
+ * A UDP socket that hands its datagrams to a kernel tunnel (encap_rcv):
+ * udp_sock.encap_type, a u8 on every kernel from 5.10 (its other flags
+ * became bits of udp_flags in 6.6, encap_type stayed).
+ */
+static __always_inline __u8 udpi_udp_encap_type(struct sock *sk)
+{
+	return BPF_CORE_READ((struct udp_sock *)sk, encap_type);
+}
+
 #endif /* UDPINTERCEPT_BPF_CORE_FIXES_BPF_H */

@@ -73,3 +73,66 @@ int BPF_PROG(fe_udpv6_destroy_sock, struct sock *sk)
 	handle_close((__u64)sk);
 	return 0;
 }
+
+/*
+ * Drops (drops.bpf.h). Where the kfree_skb tracepoint does not name the
+ * receiving socket (before 6.11), the datagram's way into a socket,
+ * udp_queue_rcv_one_skb() and udpv6_queue_rcv_one_skb() (the socket's
+ * filter, then the enqueue that finds the buffer or protocol memory full),
+ * is a window: what it frees is that socket's drop.
+ */
+SEC("fentry/udp_queue_rcv_one_skb")
+int BPF_PROG(fe_udp_queue_rcv_one_skb, struct sock *sk, struct sk_buff *skb)
+{
+	drop_window_open(UDPI_WINDOW_RECEIVE, sk, skb);
+	return 0;
+}
+
+SEC("fexit/udp_queue_rcv_one_skb")
+int BPF_PROG(fx_udp_queue_rcv_one_skb)
+{
+	drop_window_close(UDPI_WINDOW_RECEIVE);
+	return 0;
+}
+
+SEC("fentry/udpv6_queue_rcv_one_skb")
+int BPF_PROG(fe_udpv6_queue_rcv_one_skb, struct sock *sk, struct sk_buff *skb)
+{
+	drop_window_open(UDPI_WINDOW_RECEIVE, sk, skb);
+	return 0;
+}
+
+SEC("fexit/udpv6_queue_rcv_one_skb")
+int BPF_PROG(fx_udpv6_queue_rcv_one_skb)
+{
+	drop_window_close(UDPI_WINDOW_RECEIVE);
+	return 0;
+}
+
+/*
+ * poll() and ioctl(FIONREAD) check the checksums of the datagrams at the
+ * head of the queue (__first_packet_length(), shared by IPv4 and IPv6) and
+ * free the bad ones, which no tracepoint argument ties to the socket.
+ */
+SEC("fentry/__first_packet_length")
+int BPF_PROG(fe_first_packet_length, struct sock *sk)
+{
+	drop_window_open(UDPI_WINDOW_RECEIVE, sk, NULL);
+	return 0;
+}
+
+SEC("fexit/__first_packet_length")
+int BPF_PROG(fx_first_packet_length)
+{
+	drop_window_close(UDPI_WINDOW_RECEIVE);
+	return 0;
+}
+
+/* recvmsg() found a bad checksum (udp_recvmsg() and udpv6_recvmsg()): it frees the datagram next. */
+SEC("fexit/__sk_queue_drop_skb")
+int BPF_PROG(fx_sk_queue_drop_skb, struct sock *sk, struct sk_buff_head *queue, struct sk_buff *skb,
+	     unsigned int flags, void *destructor, int ret)
+{
+	on_queue_drop(sk, skb, ret);
+	return 0;
+}

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * The shared bodies every backend's thin entry points call: one handler per
- * operation (count, connect, close), socket identities, and the emission
+ * operation (count, drop, connect, close), socket identities and their last
+ * users, and the emission
  * policy of design §3: a flow's first operation is sent at once, then at
  * most one update per interval (last_emit_ns is the one rate limiter), and
  * changes it holds back are noted once per interval (UDPI_REC_PENDING) so
@@ -23,12 +24,24 @@
 #define UDPI_SOCK_DGRAM 2
 #define UDPI_MSG_PEEK 0x2
 #define UDPI_MSG_ERRQUEUE 0x2000
+/* IPv6 extension headers a UDP header may follow, and how many are followed */
+#define UDPI_IPV6_HOPOPTS 0
+#define UDPI_IPV6_ROUTING 43
+#define UDPI_IPV6_DSTOPTS 60
+#define UDPI_IPV6_MAX_EXT 4
 
 /* The endpoint of one operation, in the normalised form of udpi_flow_key. */
 struct udpi_peer {
 	__u8 addr[16];
 	__u16 port;
 	__u16 family;
+};
+
+/* What an operation did to its flow. */
+enum udpi_op {
+	UDPI_OP_TX,   /* a send the kernel accepted */
+	UDPI_OP_RX,   /* a datagram the application consumed */
+	UDPI_OP_DROP, /* a datagram the kernel discarded on its way into the socket */
 };
 
 static __always_inline void stat_add(__u32 idx, __u64 n)
@@ -204,8 +217,25 @@ static __always_inline void sock_caches_expire(void)
 		__sync_fetch_and_add(epoch, 1);
 }
 
-/* The id of the socket at skaddr, made if new; 0 if the table refused it. */
-static __always_inline __u64 sock_id_of(__u64 skaddr)
+/* The current task becomes the socket's last user. */
+static __always_inline void sock_note_user(struct udpi_sock *s)
+{
+	s->pid = bpf_get_current_pid_tgid() >> 32;
+	s->uid = (__u32)bpf_get_current_uid_gid();
+	s->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(&s->comm, sizeof(s->comm));
+}
+
+/*
+ * The id of the socket at skaddr, made if new; 0 if the table refused it.
+ * `user`: the tgid of the current task when it is using the socket (a send,
+ * a receive, a connect), which makes it the socket's last user, whom its
+ * drops are charged to; 0 for a drop, which runs in whatever context
+ * delivered the datagram (on loopback the sender's). The cache remembers
+ * whose entry it copied, so that the same process again costs a compare; a
+ * new user moves the epoch, as the other CPUs' copies name the previous one.
+ */
+static __always_inline __u64 sock_id_of(__u64 skaddr, __u32 user)
 {
 	struct udpi_sock fresh = {}, *s;
 	struct sock_cache *c;
@@ -215,13 +245,15 @@ static __always_inline __u64 sock_id_of(__u64 skaddr)
 	c = sock_cache_slot(&seen);
 	if (!c)
 		return 0;
-	if (c->sk == skaddr && c->epoch == seen)
+	if (c->sk == skaddr && c->epoch == seen && (!user || c->user == user))
 		return c->id;
 	s = bpf_map_lookup_elem(&socks, &skaddr);
 	if (!s) {
 		fresh.id = new_sock_id();
 		if (!fresh.id)
 			return 0;
+		if (user)
+			sock_note_user(&fresh);
 		/* Losing a creation race to another CPU is fine: take the winner's id. */
 		err = udpi_map_insert_new(&socks, &skaddr, &fresh);
 		if (err && err != -UDPI_EEXIST) {
@@ -232,15 +264,39 @@ static __always_inline __u64 sock_id_of(__u64 skaddr)
 		s = bpf_map_lookup_elem(&socks, &skaddr);
 		if (!s)
 			return 0;
+	} else if (user && s->pid != user) {
+		sock_note_user(s);
+		sock_caches_expire();
 	}
 	/* The address last: a program interrupting this one on the CPU misses, never mismatches. */
 	*(volatile __u64 *)&c->sk = 0;
 	asm volatile("" ::: "memory");
 	c->id = s->id;
+	c->user = s->pid;
 	c->epoch = seen;
 	asm volatile("" ::: "memory");
 	*(volatile __u64 *)&c->sk = skaddr;
 	return s->id;
+}
+
+/*
+ * The task filters for a drop, which has no task of its own: they match the
+ * socket's last user, and a socket with none passes none of them.
+ */
+static __always_inline bool user_filtered_out(__u64 skaddr)
+{
+	struct udpi_sock *s;
+
+	if (!filter_pid && !filter_uid_set && !filter_cgroup)
+		return false;
+	s = bpf_map_lookup_elem(&socks, &skaddr);
+	if (!s || !s->pid)
+		return true;
+	if (filter_pid && s->pid != filter_pid)
+		return true;
+	if (filter_uid_set && s->uid != filter_uid)
+		return true;
+	return filter_cgroup && s->cgroup_id != filter_cgroup;
 }
 
 /*
@@ -321,6 +377,41 @@ static __always_inline void note_task(struct udpi_flow *f, __u64 now)
 }
 
 /*
+ * A drop's flow takes the socket's last user, not the task on the CPU; with
+ * none known, the flow keeps what it had (pid 0 and no comm for a new one).
+ */
+static __always_inline void note_user_of(struct udpi_flow *f, __u64 skaddr, __u64 now)
+{
+	struct udpi_sock *s = bpf_map_lookup_elem(&socks, &skaddr);
+
+	f->last_ns = now;
+	if (!s || !s->pid)
+		return;
+	f->pid = s->pid;
+	f->uid = s->uid;
+	f->cgroup_id = s->cgroup_id;
+	__builtin_memcpy(f->comm, s->comm, sizeof(f->comm));
+}
+
+/* Counts one operation of `packets` datagrams and `bytes` bytes into the flow. */
+static __always_inline void add_op(struct udpi_flow *f, enum udpi_op op, __u64 bytes, __u64 packets)
+{
+	switch (op) {
+	case UDPI_OP_TX:
+		__sync_fetch_and_add(&f->tx_bytes, bytes);
+		__sync_fetch_and_add(&f->tx_packets, packets);
+		break;
+	case UDPI_OP_RX:
+		__sync_fetch_and_add(&f->rx_bytes, bytes);
+		__sync_fetch_and_add(&f->rx_packets, packets);
+		break;
+	case UDPI_OP_DROP:
+		__sync_fetch_and_add(&f->rx_drops, packets);
+		break;
+	}
+}
+
+/*
  * The flow of (socket, peer), created if new. *created tells whether this
  * call made it, so that exactly one CPU reports the birth.
  */
@@ -364,7 +455,7 @@ static __always_inline void make_key(struct udpi_flow_key *key, __u64 sock_id, c
  * the operation goes to user space, which adds the flow or its counts.
  */
 static __always_inline void defer(struct sock *sk, const struct udpi_flow_key *key, __u64 bytes,
-				  __u64 packets, bool tx)
+				  __u64 packets, enum udpi_op op)
 {
 	struct udpi_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 
@@ -379,14 +470,23 @@ static __always_inline void defer(struct sock *sk, const struct udpi_flow_key *k
 	__builtin_memcpy(&r->key, key, sizeof(*key));
 	sk_local(sk, &r->flow);
 	r->flow.netns = udpi_sk_netns(sk);
-	if (tx) {
+	switch (op) {
+	case UDPI_OP_TX:
 		r->flow.tx_bytes = bytes;
 		r->flow.tx_packets = packets;
-	} else {
+		break;
+	case UDPI_OP_RX:
 		r->flow.rx_bytes = bytes;
 		r->flow.rx_packets = packets;
+		break;
+	case UDPI_OP_DROP:
+		r->flow.rx_drops = packets;
+		break;
 	}
-	note_task(&r->flow, bpf_ktime_get_ns());
+	if (op == UDPI_OP_DROP)
+		note_user_of(&r->flow, (__u64)sk, bpf_ktime_get_ns());
+	else
+		note_task(&r->flow, bpf_ktime_get_ns());
 	r->flow.changes = 1;
 	bpf_ringbuf_submit(r, 0);
 	stat_add(UDPI_STAT_RB_SUBMITTED, 1);
@@ -397,36 +497,29 @@ static __always_inline void defer(struct sock *sk, const struct udpi_flow_key *k
  * (sk, peer), and send a snapshot when the emission policy says so: at once
  * for a flow's first operation, then at most once per interval.
  */
-static __always_inline void handle_count(struct sock *sk, const struct udpi_peer *p, __u64 bytes,
-					 __u64 packets, bool tx)
+static __always_inline void count_op(struct sock *sk, const struct udpi_peer *p, __u64 bytes, __u64 packets,
+				     enum udpi_op op)
 {
+	const __u32 tgid = op == UDPI_OP_DROP ? 0 : bpf_get_current_pid_tgid() >> 32;
 	struct udpi_flow_key key;
 	struct udpi_flow *f;
 	bool created, first, busy, due;
 	__u64 now, id, tick;
 
-	if (peer_filtered_out(sk, p))
-		return;
-	id = sock_id_of((__u64)sk);
+	id = sock_id_of((__u64)sk, tgid);
 	if (!id)
 		goto untracked;
 	make_key(&key, id, p);
 	f = flow_get(sk, &key, &created, &busy);
 	if (!f && busy) {
-		defer(sk, &key, bytes, packets, tx);
+		defer(sk, &key, bytes, packets, op);
 		return;
 	}
 	if (!f)
 		goto untracked;
 
 	first = f->changes == 0;
-	if (tx) {
-		__sync_fetch_and_add(&f->tx_bytes, bytes);
-		__sync_fetch_and_add(&f->tx_packets, packets);
-	} else {
-		__sync_fetch_and_add(&f->rx_bytes, bytes);
-		__sync_fetch_and_add(&f->rx_packets, packets);
-	}
+	add_op(f, op, bytes, packets);
 	__sync_fetch_and_add(&f->changes, 1);
 	/*
 	 * Reading the clock costs more than the rest of the update: a flow reads
@@ -447,8 +540,12 @@ static __always_inline void handle_count(struct sock *sk, const struct udpi_peer
 	 * process touches the flow; in between only the time moves (uid, cgroup
 	 * and command changes of the same process show at its next snapshot).
 	 */
-	if (due || f->pid != bpf_get_current_pid_tgid() >> 32)
+	if (op == UDPI_OP_DROP) {
+		if (due)
+			note_user_of(f, (__u64)sk, now);
+	} else if (due || f->pid != tgid) {
 		note_task(f, now);
+	}
 	/*
 	 * A flow born at connect() (cgroup connect4/6 run before the kernel binds
 	 * and routes the socket) takes the local address and port the kernel
@@ -468,6 +565,27 @@ untracked:
 	stat_add(UDPI_STAT_UNTRACKED_BYTES, bytes);
 }
 
+/* A send (tx) or a receive the kernel accepted, in the task that made it. */
+static __always_inline void handle_count(struct sock *sk, const struct udpi_peer *p, __u64 bytes,
+					 __u64 packets, bool tx)
+{
+	if (peer_filtered_out(sk, p))
+		return;
+	count_op(sk, p, bytes, packets, tx ? UDPI_OP_TX : UDPI_OP_RX);
+}
+
+/*
+ * The kernel discarded n datagrams from peer p on their way into sk
+ * (counted in the socket's drops): the flow of (sk, p) gains n drops,
+ * charged to the socket's last user whatever task is on the CPU.
+ */
+static __always_inline void handle_drops(struct sock *sk, const struct udpi_peer *p, __u64 n)
+{
+	if (peer_filtered_out(sk, p) || user_filtered_out((__u64)sk))
+		return;
+	count_op(sk, p, 0, n, UDPI_OP_DROP);
+}
+
 /* connect() gave the socket this peer: the flow is born (with no traffic yet). */
 static __always_inline void handle_connect(struct sock *sk, const struct udpi_peer *p)
 {
@@ -478,7 +596,7 @@ static __always_inline void handle_connect(struct sock *sk, const struct udpi_pe
 
 	if (peer_filtered_out(sk, p))
 		return;
-	id = sock_id_of((__u64)sk);
+	id = sock_id_of((__u64)sk, bpf_get_current_pid_tgid() >> 32);
 	if (!id)
 		return;
 	make_key(&key, id, p);

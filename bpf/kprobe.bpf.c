@@ -158,3 +158,87 @@ int BPF_KPROBE(kp_udpv6_destroy_sock, struct sock *sk)
 	handle_close((__u64)sk);
 	return 0;
 }
+
+/*
+ * Drops: the fentry backend's windows (see fentry.bpf.c). The receive
+ * functions run in softirq context and __first_packet_length() with bottom
+ * halves disabled, so a return probe closes the window its entry opened on
+ * the same CPU.
+ */
+SEC("kprobe/udp_queue_rcv_one_skb")
+int BPF_KPROBE(kp_udp_queue_rcv_one_skb, struct sock *sk, struct sk_buff *skb)
+{
+	drop_window_open(UDPI_WINDOW_RECEIVE, sk, skb);
+	return 0;
+}
+
+SEC("kretprobe/udp_queue_rcv_one_skb")
+int BPF_KRETPROBE(kr_udp_queue_rcv_one_skb)
+{
+	drop_window_close(UDPI_WINDOW_RECEIVE);
+	return 0;
+}
+
+SEC("kprobe/udpv6_queue_rcv_one_skb")
+int BPF_KPROBE(kp_udpv6_queue_rcv_one_skb, struct sock *sk, struct sk_buff *skb)
+{
+	drop_window_open(UDPI_WINDOW_RECEIVE, sk, skb);
+	return 0;
+}
+
+SEC("kretprobe/udpv6_queue_rcv_one_skb")
+int BPF_KRETPROBE(kr_udpv6_queue_rcv_one_skb)
+{
+	drop_window_close(UDPI_WINDOW_RECEIVE);
+	return 0;
+}
+
+SEC("kprobe/__first_packet_length")
+int BPF_KPROBE(kp_first_packet_length, struct sock *sk)
+{
+	drop_window_open(UDPI_WINDOW_RECEIVE, sk, NULL);
+	return 0;
+}
+
+SEC("kretprobe/__first_packet_length")
+int BPF_KRETPROBE(kr_first_packet_length)
+{
+	drop_window_close(UDPI_WINDOW_RECEIVE);
+	return 0;
+}
+
+/* recvmsg() runs in process context, free to move between CPUs: arguments wait by thread. */
+struct kp_queue_drop_args {
+	__u64 sk;
+	__u64 skb;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct kp_queue_drop_args);
+} kp_queue_drop SEC(".maps");
+
+SEC("kprobe/__sk_queue_drop_skb")
+int BPF_KPROBE(kp_sk_queue_drop_skb, struct sock *sk, struct sk_buff_head *queue, struct sk_buff *skb)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct kp_queue_drop_args a = {(__u64)sk, (__u64)skb};
+
+	bpf_map_update_elem(&kp_queue_drop, &tid, &a, BPF_ANY);
+	return 0;
+}
+
+SEC("kretprobe/__sk_queue_drop_skb")
+int BPF_KRETPROBE(kr_sk_queue_drop_skb, int ret)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct kp_queue_drop_args *a = bpf_map_lookup_elem(&kp_queue_drop, &tid);
+
+	if (!a)
+		return 0;
+	on_queue_drop((struct sock *)a->sk, (struct sk_buff *)a->skb, ret);
+	bpf_map_delete_elem(&kp_queue_drop, &tid);
+	return 0;
+}

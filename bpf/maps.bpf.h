@@ -43,7 +43,7 @@ UDPI_SHARED struct {
 	__type(value, struct udpi_flow);
 } flows SEC(".maps");
 
-/* Socket identities, keyed by the kernel address of struct sock. */
+/* Socket identities and last users, keyed by the kernel address of struct sock. */
 UDPI_SHARED struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -89,7 +89,8 @@ struct sock_cache {
 	__u64 sk;
 	__u64 id;
 	__u64 epoch;
-	__u64 pad; /* a power-of-two size */
+	__u32 user; /* the entry's last user (its pid) when cached */
+	__u32 pad;  /* a power-of-two size */
 };
 
 UDPI_SHARED struct {

@@ -7,7 +7,7 @@
 #ifndef UDPINTERCEPT_BPF_UDP_FUNCTIONS_BPF_H
 #define UDPINTERCEPT_BPF_UDP_FUNCTIONS_BPF_H
 
-#include "flow.bpf.h"
+#include "drops.bpf.h"
 
 /* The destination a sendmsg was given (msg_name: a kernel copy), if any. */
 static __always_inline bool msg_peer(struct msghdr *msg, struct udpi_peer *p)
@@ -88,40 +88,6 @@ static __always_inline void on_udp_sendmsg(struct sock *sk, const struct udpi_pe
 	if (v6_outer && p.family == UDPI_AF_INET)
 		return;
 	handle_count(sk, &p, (__u64)ret, gso_datagrams(ret, gso_size), true);
-}
-
-/* The sender of a received datagram, from its IP and UDP headers. */
-static __always_inline bool skb_source(struct sk_buff *skb, struct udpi_peer *p)
-{
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
-	__u16 th = BPF_CORE_READ(skb, transport_header);
-	struct udphdr uh;
-	__u8 version;
-
-	if (bpf_probe_read_kernel(&version, 1, head + nh))
-		return false;
-	version >>= 4;
-	if (version == 4) {
-		struct iphdr iph;
-
-		if (bpf_probe_read_kernel(&iph, sizeof(iph), head + nh))
-			return false;
-		set_v4(p->addr, iph.saddr);
-		p->family = UDPI_AF_INET;
-	} else if (version == 6) {
-		struct ipv6hdr ip6h;
-
-		if (bpf_probe_read_kernel(&ip6h, sizeof(ip6h), head + nh))
-			return false;
-		set_v6(p->addr, &p->family, ip6h.saddr.in6_u.u6_addr32);
-	} else {
-		return false;
-	}
-	if (bpf_probe_read_kernel(&uh, sizeof(uh), head + th))
-		return false;
-	p->port = bpf_ntohs(uh.source);
-	return true;
 }
 
 /*

@@ -51,6 +51,7 @@ enum udpi_stat {
 	UDPI_STAT_RB_SUBMITTED,      /* records put in the ring buffer */
 	UDPI_STAT_FLOWS_CREATED,     /* flows the kernel inserted into the flow table */
 	UDPI_STAT_PENDING_DROPPED,   /* pending notes the ring buffer had no room for */
+	UDPI_STAT_NO_LISTENER,       /* datagrams to a port no socket listened on (NoPorts) */
 	UDPI_STAT_MAX,
 };
 
@@ -73,7 +74,9 @@ struct udpi_flow {
 	__u64 rx_bytes;   /* consumed by the application (recvmsg's return) */
 	__u64 tx_packets; /* datagrams on the wire */
 	__u64 rx_packets; /* datagrams consumed */
-	__u64 last_ns;    /* CLOCK_MONOTONIC of the newest change */
+	/* datagrams from this peer the kernel discarded on their way into the socket */
+	__u64 rx_drops;
+	__u64 last_ns; /* CLOCK_MONOTONIC of the newest change */
 	/* CLOCK_MONOTONIC of the last snapshot sent: the one rate limiter of updates */
 	__u64 last_emit_ns;
 	__u64 cgroup_id; /* cgroup v2 id of the task of the newest change */
@@ -123,10 +126,18 @@ enum udpi_flush_result {
 	UDPI_FLUSH_RING_FULL = 4, /* the ring buffer had no room: try again */
 };
 
-/* Value of the socket table, keyed by the kernel address of struct sock. */
+/*
+ * Value of the socket table, keyed by the kernel address of struct sock: the
+ * socket's identity and its last known user, whom a drop is charged to (a
+ * drop runs in whatever context delivered the datagram, on loopback the
+ * sender's). pid 0 and an empty comm: no operation of the socket was seen.
+ */
 struct udpi_sock {
-	__u64 id;       /* becomes udpi_flow_key.sock_id */
-	__u64 reserved; /* zero (undelivered closes go to the `closed` map) */
+	__u64 id;                 /* becomes udpi_flow_key.sock_id */
+	__u64 cgroup_id;          /* cgroup v2 id of the last user */
+	__u32 pid;                /* tgid of the last task that sent, received or connected on it */
+	__u32 uid;                /* its uid */
+	char comm[UDPI_COMM_LEN]; /* its command */
 };
 
 /*

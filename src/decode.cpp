@@ -55,6 +55,7 @@ Event decode(EventKind kind, const udpi_flow_key &key, const udpi_flow &flow, co
 	e.tx_packets = flow.tx_packets;
 	e.rx_bytes = flow.rx_bytes;
 	e.rx_packets = flow.rx_packets;
+	e.rx_drops = flow.rx_drops;
 	e.socket_id = key.sock_id;
 	return e;
 }

@@ -92,18 +92,18 @@ std::string to_json(const Event &e)
 		"{{\"event\":\"{}\",\"time_ns\":{},\"time\":\"{}\",\"pid\":{},\"uid\":{},\"comm\":{},"
 		"\"cgroup_id\":{},\"cgroup\":{},\"container_id\":{},\"netns\":{},\"family\":\"{}\","
 		"\"saddr\":\"{}\",\"sport\":{},\"daddr\":\"{}\",\"dport\":{},"
-		"\"tx_bytes\":{},\"tx_packets\":{},\"rx_bytes\":{},\"rx_packets\":{}}}",
+		"\"tx_bytes\":{},\"tx_packets\":{},\"rx_bytes\":{},\"rx_packets\":{},\"rx_drops\":{}}}",
 		to_string(e.kind), e.time.time_since_epoch().count(), format_time(e.time), e.pid, e.uid,
 		json_string(e.comm), e.cgroup_id, json_string(e.cgroup), json_string(e.container_id), e.netns,
 		to_string(e.family), e.local.address.to_string(), e.local.port, e.remote.address.to_string(),
-		e.remote.port, e.tx_bytes, e.tx_packets, e.rx_bytes, e.rx_packets);
+		e.remote.port, e.tx_bytes, e.tx_packets, e.rx_bytes, e.rx_packets, e.rx_drops);
 }
 
 std::string text_header()
 {
-	return fmt::format("{:<15} {:<7} {:>7} {:<15} {:<3} {:>23} -> {:<23} {:>13} {:>13} {}", "TIME",
+	return fmt::format("{:<15} {:<7} {:>7} {:<15} {:<3} {:>23} -> {:<23} {:>13} {:>13} {:>8} {}", "TIME",
 			   "EVENT", "PID", "COMM", "FAM", "LOCAL", "REMOTE", "TX pkts/bytes", "RX pkts/bytes",
-			   "CONTAINER");
+			   "RX drops", "CONTAINER");
 }
 
 std::string to_text(const Event &e)
@@ -118,11 +118,11 @@ std::string to_text(const Event &e)
 	const std::string container =
 		e.container_id.empty() ? "-" : printable(std::string_view(e.container_id).substr(0, 12));
 	return fmt::format(
-		"{:02}:{:02}:{:02}.{:06} {:<7} {:>7} {:<15} {:<3} {:>23} -> {:<23} {:>13} {:>13} {}",
+		"{:02}:{:02}:{:02}.{:06} {:<7} {:>7} {:<15} {:<3} {:>23} -> {:<23} {:>13} {:>13} {:>8} {}",
 		tm.tm_hour, tm.tm_min, tm.tm_sec, (ns % 1000000000) / 1000, to_string(e.kind), e.pid,
 		printable(e.comm), e.family == Family::ipv4 ? "ip4" : "ip6", endpoint_text(e.local),
 		endpoint_text(e.remote), fmt::format("{}/{}", e.tx_packets, e.tx_bytes),
-		fmt::format("{}/{}", e.rx_packets, e.rx_bytes), container);
+		fmt::format("{}/{}", e.rx_packets, e.rx_bytes), e.rx_drops, container);
 }
 
 } // namespace udpintercept

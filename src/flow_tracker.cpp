@@ -69,6 +69,7 @@ void FlowTracker::deliver(EventKind kind, const udpi_flow_key &key, const udpi_f
 		flow.tx_packets += extra.tx_packets;
 		flow.rx_bytes += extra.rx_bytes;
 		flow.rx_packets += extra.rx_packets;
+		flow.rx_drops += extra.rx_drops;
 	}
 	counters_.events.fetch_add(1, std::memory_order_relaxed);
 	deliver_(kind, key, flow);
@@ -168,6 +169,7 @@ void FlowTracker::add_operation(const udpi_flow_key &key, const udpi_flow &flow,
 		state.extra.tx_packets += flow.tx_packets;
 		state.extra.rx_bytes += flow.rx_bytes;
 		state.extra.rx_packets += flow.rx_packets;
+		state.extra.rx_drops += flow.rx_drops;
 		if (auto current = kernel_.lookup(key)) {
 			state.reported_changes =
 				std::max<std::uint64_t>(state.reported_changes, current->changes);

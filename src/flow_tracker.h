@@ -106,7 +106,7 @@ public:
 
 private:
 	struct Counts {
-		std::uint64_t tx_bytes = 0, tx_packets = 0, rx_bytes = 0, rx_packets = 0;
+		std::uint64_t tx_bytes = 0, tx_packets = 0, rx_bytes = 0, rx_packets = 0, rx_drops = 0;
 	};
 	struct FlowState {
 		std::uint64_t reported_changes = 0;

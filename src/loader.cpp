@@ -83,7 +83,74 @@ void shrink(bpf_map *map)
 	bpf_map__set_max_entries(map, static_cast<__u32>(std::max(1, libbpf_num_possible_cpus())));
 }
 
-void no_configuration(Configuration &) {}
+// Programs of one kernel function that the fentry or kprobe backend hooks for drops.
+struct DropHook {
+	const char *function;
+	std::vector<ProgramRef> programs;
+	const char *without; // what goes uncounted where the kernel lacks the function
+};
+
+// The fentry and kprobe backends' drop hooks (bpf/drops.bpf.h): where the
+// kfree_skb tracepoint names the receiving socket (6.11+), it says whose
+// drop each is and the receive functions need no window; a hooked function
+// the kernel's BTF lacks (inlined on that build) is left out, and what it
+// would have counted is said in the log.
+void configure_drop_hooks(Configuration &c, const std::vector<DropHook> &receive,
+			  const std::vector<DropHook> &others)
+{
+	const bool named = c.skel.rodata->kfree_skb_arity >= 4;
+	c.log(named ? "drops: the kfree_skb tracepoint names the receiving socket"
+		    : "drops: windows around the UDP receive functions tell the kfree_skb tracepoint whose "
+		      "drop it is");
+	const auto load = [&c](const DropHook &h, bool needed) {
+		const bool present = c.kernel.has_function(h.function);
+		if (needed && !present)
+			c.log(fmt::format("drops: the kernel's BTF lacks {}: {} are not counted", h.function,
+					  h.without));
+		for (ProgramRef p : h.programs)
+			bpf_program__set_autoload(c.skel.progs.*p, needed && present);
+	};
+	for (const DropHook &h : receive)
+		load(h, !named);
+	for (const DropHook &h : others)
+		load(h, true);
+}
+
+void configure_fentry(Configuration &c)
+{
+	constexpr const char *kReceiveDrops = "socket filter, receive buffer and protocol memory drops";
+	configure_drop_hooks(c,
+			     {{"udp_queue_rcv_one_skb",
+			       {&Programs::fe_udp_queue_rcv_one_skb, &Programs::fx_udp_queue_rcv_one_skb},
+			       kReceiveDrops},
+			      {"udpv6_queue_rcv_one_skb",
+			       {&Programs::fe_udpv6_queue_rcv_one_skb, &Programs::fx_udpv6_queue_rcv_one_skb},
+			       kReceiveDrops}},
+			     {{"__first_packet_length",
+			       {&Programs::fe_first_packet_length, &Programs::fx_first_packet_length},
+			       "checksum failures found by poll() or ioctl(FIONREAD)"},
+			      {"__sk_queue_drop_skb",
+			       {&Programs::fx_sk_queue_drop_skb},
+			       "checksum failures found by recvmsg()"}});
+}
+
+void configure_kprobe(Configuration &c)
+{
+	constexpr const char *kReceiveDrops = "socket filter, receive buffer and protocol memory drops";
+	configure_drop_hooks(c,
+			     {{"udp_queue_rcv_one_skb",
+			       {&Programs::kp_udp_queue_rcv_one_skb, &Programs::kr_udp_queue_rcv_one_skb},
+			       kReceiveDrops},
+			      {"udpv6_queue_rcv_one_skb",
+			       {&Programs::kp_udpv6_queue_rcv_one_skb, &Programs::kr_udpv6_queue_rcv_one_skb},
+			       kReceiveDrops}},
+			     {{"__first_packet_length",
+			       {&Programs::kp_first_packet_length, &Programs::kr_first_packet_length},
+			       "checksum failures found by poll() or ioctl(FIONREAD)"},
+			      {"__sk_queue_drop_skb",
+			       {&Programs::kp_sk_queue_drop_skb, &Programs::kr_sk_queue_drop_skb},
+			       "checksum failures found by recvmsg()"}});
+}
 
 // The tracepoint backend's choices, each made by asking the kernel.
 void configure_tracepoint(Configuration &c)
@@ -91,10 +158,9 @@ void configure_tracepoint(Configuration &c)
 	auto *ro = c.skel.rodata;
 	auto &progs = c.skel.progs;
 
-	// kfree_skb names the receiving socket of a drop since 6.12.
-	ro->kfree_skb_has_sk = c.kernel.tracepoint_arity("kfree_skb") >= 4;
-	if (!ro->kfree_skb_has_sk)
-		bpf_program__set_autoload(progs.tp_kfree_skb, false);
+	c.log(ro->kfree_skb_arity >= 4 ? "drops: the kfree_skb tracepoint names the receiving socket"
+				       : "drops: the kfree_skb tracepoint takes the socket from the arrival "
+					 "hook's last datagram on the CPU");
 
 	// Peer stashes live in task storage where cgroup programs may use it (a
 	// question of the kernel's version the verifier answers), else in LRU maps.
@@ -129,10 +195,10 @@ void configure_tracepoint(Configuration &c)
 
 	// The arrival hook (the senders of datagrams read with recv() without an
 	// address) is in place from the start; only the inexact opt-in defers it
-	// to the first such receive.
+	// to the first such receive. kfree_skb counts drops: it is always there.
 	c.skel.bss->arrivals_asked = !c.options.recv_peers_lazy_inexact;
 	if (c.options.recv_peers_lazy_inexact)
-		c.on_demand = {&Programs::cg_skb_ingress, &Programs::tp_kfree_skb};
+		c.on_demand = {&Programs::cg_skb_ingress};
 	// A ring of notes for each unconnected socket that receives, at most.
 	bpf_map__set_max_entries(c.skel.maps.rx_rings, c.options.max_sockets);
 }
@@ -149,11 +215,15 @@ const std::vector<BackendRow> &backend_rows()
 			{&Programs::fx_udp_sendmsg, &Programs::fx_udpv6_sendmsg,
 			 &Programs::fe_skb_consume_udp, &Programs::fx_ip4_datagram_connect,
 			 &Programs::fx_ip6_datagram_connect, &Programs::fe_udp_destroy_sock,
-			 &Programs::fe_udpv6_destroy_sock},
-			{},
+			 &Programs::fe_udpv6_destroy_sock, &Programs::tp_kfree_skb_drop,
+			 &Programs::fe_udp_queue_rcv_one_skb, &Programs::fx_udp_queue_rcv_one_skb,
+			 &Programs::fe_udpv6_queue_rcv_one_skb, &Programs::fx_udpv6_queue_rcv_one_skb,
+			 &Programs::fe_first_packet_length, &Programs::fx_first_packet_length,
+			 &Programs::fx_sk_queue_drop_skb},
+			{&Maps::drop_windows},
 			false,
 			false,
-			no_configuration,
+			configure_fentry,
 			trampoline_refusal,
 		},
 		{
@@ -165,7 +235,8 @@ const std::vector<BackendRow> &backend_rows()
 			 &Programs::cg_skb_ingress, &Programs::tp_kfree_skb, &Programs::tp_net_dev_queue,
 			 &Programs::cg_skb_egress},
 			{&Maps::send_stash, &Maps::recv_stash, &Maps::task_stashes, &Maps::gso_notes,
-			 &Maps::gso_pending, &Maps::rx_rings, &Maps::rx_ring_zero, &Maps::ptr_scratch},
+			 &Maps::gso_pending, &Maps::rx_rings, &Maps::rx_ring_zero, &Maps::rx_last,
+			 &Maps::csum_drops, &Maps::csum_drops_zero, &Maps::ptr_scratch},
 			true,
 			false,
 			configure_tracepoint,
@@ -173,15 +244,31 @@ const std::vector<BackendRow> &backend_rows()
 		{
 			Backend::kprobe,
 			probe_kprobe_backend,
-			{&Programs::kp_udp_sendmsg, &Programs::kr_udp_sendmsg, &Programs::kp_udpv6_sendmsg,
-			 &Programs::kr_udpv6_sendmsg, &Programs::kp_skb_consume_udp,
-			 &Programs::kp_ip4_datagram_connect, &Programs::kr_ip4_datagram_connect,
-			 &Programs::kp_ip6_datagram_connect, &Programs::kr_ip6_datagram_connect,
-			 &Programs::kp_udp_destroy_sock, &Programs::kp_udpv6_destroy_sock},
-			{&Maps::kp_send4, &Maps::kp_send6, &Maps::kp_connect},
+			{&Programs::kp_udp_sendmsg,
+			 &Programs::kr_udp_sendmsg,
+			 &Programs::kp_udpv6_sendmsg,
+			 &Programs::kr_udpv6_sendmsg,
+			 &Programs::kp_skb_consume_udp,
+			 &Programs::kp_ip4_datagram_connect,
+			 &Programs::kr_ip4_datagram_connect,
+			 &Programs::kp_ip6_datagram_connect,
+			 &Programs::kr_ip6_datagram_connect,
+			 &Programs::kp_udp_destroy_sock,
+			 &Programs::kp_udpv6_destroy_sock,
+			 &Programs::tp_kfree_skb_drop,
+			 &Programs::kp_udp_queue_rcv_one_skb,
+			 &Programs::kr_udp_queue_rcv_one_skb,
+			 &Programs::kp_udpv6_queue_rcv_one_skb,
+			 &Programs::kr_udpv6_queue_rcv_one_skb,
+			 &Programs::kp_first_packet_length,
+			 &Programs::kr_first_packet_length,
+			 &Programs::kp_sk_queue_drop_skb,
+			 &Programs::kr_sk_queue_drop_skb},
+			{&Maps::kp_send4, &Maps::kp_send6, &Maps::kp_connect, &Maps::kp_queue_drop,
+			 &Maps::drop_windows},
 			false,
 			true,
-			no_configuration,
+			configure_kprobe,
 		},
 	};
 	return rows;
@@ -322,6 +409,8 @@ void Loader::Impl::configure(const KernelFeatures &kernel)
 					    *options.cgroup, cgroup2_mount()));
 		ro->filter_cgroup = st.st_ino; // a cgroup v2 directory's inode number is its id
 	}
+	// kfree_skb, where every drop ends: its arguments differ between kernels.
+	ro->kfree_skb_arity = static_cast<__u32>(std::max(2, kernel.tracepoint_arity("kfree_skb")));
 	bpf_map__set_max_entries(skel->maps.flows, options.max_flows);
 	bpf_map__set_max_entries(skel->maps.socks, options.max_sockets);
 	bpf_map__set_max_entries(skel->maps.events, options.ring_buffer_bytes);

@@ -92,7 +92,7 @@ std::string label_value(MetricLabel label, const Event &e)
 
 FlowCounters counters_of(const Event &e)
 {
-	return {e.tx_bytes, e.tx_packets, e.rx_bytes, e.rx_packets};
+	return {e.tx_bytes, e.tx_packets, e.rx_bytes, e.rx_packets, e.rx_drops};
 }
 
 void add_to(FlowCounters &sum, const FlowCounters &d)
@@ -101,6 +101,7 @@ void add_to(FlowCounters &sum, const FlowCounters &d)
 	sum.sent_datagrams += d.sent_datagrams;
 	sum.received_bytes += d.received_bytes;
 	sum.received_datagrams += d.received_datagrams;
+	sum.received_drops += d.received_drops;
 }
 
 // What a flow moved since its previous snapshot. Snapshots of one flow never
@@ -108,11 +109,13 @@ void add_to(FlowCounters &sum, const FlowCounters &d)
 FlowCounters since(const FlowCounters &before, const FlowCounters &now)
 {
 	if (now.sent_bytes < before.sent_bytes || now.sent_datagrams < before.sent_datagrams ||
-	    now.received_bytes < before.received_bytes || now.received_datagrams < before.received_datagrams)
+	    now.received_bytes < before.received_bytes ||
+	    now.received_datagrams < before.received_datagrams || now.received_drops < before.received_drops)
 		return now;
 	return {now.sent_bytes - before.sent_bytes, now.sent_datagrams - before.sent_datagrams,
 		now.received_bytes - before.received_bytes,
-		now.received_datagrams - before.received_datagrams};
+		now.received_datagrams - before.received_datagrams,
+		now.received_drops - before.received_drops};
 }
 
 struct FlowKey {

@@ -23,9 +23,9 @@ Output:
   -j, --json              one JSON object per line, fields: event time_ns time
                           pid uid comm cgroup_id cgroup container_id netns
                           family saddr sport daddr dport tx_bytes tx_packets
-                          rx_bytes rx_packets; more may come, so ignore fields
-                          you do not know (default: one readable line per
-                          snapshot)
+                          rx_bytes rx_packets rx_drops; more may come, so
+                          ignore fields you do not know (default: one
+                          readable line per snapshot)
   -i, --interval MS       at most one update per flow every MS milliseconds
                           (default 1000); 0 = a snapshot for every operation
   -d, --duration S        stop after S seconds (default: until SIGINT/SIGTERM)
@@ -52,7 +52,8 @@ Metrics (Prometheus text exposition):
                           civetweb built with IPv6); PORT 0 takes a free
                           port, said on stderr. Counters per comm, family and
                           container: sent and received bytes and datagrams,
-                          exact sums over the flows
+                          and received datagrams the kernel dropped, exact
+                          sums over the flows
       --metrics-labels LIST
                           more labels, comma-separated: uid, pid, netns,
                           local_addr, local_port, remote_addr, remote_port
@@ -86,7 +87,15 @@ SIGTERM, the end of --duration or when stdout's reader has gone, the final
 snapshots are printed, then one summary line on stderr:
   udpintercept: events=N lost=N closes_deferred=N untracked_flows=N ...
 lost counts snapshots the ring buffer had no room for; counters stay exact
-because every snapshot is cumulative.
+because every snapshot is cumulative. no_listener counts datagrams that
+arrived for a port no socket listened on (they belong to no flow).
+
+rx_drops counts the datagrams from a flow's peer that the kernel discarded
+on their way into the socket (receive buffer or protocol memory full, the
+socket's filter, a bad checksum found when read): the drops column of
+/proc/net/udp, by sender. A drop is charged to the socket's last known user
+(pid 0 and an empty comm if none was seen), not to the task that happened
+to deliver the datagram.
 
 Needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (run as root, or grant those
 three), and gives up those it no longer uses once attached. Exit status: 0

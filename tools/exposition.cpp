@@ -51,7 +51,7 @@ std::vector<MetricFamily> Exposition::Collect() const
 		const std::lock_guard lock(mutex_);
 		t = figures_;
 	}
-	// One snapshot for the four families, so that they agree with each other.
+	// One snapshot for the flow families, so that they agree with each other.
 	const MetricsSnapshot s = flows_.snapshot();
 
 	struct FlowCounter {
@@ -73,6 +73,11 @@ std::vector<MetricFamily> Exposition::Collect() const
 		{"udpintercept_received_datagrams_total",
 		 "UDP datagrams the flows with these labels received (consumed by the application)",
 		 &FlowCounters::received_datagrams},
+		{"udpintercept_received_drops_total",
+		 "UDP datagrams sent to the flows with these labels that the kernel discarded on their way "
+		 "into the socket (receive buffer or protocol memory full, the socket's filter, a bad "
+		 "checksum)",
+		 &FlowCounters::received_drops},
 	};
 	std::vector<MetricFamily> out;
 	for (const auto &c : kFlowCounters) {
@@ -131,6 +136,10 @@ std::vector<MetricFamily> Exposition::Collect() const
 		single("udpintercept_peer_unknown_total",
 		       "Receives whose sender could not be known (counted under the unspecified address)",
 		       MetricType::Counter, st.peer_unknown));
+	out.push_back(single("udpintercept_no_listener_datagrams_total",
+			     "UDP datagrams that arrived for a port no socket listened on (the kernel's "
+			     "NoPorts; they belong to no process)",
+			     MetricType::Counter, st.no_listener));
 	if (!t.backend.empty()) {
 		MetricFamily info =
 			family("udpintercept_build_info",

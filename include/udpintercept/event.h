@@ -84,6 +84,11 @@ struct Event {
 	std::uint64_t tx_packets = 0;
 	std::uint64_t rx_bytes = 0;
 	std::uint64_t rx_packets = 0;
+	/// Datagrams from this peer the kernel discarded on their way into the
+	/// socket (receive buffer or protocol memory full, the socket's filter,
+	/// a bad checksum found when read): the socket's `drops` in
+	/// /proc/net/udp, split by sender.
+	std::uint64_t rx_drops = 0;
 	std::uint64_t socket_id = 0; ///< the tracer's identity of the local socket (never reused)
 };
 

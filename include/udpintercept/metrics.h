@@ -65,12 +65,14 @@ struct UDPINTERCEPT_EXPORT MetricsConfig {
 	void validate() const;
 };
 
-/// The four counters of a series.
+/// The counters of a series.
 struct FlowCounters {
 	std::uint64_t sent_bytes = 0;
 	std::uint64_t sent_datagrams = 0;
 	std::uint64_t received_bytes = 0;
 	std::uint64_t received_datagrams = 0;
+	std::uint64_t received_drops =
+		0; ///< datagrams the kernel discarded on their way in (Event::rx_drops)
 	bool operator==(const FlowCounters &) const = default;
 };
 

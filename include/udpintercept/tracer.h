@@ -38,6 +38,10 @@ struct Stats {
 	std::uint64_t sockets_untracked = 0;
 	/// Receives whose sender could not be known (see the README's limits).
 	std::uint64_t peer_unknown = 0;
+	/// Datagrams that arrived for a port no socket listened on (the kernel's
+	/// NoPorts): they belong to no process and so to no flow. Counted on
+	/// kernels that give drops a reason (5.17 and later); 0 on older ones.
+	std::uint64_t no_listener = 0;
 	/// Operations a busy flow table handed to user space (counted exactly).
 	std::uint64_t deferred_operations = 0;
 	/// Socket and flow inserts refused for a reason other than a full table.

@@ -15,19 +15,55 @@
 namespace accuracy {
 
 struct Counts {
-	std::uint64_t tx_packets = 0, tx_bytes = 0, rx_packets = 0, rx_bytes = 0;
+	std::uint64_t tx_packets = 0, tx_bytes = 0, rx_packets = 0, rx_bytes = 0, rx_drops = 0;
 	bool operator==(const Counts &) const = default;
 };
 
 inline std::ostream &operator<<(std::ostream &os, const Counts &c)
 {
-	return os << "tx " << c.tx_packets << "/" << c.tx_bytes << " rx " << c.rx_packets << "/"
-		  << c.rx_bytes;
+	return os << "tx " << c.tx_packets << "/" << c.tx_bytes << " rx " << c.rx_packets << "/" << c.rx_bytes
+		  << " drops " << c.rx_drops;
 }
 
-/// The kernel's UDP datagram counters of the calling thread's namespace.
+/// The kernel's UDP counters of one family.
+struct MibFamily {
+	std::uint64_t in = 0, out = 0;
+	std::uint64_t in_errors = 0;     ///< datagrams that arrived but were not delivered: every drop
+	std::uint64_t rcvbuf_errors = 0; ///< of those, a full receive buffer
+	std::uint64_t mem_errors = 0;    ///< of those, protocol memory
+	std::uint64_t csum_errors = 0;   ///< of those, a bad checksum
+	std::uint64_t no_ports = 0;      ///< datagrams no socket listened for (not in in_errors)
+
+	/// The kernel's name for each field, after the family's prefix.
+	void set(const std::string &name, std::uint64_t v)
+	{
+		const std::pair<const char *, std::uint64_t MibFamily::*> fields[] = {
+			{"InDatagrams", &MibFamily::in},       {"OutDatagrams", &MibFamily::out},
+			{"InErrors", &MibFamily::in_errors},   {"RcvbufErrors", &MibFamily::rcvbuf_errors},
+			{"MemErrors", &MibFamily::mem_errors}, {"InCsumErrors", &MibFamily::csum_errors},
+			{"NoPorts", &MibFamily::no_ports},
+		};
+		for (const auto &[n, field] : fields)
+			if (name == n)
+				this->*field = v;
+	}
+
+	MibFamily operator-(const MibFamily &o) const
+	{
+		return {in - o.in,
+			out - o.out,
+			in_errors - o.in_errors,
+			rcvbuf_errors - o.rcvbuf_errors,
+			mem_errors - o.mem_errors,
+			csum_errors - o.csum_errors,
+			no_ports - o.no_ports};
+	}
+};
+
+/// The kernel's UDP counters of the calling thread's namespace.
 struct Mib {
 	std::uint64_t in4 = 0, out4 = 0, in6 = 0, out6 = 0;
+	MibFamily v4, v6; ///< every counter (in4 is v4.in, ...)
 
 	static Mib read()
 	{
@@ -39,22 +75,20 @@ struct Mib {
 				continue;
 			std::istringstream n(names), v(values);
 			std::string name, value;
-			while (n >> name && v >> value) {
-				if (name == "InDatagrams")
-					m.in4 = std::stoull(value);
-				else if (name == "OutDatagrams")
-					m.out4 = std::stoull(value);
-			}
+			while (n >> name && v >> value)
+				if (name != "Udp:")
+					m.v4.set(name, std::stoull(value));
 			break;
 		}
 		std::ifstream snmp6("/proc/net/snmp6");
 		std::string name, value;
-		while (snmp6 >> name >> value) {
-			if (name == "Udp6InDatagrams")
-				m.in6 = std::stoull(value);
-			else if (name == "Udp6OutDatagrams")
-				m.out6 = std::stoull(value);
-		}
+		while (snmp6 >> name >> value)
+			if (name.rfind("Udp6", 0) == 0)
+				m.v6.set(name.substr(4), std::stoull(value));
+		m.in4 = m.v4.in;
+		m.out4 = m.v4.out;
+		m.in6 = m.v6.in;
+		m.out6 = m.v6.out;
 		return m;
 	}
 };
@@ -83,10 +117,32 @@ public:
 		f.rx_packets += 1;
 		f.rx_bytes += bytes;
 	}
+	/// `n` datagrams from `remote` the kernel discarded on their way into
+	/// `local`; `checksum`: a receive found their checksum bad.
+	void dropped(const testutil::SockAddr &local, const testutil::SockAddr &remote, std::uint64_t n,
+		     bool checksum = false)
+	{
+		const testutil::FlowName name{testutil::endpoint(local), testutil::endpoint(remote)};
+		flows_[name].rx_drops += n;
+		(family(remote) == AF_INET ? drops4 : drops6) += n;
+		(family(remote) == AF_INET ? v4 : v6).rx_drops += n;
+		if (checksum) {
+			checksum_drops_[name] += n;
+			(family(remote) == AF_INET ? checksum_drops4 : checksum_drops6) += n;
+		}
+	}
+	/// The drops column of /proc/net/udp{,6} of a receiving socket, read before it closes.
+	void socket_dropped(std::uint64_t n) { socket_drops += n; }
+
 	const std::map<testutil::FlowName, Counts> &flows() const { return flows_; }
+	/// Of each flow's drops, those a receive found by their checksum.
+	const std::map<testutil::FlowName, std::uint64_t> &checksum_drops() const { return checksum_drops_; }
 
 	std::uint64_t in4 = 0, out4 = 0, in6 = 0, out6 = 0;
-	Counts v4, v6; ///< every flow's counters summed by family
+	std::uint64_t drops4 = 0, drops6 = 0;                   ///< datagrams dropped, by the sender's family
+	std::uint64_t checksum_drops4 = 0, checksum_drops6 = 0; ///< of those, found by their checksum
+	std::uint64_t socket_drops = 0;                         ///< what the sockets' drops columns said
+	Counts v4, v6;                                          ///< every flow's counters summed by family
 
 private:
 	// IPv4-mapped peers are IPv4 traffic (and the kernel counts them in Udp:).
@@ -98,6 +154,7 @@ private:
 												: AF_INET6;
 	}
 	std::map<testutil::FlowName, Counts> flows_;
+	std::map<testutil::FlowName, std::uint64_t> checksum_drops_;
 };
 
 /// How a scenario's figures are held to the oracle.

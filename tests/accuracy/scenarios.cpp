@@ -3,9 +3,16 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <fstream>
 #include <cstring>
+#include <linux/filter.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
 #include <net/if.h>
+#include <netinet/ip.h>
+#include <netinet/ip6.h>
 #include <netinet/udp.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <thread>
@@ -588,6 +595,268 @@ void reuseport(Ledger &l, Observer &, const Fam &f)
 	expect(received == sent, "every datagram was read by one socket of the group");
 }
 
+// One receiver of each family with a small buffer, and its senders.
+struct Flooded {
+	Udp sock;
+	std::vector<Udp> senders;
+	std::vector<std::uint64_t> sent, read;
+};
+
+// Reads what is queued on r without waiting, by sender.
+void drain(Ledger &l, Flooded &r)
+{
+	for (;;) {
+		char buf[2048];
+		SockAddr from;
+		from.len = sizeof(from.ss);
+		const ssize_t n = ::recvfrom(r.sock.fd(), buf, sizeof(buf), MSG_DONTWAIT,
+					     reinterpret_cast<sockaddr *>(&from.ss), &from.len);
+		if (n < 0) {
+			expect(errno == EAGAIN, "recvfrom until the queue is empty");
+			errno = 0;
+			return;
+		}
+		std::size_t who = 0;
+		while (who < r.senders.size() && r.senders[who].local().port() != from.port())
+			who++;
+		expect(who < r.senders.size(), "a queued datagram came from one of the senders");
+		l.received(r.sock.local(), r.senders[who].local(), static_cast<std::uint64_t>(n));
+		r.read[who]++;
+	}
+}
+
+// An IPv4 and an IPv6 receiver with small receive buffers, flooded by two
+// senders each, the families interleaved, and read in between: each
+// sender's drops are what it sent less what was read from it. A third
+// sender sends only while the buffers are full: its flows are drops only.
+void rcvbuf_overflow(Ledger &l, Observer &o, const Fam &)
+{
+	const std::uint64_t softnet_before = testutil::softnet_dropped();
+	const accuracy::Mib before = accuracy::Mib::read();
+	std::vector<Flooded> rx;
+	for (const Fam &f : kBoth) {
+		Flooded r{bound(f), {}, {}, {}};
+		const int small = 4096;
+		expect(setsockopt(r.sock.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) == 0,
+		       "SO_RCVBUF");
+		for (int i = 0; i < 3; i++)
+			r.senders.push_back(bound(f));
+		r.sent.assign(3, 0);
+		r.read.assign(3, 0);
+		// Served one request before the flood: the socket's drops have an owner.
+		r.senders[0].send_to(r.sock.local(), 12);
+		l.sent(r.senders[0].local(), r.sock.local(), 12);
+		SockAddr from;
+		l.received(r.sock.local(), r.senders[0].local(), r.sock.recv_from(from));
+		rx.push_back(std::move(r));
+	}
+	const auto flood = [&](int rounds, std::size_t first, std::size_t last) {
+		for (int i = 0; i < rounds; i++)
+			for (auto &r : rx)
+				for (std::size_t s = first; s <= last; s++) {
+					r.senders[s].send_to(r.sock.local(), 100 + s);
+					l.sent(r.senders[s].local(), r.sock.local(), 100 + s);
+					r.sent[s]++;
+				}
+	};
+	flood(150, 0, 1);
+	flood(40, 2, 2); // the buffers are full: none of these gets in
+	for (auto &r : rx)
+		drain(l, r);
+	flood(150, 0, 1);
+	for (auto &r : rx)
+		drain(l, r);
+
+	std::uint64_t drops = 0;
+	for (auto &r : rx) {
+		expect(r.read[2] == 0, "the third sender's datagrams all found the buffer full");
+		for (std::size_t s = 0; s < r.senders.size(); s++) {
+			l.dropped(r.sock.local(), r.senders[s].local(), r.sent[s] - r.read[s]);
+			drops += r.sent[s] - r.read[s];
+		}
+		l.socket_dropped(testutil::socket_drops(r.sock.fd()));
+	}
+	const accuracy::Mib after = accuracy::Mib::read();
+	expect(drops > 0 &&
+		       (after.v4 - before.v4).rcvbuf_errors + (after.v6 - before.v6).rcvbuf_errors == drops,
+	       "the kernel counted every datagram not read in RcvbufErrors");
+	expect(testutil::softnet_dropped() == softnet_before,
+	       "no datagram was lost before reaching UDP (/proc/net/softnet_stat)");
+	for (auto &r : rx)
+		o.drops_only(r.sock.local(), r.senders[2].local());
+}
+
+// A socket filter that drops everything (SO_ATTACH_FILTER), then none.
+void filtered(Ledger &l, Observer &, const Fam &f)
+{
+	Udp r = bound(f), a = bound(f), b = bound(f);
+	// The receiver answers first: its drops have an owner.
+	r.send_to(a.local(), 5);
+	l.sent(r.local(), a.local(), 5);
+	SockAddr from;
+	l.received(a.local(), r.local(), a.recv_from(from));
+	sock_filter drop_all[] = {BPF_STMT(BPF_RET | BPF_K, 0)};
+	const sock_fprog prog{1, drop_all};
+	expect(setsockopt(r.fd(), SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) == 0,
+	       "SO_ATTACH_FILTER");
+	for (int i = 0; i < 7; i++) {
+		a.send_to(r.local(), 30);
+		l.sent(a.local(), r.local(), 30);
+		b.send_to(r.local(), 31);
+		l.sent(b.local(), r.local(), 31);
+	}
+	l.dropped(r.local(), a.local(), 7);
+	l.dropped(r.local(), b.local(), 7);
+	const int none = 0;
+	expect(setsockopt(r.fd(), SOL_SOCKET, SO_DETACH_FILTER, &none, sizeof(none)) == 0,
+	       "SO_DETACH_FILTER");
+	a.send_to(r.local(), 32);
+	l.sent(a.local(), r.local(), 32);
+	l.received(r.local(), a.local(), r.recv_from(from));
+	expect(from.port() == a.local().port(), "the filter dropped everything it saw");
+	l.socket_dropped(testutil::socket_drops(r.fd()));
+}
+
+std::uint16_t checksum_fold(std::uint32_t sum)
+{
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return static_cast<std::uint16_t>(~sum);
+}
+
+std::uint32_t checksum_add(std::uint32_t sum, const void *data, std::size_t len)
+{
+	const auto *p = static_cast<const std::uint8_t *>(data);
+	for (std::size_t i = 0; i + 1 < len; i += 2)
+		sum += static_cast<std::uint32_t>(p[i] << 8 | p[i + 1]);
+	if (len % 2)
+		sum += static_cast<std::uint32_t>(p[len - 1] << 8);
+	return sum;
+}
+
+// A datagram from `from` to `to` with a wrong UDP checksum, handed to lo
+// below IP (a packet socket), as a damaged frame from a network would
+// arrive: no checksum offload vouches for it, and at 200 bytes of payload
+// the kernel leaves the check to the socket's reader.
+void send_damaged(const SockAddr &from, const SockAddr &to)
+{
+	std::vector<std::uint8_t> payload(200, 'c');
+	udphdr uh{};
+	uh.source = htons(from.port());
+	uh.dest = htons(to.port());
+	uh.len = htons(static_cast<std::uint16_t>(sizeof(uh) + payload.size()));
+	std::vector<std::uint8_t> packet;
+	std::uint32_t pseudo = 0;
+	int proto;
+	if (to.family() == AF_INET) {
+		const auto &s = reinterpret_cast<const sockaddr_in *>(&from.ss)->sin_addr;
+		const auto &d = reinterpret_cast<const sockaddr_in *>(&to.ss)->sin_addr;
+		iphdr ip{};
+		ip.version = 4;
+		ip.ihl = 5;
+		ip.ttl = 64;
+		ip.protocol = IPPROTO_UDP;
+		ip.tot_len = htons(static_cast<std::uint16_t>(sizeof(ip) + ntohs(uh.len)));
+		ip.saddr = s.s_addr;
+		ip.daddr = d.s_addr;
+		ip.check = htons(checksum_fold(checksum_add(0, &ip, sizeof(ip))));
+		pseudo = checksum_add(checksum_add(0, &s, 4), &d, 4) + IPPROTO_UDP + ntohs(uh.len);
+		packet.assign(reinterpret_cast<std::uint8_t *>(&ip),
+			      reinterpret_cast<std::uint8_t *>(&ip + 1));
+		proto = ETH_P_IP;
+	} else {
+		const auto &s = reinterpret_cast<const sockaddr_in6 *>(&from.ss)->sin6_addr;
+		const auto &d = reinterpret_cast<const sockaddr_in6 *>(&to.ss)->sin6_addr;
+		ip6_hdr ip6{};
+		ip6.ip6_flow = htonl(6u << 28);
+		ip6.ip6_plen = uh.len;
+		ip6.ip6_nxt = IPPROTO_UDP;
+		ip6.ip6_hlim = 64;
+		ip6.ip6_src = s;
+		ip6.ip6_dst = d;
+		pseudo = checksum_add(checksum_add(0, &s, 16), &d, 16) + IPPROTO_UDP + ntohs(uh.len);
+		packet.assign(reinterpret_cast<std::uint8_t *>(&ip6),
+			      reinterpret_cast<std::uint8_t *>(&ip6 + 1));
+		proto = ETH_P_IPV6;
+	}
+	const std::uint16_t right = checksum_fold(
+		checksum_add(checksum_add(pseudo, &uh, sizeof(uh)), payload.data(), payload.size()));
+	uh.check = htons(static_cast<std::uint16_t>(right ^ 0x0101));
+	packet.insert(packet.end(), reinterpret_cast<std::uint8_t *>(&uh),
+		      reinterpret_cast<std::uint8_t *>(&uh + 1));
+	packet.insert(packet.end(), payload.begin(), payload.end());
+
+	const int fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, htons(proto));
+	expect(fd >= 0, "a packet socket");
+	sockaddr_ll ll{};
+	ll.sll_family = AF_PACKET;
+	ll.sll_protocol = htons(static_cast<std::uint16_t>(proto));
+	ll.sll_ifindex = static_cast<int>(if_nametoindex("lo"));
+	ll.sll_halen = ETH_ALEN;
+	const ssize_t n =
+		::sendto(fd, packet.data(), packet.size(), 0, reinterpret_cast<sockaddr *>(&ll), sizeof(ll));
+	::close(fd);
+	expect(n == static_cast<ssize_t>(packet.size()), "a damaged datagram handed to lo");
+}
+
+// Datagrams whose checksum is wrong, found when the application reads them
+// (recvmsg) and when it polls: each is a drop of its sender's flow.
+void damaged(Ledger &l, Observer &, const Fam &f)
+{
+	// A frame handed to lo below IP carries no route: IPv4 then takes
+	// 127.0.0.0/8 only with route_localnet, and a local source only with
+	// accept_local (the namespace is the scenario's own).
+	for (const char *knob : {"route_localnet", "accept_local"})
+		std::ofstream(std::string("/proc/sys/net/ipv4/conf/lo/") + knob) << "1\n";
+	const accuracy::Mib before = accuracy::Mib::read();
+	Udp r = bound(f), a = bound(f), b = bound(f);
+	// The receiver answers first: its drops have an owner.
+	r.send_to(a.local(), 6);
+	l.sent(r.local(), a.local(), 6);
+	SockAddr from;
+	l.received(a.local(), r.local(), a.recv_from(from));
+
+	// Found by recvmsg(): three damaged ones queued ahead of a good one.
+	send_damaged(b.local(), r.local());
+	send_damaged(a.local(), r.local());
+	send_damaged(b.local(), r.local());
+	a.send_to(r.local(), 40);
+	l.sent(a.local(), r.local(), 40);
+	l.received(r.local(), a.local(), r.recv_from(from));
+	expect(from.port() == a.local().port(), "recvmsg skipped the damaged datagrams");
+	l.dropped(r.local(), b.local(), 2, true);
+	l.dropped(r.local(), a.local(), 1, true);
+
+	// Found by poll(), which checks the datagrams at the head of the queue.
+	send_damaged(b.local(), r.local());
+	send_damaged(b.local(), r.local());
+	a.send_to(r.local(), 41);
+	l.sent(a.local(), r.local(), 41);
+	pollfd p{r.fd(), POLLIN, 0};
+	expect(::poll(&p, 1, 10000) == 1 && (p.revents & POLLIN), "poll finds the good datagram");
+	expect(testutil::socket_drops(r.fd()) == 5, "poll dropped the damaged datagrams ahead of it");
+	l.dropped(r.local(), b.local(), 2, true);
+	l.received(r.local(), a.local(), r.recv_from(from));
+	l.socket_dropped(testutil::socket_drops(r.fd()));
+	const accuracy::Mib after = accuracy::Mib::read();
+	expect((after.v4 - before.v4).csum_errors + (after.v6 - before.v6).csum_errors == 5,
+	       "the kernel counted each damaged datagram in InCsumErrors");
+}
+
+// The scenarios above once per family, in one run: under emulation (the
+// kernel matrix) loading the tracer costs more than the traffic.
+void filtered_both(Ledger &l, Observer &o, const Fam &)
+{
+	for (const Fam &f : kBoth)
+		filtered(l, o, f);
+}
+
+void damaged_both(Ledger &l, Observer &o, const Fam &)
+{
+	for (const Fam &f : kBoth)
+		damaged(l, o, f);
+}
+
 } // namespace
 
 Udp bound(const Fam &f)
@@ -654,6 +923,22 @@ const std::vector<Scenario> &all()
 		 MibCheck::both_sides,
 		 false,
 		 storm},
+		// Each of these runs both families in one run (the first interleaved).
+		{"a small receive buffer flooded by two senders per family: every sender's drops exact",
+		 {kIpv4},
+		 MibCheck::both_sides,
+		 false,
+		 rcvbuf_overflow},
+		{"a socket filter that drops everything: each sender's drops exact",
+		 {kIpv4},
+		 MibCheck::both_sides,
+		 false,
+		 filtered_both},
+		{"damaged datagrams found by recvmsg() and by poll(): each sender's drops exact",
+		 {kIpv4},
+		 MibCheck::both_sides,
+		 false,
+		 damaged_both},
 	};
 	return kAll;
 }

@@ -37,6 +37,8 @@ public:
 	virtual void storm_sent(int) {}
 	/// ... and now the receiver has closed too.
 	virtual void storm_closed() {}
+	/// Every datagram from `remote` to `local` was dropped; this process had used `local` before.
+	virtual void drops_only(const testutil::SockAddr &, const testutil::SockAddr &) {}
 };
 
 /// A family and its loopback address.

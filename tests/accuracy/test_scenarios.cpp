@@ -4,6 +4,9 @@
 #include "oracle.h"
 #include "scenarios.h"
 
+#include <bpf/btf.h>
+#include <linux/btf.h>
+
 using namespace std::chrono_literals;
 using testutil::Recorder;
 using testutil::SockAddr;
@@ -42,6 +45,19 @@ public:
 	{
 		rec_.pump(500ms);
 		CHECK(rec_.tracer().stats().flows_active == 0);
+	}
+
+	// A drop runs in the context that delivered the datagram (here the
+	// sender's): the flow is charged to the socket's last user instead.
+	void drops_only(const SockAddr &local, const SockAddr &remote) override
+	{
+		const testutil::FlowName name{testutil::endpoint(local), testutil::endpoint(remote)};
+		REQUIRE(rec_.pump_until([&] { return rec_.last_of(name).has_value(); }));
+		const auto e = *rec_.last_of(name);
+		CHECK(e.rx_drops > 0);
+		CHECK(e.rx_packets == 0);
+		CHECK(e.pid == static_cast<std::uint32_t>(getpid()));
+		CHECK(e.comm == testutil::own_comm());
 	}
 
 private:
@@ -211,4 +227,104 @@ TEST_CASE("a socket storm: every short-lived socket reported, the flow table bac
 	  "[accuracy][storm]")
 {
 	run_scenario("a socket storm: every short-lived socket reported, the flow table back to empty");
+}
+
+TEST_CASE("a small receive buffer flooded by two senders per family: every sender's drops exact",
+	  "[accuracy][drops]")
+{
+	run_scenario("a small receive buffer flooded by two senders per family: every sender's drops exact");
+}
+
+TEST_CASE("a socket filter that drops everything: each sender's drops exact", "[accuracy][drops]")
+{
+	run_scenario("a socket filter that drops everything: each sender's drops exact");
+}
+
+TEST_CASE("damaged datagrams found by recvmsg() and by poll(): each sender's drops exact",
+	  "[accuracy][drops]")
+{
+	run_scenario("damaged datagrams found by recvmsg() and by poll(): each sender's drops exact");
+}
+
+namespace {
+
+// Whether the kernel gives drops a reason (5.17+), which tells a datagram
+// no socket listened for (NoPorts) from the others.
+bool kernel_has_drop_reasons()
+{
+	std::unique_ptr<btf, void (*)(btf *)> vmlinux(btf__load_vmlinux_btf(), btf__free);
+	if (!vmlinux)
+		return false;
+	const int id = btf__find_by_name_kind(vmlinux.get(), "skb_drop_reason", BTF_KIND_ENUM);
+	if (id < 0)
+		return false;
+	const btf_type *t = btf__type_by_id(vmlinux.get(), id);
+	const struct btf_enum *e = btf_enum(t);
+	for (int i = 0; i < btf_vlen(t); i++, e++)
+		if (std::string(btf__name_by_offset(vmlinux.get(), e->name_off)) ==
+		    "SKB_DROP_REASON_NO_SOCKET")
+			return true;
+	return false;
+}
+
+} // namespace
+
+TEST_CASE("datagrams to a port no socket listens on count in no_listener, as the kernel's NoPorts",
+	  "[accuracy][drops][no_listener]")
+{
+	testutil::enter_fresh_netns();
+	std::uint16_t port;
+	{
+		Udp gone = scenarios::bound(scenarios::kIpv4);
+		port = gone.local().port();
+	}
+	// They belong to no process: the port is what the tracer is told to watch.
+	udpintercept::Options options;
+	options.port = port;
+	Recorder rec(options);
+	const auto before = accuracy::Mib::read();
+	Udp s4 = scenarios::bound(scenarios::kIpv4), s6 = scenarios::bound(scenarios::kIpv6);
+	for (int i = 0; i < 5; i++)
+		s4.send_to(SockAddr::parse("127.0.0.1", port), 10);
+	for (int i = 0; i < 3; i++)
+		s6.send_to(SockAddr::parse("::1", port), 10);
+	const auto after = accuracy::Mib::read();
+	CHECK((after.v4 - before.v4).no_ports == 5);
+	CHECK((after.v6 - before.v6).no_ports == 3);
+	const std::uint64_t want = kernel_has_drop_reasons() ? 8 : 0;
+	rec.pump_until([&] { return rec.tracer().stats().no_listener >= want; });
+	rec.stop();
+	CHECK(rec.tracer().stats().no_listener == want);
+	// The senders' own flows are there, with what they sent.
+	const auto flows = rec.last_by_flow();
+	CHECK(flows.at({testutil::endpoint(s4.local()), "127.0.0.1:" + std::to_string(port)}).tx_packets ==
+	      5);
+	CHECK(flows.at({testutil::endpoint(s6.local()), "::1:" + std::to_string(port)}).tx_packets == 3);
+}
+
+TEST_CASE("drops on a socket no process was seen using are charged to pid 0 and no command",
+	  "[accuracy][drops]")
+{
+	testutil::enter_fresh_netns();
+	Udp r = scenarios::bound(scenarios::kIpv6), s = scenarios::bound(scenarios::kIpv6);
+	const int small = 4096;
+	REQUIRE(setsockopt(r.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) == 0);
+	// No task filter: a socket with no known user passes none.
+	Recorder rec;
+	for (int i = 0; i < 100; i++)
+		s.send_to(r.local(), 200);
+	const std::uint64_t drops = testutil::socket_drops(r.fd());
+	REQUIRE(drops > 0);
+	rec.stop();
+	const auto e = rec.last_of({testutil::endpoint(r.local()), testutil::endpoint(s.local())});
+	REQUIRE(e);
+	CHECK(e->rx_drops == drops);
+	CHECK(e->rx_packets == 0);
+	CHECK(e->pid == 0);
+	CHECK(e->uid == 0);
+	CHECK(e->comm.empty());
+	// The sender's flow is its own.
+	const auto out = rec.last_of({testutil::endpoint(s.local()), testutil::endpoint(r.local())});
+	REQUIRE(out);
+	CHECK(out->pid == static_cast<std::uint32_t>(getpid()));
 }

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -81,6 +82,15 @@ inline void enter_fresh_netns()
 	if (ioctl(fd, SIOCSIFFLAGS, &ifr) != 0)
 		die("SIOCSIFFLAGS lo");
 	close(fd);
+}
+
+/// The calling thread's command, as the kernel reports it (`comm`).
+inline std::string own_comm()
+{
+	std::ifstream in("/proc/thread-self/comm");
+	std::string comm;
+	std::getline(in, comm);
+	return comm;
 }
 
 /// Inode number of the calling thread's network namespace (the tracer's `netns`).
@@ -233,6 +243,49 @@ struct FlowName {
 inline std::string endpoint(const SockAddr &a)
 {
 	return a.ip() + ":" + std::to_string(a.port());
+}
+
+/// The socket's drops as the kernel counts them: the last column of its line
+/// in /proc/net/udp or udp6 (of the calling thread's network namespace).
+inline std::uint64_t socket_drops(int fd)
+{
+	struct stat st {};
+	if (fstat(fd, &st) != 0)
+		die("fstat");
+	for (const char *table : {"/proc/net/udp", "/proc/net/udp6"}) {
+		std::ifstream in(table);
+		std::string line;
+		std::getline(in, line); // the titles
+		while (std::getline(in, line)) {
+			std::vector<std::string> fields;
+			std::size_t i = 0;
+			while (i < line.size()) {
+				const std::size_t start = line.find_first_not_of(' ', i);
+				if (start == std::string::npos)
+					break;
+				i = line.find(' ', start);
+				fields.push_back(line.substr(start, i == std::string::npos ? i : i - start));
+			}
+			// sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+			if (fields.size() >= 13 && fields[9] == std::to_string(st.st_ino))
+				return std::stoull(fields.back());
+		}
+	}
+	throw std::runtime_error("no line for inode " + std::to_string(st.st_ino) + " in /proc/net/udp{,6}");
+}
+
+/// Datagrams every CPU's input backlog dropped before any protocol saw them
+/// (the second column of /proc/net/softnet_stat, summed; machine-wide).
+inline std::uint64_t softnet_dropped()
+{
+	std::ifstream in("/proc/net/softnet_stat");
+	std::string processed, dropped, rest;
+	std::uint64_t sum = 0;
+	while (in >> processed >> dropped) {
+		sum += std::stoull(dropped, nullptr, 16);
+		std::getline(in, rest);
+	}
+	return sum;
 }
 
 /// One flat JSON object of the CLI's --json output: strings and integers.

@@ -89,6 +89,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
 	FUZZ_CHECK(json_string_field(json, "cgroup") == replaced(e.cgroup));
 	FUZZ_CHECK(json_string_field(json, "container_id") == replaced(e.container_id));
 	FUZZ_CHECK(json.find("\"tx_bytes\":" + std::to_string(e.tx_bytes) + ",") != std::string::npos);
+	FUZZ_CHECK(json.find("\"rx_drops\":" + std::to_string(e.rx_drops) + "}") != std::string::npos);
 	FUZZ_CHECK(json.find("\"time_ns\":" + std::to_string(e.time.time_since_epoch().count()) + ",") !=
 		   std::string::npos);
 	const std::string text = to_text(e);

@@ -68,6 +68,7 @@ public:
 		e.socket_id = take<std::uint64_t>();
 		e.comm = text(64);
 		e.container_id = text(96);
+		e.rx_drops = take<std::uint64_t>(); // after the texts, so that the seeds keep their meaning
 		e.cgroup = rest();
 		return e;
 	}

@@ -5,6 +5,7 @@
 // kernel offers is compared.
 #include <catch2/catch.hpp>
 
+#include <linux/filter.h>
 #include <netinet/udp.h>
 #include <sstream>
 
@@ -71,6 +72,19 @@ void traffic()
 	hub.send_to(peers[0].local(), 450);
 	for (int i = 0; i < 5; i++)
 		peers[0].recv_from();
+
+	// Drops: a socket that served one datagram, then filters out everything,
+	// from a sender it read and from one it never did.
+	Udp filtered = at("127.0.0.1", 41010);
+	peers[1].send_to(filtered.local(), 5);
+	filtered.recv_from();
+	sock_filter drop_all[] = {BPF_STMT(BPF_RET | BPF_K, 0)};
+	const sock_fprog prog{1, drop_all};
+	REQUIRE(setsockopt(filtered.fd(), SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) == 0);
+	for (int i = 0; i < 3; i++)
+		peers[1].send_to(filtered.local(), 6);
+	for (int i = 0; i < 2; i++)
+		peers[2].send_to(filtered.local(), 7);
 }
 
 // Flows with their counters, one line each, sorted: comparable across backends.
@@ -87,8 +101,8 @@ std::string run_under(Backend b, bool sends_at_tracepoint = false)
 	std::ostringstream out;
 	for (const auto &[name, e] : rec.last_by_flow())
 		out << to_string(e.family) << ' ' << name.local << " -> " << name.remote << " tx "
-		    << e.tx_packets << '/' << e.tx_bytes << " rx " << e.rx_packets << '/' << e.rx_bytes << ' '
-		    << to_string(e.kind) << '\n';
+		    << e.tx_packets << '/' << e.tx_bytes << " rx " << e.rx_packets << '/' << e.rx_bytes
+		    << " drops " << e.rx_drops << ' ' << to_string(e.kind) << '\n';
 	out << "peer_unknown " << rec.tracer().stats().peer_unknown << '\n';
 	return out.str();
 }
@@ -129,9 +143,14 @@ TEST_CASE("every backend gives the same flows and counters for the same traffic"
 
 	const std::string reference = run_under(backends.front());
 	INFO("under " << to_string(backends.front()) << ":\n" << reference);
-	// 14 flows: both ends of the two connected pairs, the hub and its three peers, the
-	// zero-length and IPv4-mapped senders to s4; then the peer_unknown line.
-	CHECK(std::count(reference.begin(), reference.end(), '\n') == 15);
+	// 18 flows: both ends of the two connected pairs, the hub and its three peers, the
+	// zero-length and IPv4-mapped senders to s4, the filtered socket's two senders both
+	// ways; then the peer_unknown line.
+	CHECK(std::count(reference.begin(), reference.end(), '\n') == 19);
+	CHECK(reference.find("127.0.0.1:41010 -> 127.0.0.1:41007 tx 0/0 rx 1/5 drops 3") !=
+	      std::string::npos);
+	CHECK(reference.find("127.0.0.1:41010 -> 127.0.0.1:41008 tx 0/0 rx 0/0 drops 2") !=
+	      std::string::npos);
 	CHECK(reference.find("peer_unknown 0") != std::string::npos);
 	for (std::size_t i = 1; i < backends.size(); i++) {
 		INFO("backend " << to_string(backends[i]));
@@ -147,6 +166,6 @@ TEST_CASE("the tracepoint backend's two send paths give the same flows and count
 	}
 	const std::string egress = run_under(Backend::tracepoint);
 	INFO("sends at cgroup_skb/egress (or the kernel's only path):\n" << egress);
-	CHECK(std::count(egress.begin(), egress.end(), '\n') == 15);
+	CHECK(std::count(egress.begin(), egress.end(), '\n') == 19);
 	CHECK(run_under(Backend::tracepoint, true) == egress);
 }

@@ -5,9 +5,10 @@
   prometheus  A real Prometheus server scrapes the CLI every second while
               udpi-traffic runs every scenario of the accuracy tier from a
               cgroup named as Docker names a container; the server's sums by
-              comm (and by family, and by container) of the four flow
-              counters must equal the generator's ledger exactly, with one
-              series per family; promtool must accept the exposition.
+              comm (and by family, and by container) of the five flow
+              counters (drops among them) must equal the generator's
+              ledger exactly, with one series per family; promtool must
+              accept the exposition.
   tsan        The CLI built with ThreadSanitizer serves scrapes and /health
               from civetweb's threads while its tracer thread aggregates the
               generator's traffic; the exposition's sums must equal the
@@ -39,6 +40,7 @@ COUNTERS = {
     "udpintercept_sent_datagrams_total": "sent_datagrams",
     "udpintercept_received_bytes_total": "received_bytes",
     "udpintercept_received_datagrams_total": "received_datagrams",
+    "udpintercept_received_drops_total": "received_drops",
 }
 
 
@@ -351,7 +353,7 @@ def test_prometheus(args):
         for name in ("udpintercept_flows_active", "udpintercept_snapshots_lost_total",
                      "udpintercept_untracked_flows_total", "udpintercept_untracked_datagrams_total",
                      "udpintercept_untracked_bytes_total", "udpintercept_peer_unknown_total",
-                     "udpintercept_series_overflow_total"):
+                     "udpintercept_no_listener_datagrams_total", "udpintercept_series_overflow_total"):
             if len(prom.query(name)) != 1:
                 raise Failure(f"{name} is not exported")
         if value(prom.query("udpintercept_series_overflow_total")[0]) != 0:

@@ -29,7 +29,8 @@ std::string json(const accuracy::Counts &c)
 	return "{\"sent_datagrams\":" + std::to_string(c.tx_packets) +
 	       ",\"sent_bytes\":" + std::to_string(c.tx_bytes) +
 	       ",\"received_datagrams\":" + std::to_string(c.rx_packets) +
-	       ",\"received_bytes\":" + std::to_string(c.rx_bytes) + "}";
+	       ",\"received_bytes\":" + std::to_string(c.rx_bytes) +
+	       ",\"received_drops\":" + std::to_string(c.rx_drops) + "}";
 }
 
 void add(accuracy::Counts &sum, const accuracy::Counts &c)
@@ -38,6 +39,7 @@ void add(accuracy::Counts &sum, const accuracy::Counts &c)
 	sum.tx_bytes += c.tx_bytes;
 	sum.rx_packets += c.rx_packets;
 	sum.rx_bytes += c.rx_bytes;
+	sum.rx_drops += c.rx_drops;
 }
 
 // One round of the scenarios, summed into v4 and v6; returns how many ran.
@@ -58,7 +60,10 @@ int run_round(const std::set<std::string> &only, accuracy::Counts &v4, accuracy:
 			const bool out_ok =
 				s.check == accuracy::MibCheck::receive_side ||
 				(l.out4 == after.out4 - before.out4 && l.out6 == after.out6 - before.out6);
-			if (!out_ok || l.in4 != after.in4 - before.in4 || l.in6 != after.in6 - before.in6)
+			const std::uint64_t in_errors =
+				(after.v4 - before.v4).in_errors + (after.v6 - before.v6).in_errors;
+			if (!out_ok || l.in4 != after.in4 - before.in4 || l.in6 != after.in6 - before.in6 ||
+			    l.drops4 + l.drops6 != in_errors)
 				throw scenarios::Failure(s.name + " (" + f.loopback +
 							 "): the ledger disagrees with the UDP MIB");
 			add(v4, l.v4);

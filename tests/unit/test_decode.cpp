@@ -39,6 +39,7 @@ TEST_CASE("an IPv4 record decodes to an IPv4 event", "[decode]")
 	flow.tx_packets = 7;
 	flow.rx_bytes = 5;
 	flow.rx_packets = 1;
+	flow.rx_drops = 9;
 	flow.pid = 1234;
 	flow.uid = 1000;
 	flow.netns = 4026531840u;
@@ -57,6 +58,7 @@ TEST_CASE("an IPv4 record decodes to an IPv4 event", "[decode]")
 	CHECK(e.tx_packets == 7);
 	CHECK(e.rx_bytes == 5);
 	CHECK(e.rx_packets == 1);
+	CHECK(e.rx_drops == 9);
 	CHECK(e.pid == 1234);
 	CHECK(e.uid == 1000);
 	CHECK(e.comm == "dig");

@@ -33,6 +33,7 @@ Event sample()
 	e.tx_packets = 5;
 	e.rx_bytes = 0;
 	e.rx_packets = 0;
+	e.rx_drops = 3;
 	return e;
 }
 
@@ -44,10 +45,10 @@ TEST_CASE("JSON carries exactly the data model's field names", "[format]")
 	std::vector<std::string> names;
 	for (const auto &kv : obj)
 		names.push_back(kv.first);
-	std::vector<std::string> expected = {"event",    "time_ns",    "time",     "pid",          "uid",
-					     "comm",     "cgroup_id",  "cgroup",   "container_id", "netns",
-					     "family",   "saddr",      "sport",    "daddr",        "dport",
-					     "tx_bytes", "tx_packets", "rx_bytes", "rx_packets"};
+	std::vector<std::string> expected = {
+		"event",  "time_ns",      "time",       "pid",      "uid",        "comm",    "cgroup_id",
+		"cgroup", "container_id", "netns",      "family",   "saddr",      "sport",   "daddr",
+		"dport",  "tx_bytes",     "tx_packets", "rx_bytes", "rx_packets", "rx_drops"};
 	std::sort(expected.begin(), expected.end());
 	CHECK(names == expected);
 	CHECK(obj.at("event") == "close");
@@ -62,6 +63,7 @@ TEST_CASE("JSON carries exactly the data model's field names", "[format]")
 	CHECK(obj.at("dport") == "6000");
 	CHECK(obj.at("tx_bytes") == "385");
 	CHECK(obj.at("tx_packets") == "5");
+	CHECK(obj.at("rx_drops") == "3");
 	Event expired = sample();
 	expired.kind = EventKind::expire;
 	CHECK(testutil::parse_json_line(to_json(expired)).at("event") == "expire");
@@ -84,9 +86,10 @@ TEST_CASE("the text form names the event, the process and both endpoints", "[for
 	CHECK(line.find("[::1]:5000") != std::string::npos);
 	CHECK(line.find("[::1]:6000") != std::string::npos);
 	CHECK(line.find("5/385") != std::string::npos);
+	CHECK(line.find("0/0        3 ") != std::string::npos); // received, then the drops
 	CHECK(line.find('\x01') == std::string::npos);          // control characters never reach a terminal
 	CHECK(line.find(" 0123456789ab") != std::string::npos); // the container, shortened as docker does
-	CHECK(text_header().find("CONTAINER") != std::string::npos);
+	CHECK(text_header().find("RX drops CONTAINER") != std::string::npos);
 }
 
 TEST_CASE("JSON strings stay valid UTF-8 whatever bytes a comm or a cgroup path holds", "[format]")

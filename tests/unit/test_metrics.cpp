@@ -107,6 +107,25 @@ TEST_CASE("a series sums its flows' cumulative snapshots; closed flows stay in i
 	CHECK(m.snapshot().series[0].counters == FlowCounters{326, 8, 60, 3});
 }
 
+TEST_CASE("drops are counted like the other counters, also on a flow of drops only", "[metrics]")
+{
+	FlowMetrics m;
+	Event received = snap(EventKind::update, 1, 2, 0, 0, 40, 2);
+	received.rx_drops = 5;
+	m.add(received);
+	// A sender none of whose datagrams got in: its flow carries drops only.
+	Event dropped = snap(EventKind::update, 1, 3, 0, 0);
+	dropped.rx_drops = 7;
+	m.add(dropped);
+	dropped.kind = EventKind::close;
+	dropped.rx_drops = 9;
+	m.add(dropped);
+	const auto s = m.snapshot();
+	REQUIRE(s.series.size() == 1);
+	CHECK(s.series[0].counters == FlowCounters{0, 0, 40, 2, 14});
+	CHECK(s.open_flows == 1);
+}
+
 TEST_CASE("the container label is the container id, else the cgroup path", "[metrics]")
 {
 	FlowMetrics m;

@@ -15,6 +15,9 @@ setpriv=$5
 # sock_send_length tracepoint; all three have BTF trampolines and kprobes.
 # On these, `auto` is checked by the backend it chooses (auto-chooses-*),
 # whose tiers run in full: its CLI tier again would add a minute a kernel.
+# 6.12 frees a datagram a receive finds damaged with no drop reason, so the
+# tracepoint backend cannot see those drops there (README's limits).
+checksum_unseen=""
 case "$UDPI_VM_KERNEL" in
 5.10 | 6.1)
 	backends="fentry kprobe"
@@ -27,6 +30,7 @@ case "$UDPI_VM_KERNEL" in
 	compare="fentry kprobe tracepoint"
 	lacking=""
 	auto_expected="fentry"
+	checksum_unseen="tracepoint"
 	;;
 *)
 	backends="auto"
@@ -75,7 +79,11 @@ for b in $backends; do
 		continue
 	fi
 	run "integration-$b" "$b" "$itest" --cli "$cli" '[flows],[filters],[cli],[backend]'
+	if [ "$b" = "$checksum_unseen" ]; then
+		export UDPI_TEST_CHECKSUM_DROPS_UNSEEN=1
+	fi
 	run "accuracy-$b" "$b" "$atest" "~[host]" # real clients (dig, dnsmasq) are the host's
+	unset UDPI_TEST_CHECKSUM_DROPS_UNSEEN
 	# As nobody with the three capabilities (each removed in turn); the
 	# privileges the kernel asks for differ by backend.
 	run "privileges-$b" "$b" "$ptest" --cli "$cli" --setpriv "$setpriv"
