@@ -78,7 +78,7 @@ int cg_skb_ingress(struct __sk_buff *skb)
 	struct udpi_peer p = {};
 	struct rx_ring *r;
 	struct sock *sk;
-	__u64 n, payload;
+	__u64 n, head, payload;
 
 	if (!bsk)
 		return 1;
@@ -98,7 +98,18 @@ int cg_skb_ingress(struct __sk_buff *skb)
 	if (!r)
 		return 1;
 	n = __sync_fetch_and_add(&r->tail, 1);
-	if (n - *(volatile __u64 *)&r->head < UDPI_RX_RING) {
+	/*
+	 * head is the consumer's, written at every receive: reading it for every
+	 * note would move its cache line between the CPUs each time. The copy
+	 * on the producer's line is never ahead of it, so a ring that looks
+	 * full by the copy is checked again by head itself.
+	 */
+	head = *(volatile __u64 *)&r->head_seen;
+	if (n - head >= UDPI_RX_RING) {
+		head = *(volatile __u64 *)&r->head;
+		*(volatile __u64 *)&r->head_seen = head;
+	}
+	if (n - head < UDPI_RX_RING) {
 		/* The slot's last note was taken: head has passed it. */
 		struct rx_entry *e = &r->e[n % UDPI_RX_RING];
 

@@ -48,7 +48,9 @@ struct rx_ring {
 	__u64 discard;
 	__u64 consumer_pad[5];
 	__u64 tail; /* next arrival number to note */
-	__u64 producer_pad[7];
+	/* head as a producer last read it (never ahead of head): read again only when the ring looks full */
+	__u64 head_seen;
+	__u64 producer_pad[6];
 	struct rx_entry e[UDPI_RX_RING];
 };
 
@@ -117,14 +119,17 @@ static __always_inline bool rx_ring_take(struct sock *sk, struct udpi_peer *p)
 		struct rx_spilled *s;
 		struct rx_entry e;
 
-		if (n >= *(volatile __u64 *)&r->tail)
-			return false; /* arrived before tracking began */
 		/*
 		 * The slot is copied before head moves on: the producer reuses it
-		 * only once head has passed it. Two readers of one socket take
-		 * turns through the compare-and-swap.
+		 * only once head has passed it. A slot that carries this arrival's
+		 * number is its note (written before the datagram was queued), so
+		 * the producer's counter, on the producer's cache line, is read
+		 * only when it does not. Two readers of one socket take turns
+		 * through the compare-and-swap.
 		 */
 		__builtin_memcpy(&e, &r->e[n % UDPI_RX_RING], sizeof(e));
+		if (e.seq != n + 1 && n >= *(volatile __u64 *)&r->tail)
+			return false; /* arrived before tracking began */
 		if (__sync_val_compare_and_swap(&r->head, n, n + 1) != n)
 			continue;
 		if (e.seq == n + 1) {
@@ -171,7 +176,8 @@ struct csum_drops {
 
 UDPI_ARRIVALS struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
+	/* threads with failures waiting at once (304 bytes each, preallocated) */
+	__uint(max_entries, 1024);
 	__type(key, __u64); /* pid_tgid of the reading thread */
 	__type(value, struct csum_drops);
 } csum_drops SEC(".maps");

@@ -335,35 +335,50 @@ SEC("raw_tp/sock_recv_length")
 int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 {
 	struct udpi_peer p = {}, noted = {};
-	bool have, connected = false;
+	bool have, read = false, connected = false;
 	__be16 dport = 0;
 	__u16 family = 0;
 
 	have = take_stash(false, sk, &p, &connected);
-	if (!have && !udpi_sk_is_udp_dgram(sk))
+	/* This CPU's socket cache holds UDP sockets only: a hit spares reading the socket's type. */
+	if (!have && !sock_cache_of((__u64)sk) && !udpi_sk_is_udp_dgram(sk))
 		return 0;
-	if (!have) {
-		udpi_sk_dport_family(sk, &dport, &family);
-		if (family != UDPI_AF_INET && family != UDPI_AF_INET6)
-			return 0;
-		connected = dport != 0;
-	}
 	/* Also after an error: a receive that found only damaged datagrams fails. */
-	if (*(volatile __u64 *)&csum_drops_waiting)
-		settle_csum_drops(sk, connected);
+	if (*(volatile __u64 *)&csum_drops_waiting) {
+		bool has_peer = connected;
+
+		if (!have) {
+			udpi_sk_dport_family(sk, &dport, &family);
+			read = true;
+			has_peer = dport != 0;
+		}
+		settle_csum_drops(sk, has_peer);
+	}
 	if (ret < 0 || (flags & (UDPI_MSG_PEEK | UDPI_MSG_ERRQUEUE)) || task_filtered_out())
 		return 0; /* errors, peeks and the error queue consume no datagram */
-	/* Every receive on an unconnected socket takes its note, named or not. */
+	/*
+	 * Every receive of a noted datagram takes its note, named or not. A
+	 * recv() without an address asks the notes before the socket: only
+	 * datagrams queued while the socket had no peer are noted, so a note
+	 * names the sender also when the socket has connected since, and a
+	 * socket with none is read only then.
+	 */
 	if (!connected && rx_ring_take(sk, &noted) && !have) {
 		p = noted;
 		have = true;
 	}
-	if (!have && !sk_peer_of(sk, family, dport, &p)) {
-		/* recv() without an address of a datagram whose sender was not noted */
-		stat_add(UDPI_STAT_PEER_UNKNOWN, 1);
-		p.family = family;
-		if (!arrivals_asked)
-			ask_for_arrivals();
+	if (!have) {
+		if (!read)
+			udpi_sk_dport_family(sk, &dport, &family);
+		if (family != UDPI_AF_INET && family != UDPI_AF_INET6)
+			return 0;
+		if (!sk_peer_of(sk, family, dport, &p)) {
+			/* recv() without an address of a datagram whose sender was not noted */
+			stat_add(UDPI_STAT_PEER_UNKNOWN, 1);
+			p.family = family;
+			if (!arrivals_asked)
+				ask_for_arrivals();
+		}
 	}
 	count_receive(sk, &p, (__u64)ret);
 	return 0;

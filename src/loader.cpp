@@ -189,6 +189,8 @@ void configure_tracepoint(Configuration &c)
 	     {progs.tp_send_length, progs.cg_sendmsg4, progs.cg_sendmsg6, progs.tp_net_dev_queue})
 		bpf_program__set_autoload(p, !ro->send_at_egress);
 	bpf_program__set_autoload(progs.cg_skb_egress, ro->send_at_egress);
+	if (ro->send_at_egress)
+		shrink(c.skel.maps.gso_notes); // only tp_net_dev_queue notes GSO sends
 	c.log(ro->send_at_egress
 		      ? "sends counted at cgroup_skb/egress"
 		      : "sends counted at sock_send_length (with cgroup sendmsg hooks and net_dev_queue)");

@@ -425,6 +425,29 @@ void recvfrom_then_recv(Ledger &l, Observer &, const Fam &f)
 	}
 }
 
+// A socket that connect()s with other senders' datagrams still queued reads
+// them with recv(): each is its sender's, not the new peer's; then its
+// peer's.
+void connect_with_queue(Ledger &l, Observer &, const Fam &f)
+{
+	Udp server = bound(f), a = bound(f), b = bound(f), c = bound(f);
+	for (int i = 0; i < 2; i++) {
+		a.send_to(server.local(), 23);
+		l.sent(a.local(), server.local(), 23);
+		b.send_to(server.local(), 24);
+		l.sent(b.local(), server.local(), 24);
+	}
+	const SockAddr self = server.local();
+	server.connect(c.local());
+	for (int i = 0; i < 2; i++) {
+		l.received(self, a.local(), server.recv());
+		l.received(self, b.local(), server.recv());
+	}
+	c.send_to(self, 25);
+	l.sent(c.local(), self, 25);
+	l.received(self, c.local(), server.recv());
+}
+
 // The endpoint as the tracer names it: IPv4-mapped addresses are IPv4.
 SockAddr as_traced(const SockAddr &a)
 {
@@ -903,6 +926,8 @@ const std::vector<Scenario> &all()
 		 MibCheck::both_sides, false, deep_queue},
 		{"a socket that read with recvfrom() for long, then recv(), stays exact", kBoth,
 		 MibCheck::both_sides, false, recvfrom_then_recv},
+		{"a socket connected with other senders' datagrams queued reads each as its sender's", kBoth,
+		 MibCheck::both_sides, false, connect_with_queue},
 		{"connected sockets report the local address getsockname() gives", kBoth,
 		 MibCheck::both_sides, false, connected_ways},
 		{"a multicast group on lo: each member's flows exact",

@@ -162,6 +162,12 @@ TEST_CASE("a socket that read with recvfrom() for long, then recv(), stays exact
 	run_scenario("a socket that read with recvfrom() for long, then recv(), stays exact");
 }
 
+TEST_CASE("a socket connected with other senders' datagrams queued reads each as its sender's",
+	  "[accuracy][recv][connect]")
+{
+	run_scenario("a socket connected with other senders' datagrams queued reads each as its sender's");
+}
+
 TEST_CASE("connected sockets report the local address getsockname() gives", "[accuracy][connect]")
 {
 	run_scenario("connected sockets report the local address getsockname() gives");
