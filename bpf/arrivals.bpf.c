@@ -247,7 +247,7 @@ int BPF_PROG(tp_kfree_skb, struct sk_buff *skb)
 		csum_drop_wait(skb);
 		return 0;
 	}
-	if (!on_kfree_skb(ctx, skb, sk) || !mine || last->sk != (__u64)sk)
+	if (!on_kfree_skb(ctx, skb, sk, true) || !mine || last->sk != (__u64)sk)
 		return 0;
 	last->skb = 0;
 	if (last->seq != UDPI_NO_NOTE)

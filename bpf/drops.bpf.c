@@ -21,6 +21,6 @@ int BPF_PROG(tp_kfree_skb_drop, struct sk_buff *skb)
 		sk = drop_window_of(UDPI_WINDOW_DEQUEUE, skb);
 	if (!sk)
 		sk = drop_window_of(UDPI_WINDOW_RECEIVE, skb);
-	on_kfree_skb(ctx, skb, sk);
+	on_kfree_skb(ctx, skb, sk, false);
 	return 0;
 }

@@ -98,18 +98,29 @@ static __always_inline void drop_sender(struct sock *sk, struct sk_buff *skb, st
 }
 
 /*
+ * The tracepoint backend's drops' flow update (tracepoint.bpf.c), a global
+ * function that the verifier checks once per program. Global functions take
+ * pointer arguments since 5.12 ("bpf: Support pointers in global func
+ * args"), so the other backends, which run on 5.10, update inline.
+ */
+extern int count_drops(__u64 skaddr, const struct udpi_peer *p, __u32 n);
+
+/*
  * skb, for sk, was discarded; true if it was sk's drop. Tunnel sockets
  * (encap_rcv: ESP, L2TP, WireGuard, VXLAN, ...) belong to the kernel, whose
  * frees of their datagrams are the tunnel's business, not the socket's drops.
  */
-static __always_inline bool count_drop(struct sock *sk, struct sk_buff *skb)
+static __always_inline bool count_drop(struct sock *sk, struct sk_buff *skb, bool global_update)
 {
 	struct udpi_peer p = {};
 
 	if (!udpi_sk_is_udp_dgram(sk) || udpi_udp_encap_type(sk))
 		return false;
 	drop_sender(sk, skb, &p);
-	handle_drops(sk, &p, 1);
+	if (global_update)
+		count_drops((__u64)sk, &p, 1);
+	else
+		handle_drops(sk, &p, 1);
 	return true;
 }
 
@@ -149,12 +160,13 @@ static __always_inline void count_no_listener(struct sk_buff *skb)
 
 /*
  * The kfree_skb tracepoint (ctx) freed skb, a drop; sk is the socket it was
- * for, if known. Returns whether it was counted as sk's drop.
+ * for, if known. Returns whether it was counted as sk's drop. global_update:
+ * count it through count_drops() (the tracepoint backend only).
  */
-static __always_inline bool on_kfree_skb(__u64 *ctx, struct sk_buff *skb, struct sock *sk)
+static __always_inline bool on_kfree_skb(__u64 *ctx, struct sk_buff *skb, struct sock *sk, bool global_update)
 {
 	if (sk)
-		return count_drop(sk, skb);
+		return count_drop(sk, skb, global_update);
 	if (kfree_skb_reason_of(ctx) == UDPI_DROP_REASON(SKB_DROP_REASON_NO_SOCKET))
 		count_no_listener(skb);
 	return false;

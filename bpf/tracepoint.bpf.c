@@ -274,11 +274,22 @@ struct csum_settling {
 };
 
 /*
- * One waiting entry (a bpf_loop() callback, 5.17+: the flow update is
- * verified once, not once per entry).
+ * The drops' flow update, as a global function: the verifier checks it once,
+ * not on each of its passes over the bpf_loop() callback below until their
+ * states converge (most of the receive program's verification before).
  */
+__noinline int count_drops(__u64 skaddr, const struct udpi_peer *p, __u32 n)
+{
+	if (!p)
+		return 0;
+	handle_drops((struct sock *)skaddr, p, n);
+	return 0;
+}
+
+/* One waiting entry (a bpf_loop() callback, 5.17+). */
 static long csum_settle_one(__u32 i, struct csum_settling *s)
 {
+	struct udpi_peer peer;
 	struct csum_drop *e;
 
 	if (i >= UDPI_CSUM_WAITING)
@@ -290,14 +301,25 @@ static long csum_settle_one(__u32 i, struct csum_settling *s)
 		s->waiting = true;
 		return 0;
 	}
-	handle_drops(s->sk, &e->peer, e->count);
+	peer = e->peer;
+	count_drops((__u64)s->sk, &peer, e->count);
 	s->settled += e->count;
 	e->count = 0;
 	return 0;
 }
 
+/* Whether the socket has a connected peer (its remote port is set). */
+static __always_inline bool sk_has_peer(struct sock *sk)
+{
+	__be16 dport;
+	__u16 family;
+
+	udpi_sk_dport_family(sk, &dport, &family);
+	return dport != 0;
+}
+
 /* sk's receive in this thread settles the checksum failures waiting for it. */
-static __always_inline void settle_csum_drops(struct sock *sk, bool connected)
+static __always_inline void settle_csum_drops(struct sock *sk, bool known, bool connected)
 {
 	__u64 tid = bpf_get_current_pid_tgid();
 	struct csum_settling s = {sk, bpf_map_lookup_elem(&csum_drops, &tid), 0, 0, false};
@@ -307,7 +329,8 @@ static __always_inline void settle_csum_drops(struct sock *sk, bool connected)
 		return;
 	s.port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	bpf_loop(UDPI_CSUM_WAITING, csum_settle_one, &s, 0);
-	if (s.settled && !connected) {
+	/* Asked of the socket only now, after the loop: its callback is verified once. */
+	if (s.settled && !(known ? connected : sk_has_peer(sk))) {
 		__u64 skaddr = (__u64)sk;
 
 		r = bpf_map_lookup_elem(&rx_rings, &skaddr);
@@ -335,7 +358,7 @@ SEC("raw_tp/sock_recv_length")
 int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 {
 	struct udpi_peer p = {}, noted = {};
-	bool have, read = false, connected = false;
+	bool have, connected = false;
 	__be16 dport = 0;
 	__u16 family = 0;
 
@@ -344,41 +367,26 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 	if (!have && !sock_cache_of((__u64)sk) && !udpi_sk_is_udp_dgram(sk))
 		return 0;
 	/* Also after an error: a receive that found only damaged datagrams fails. */
-	if (*(volatile __u64 *)&csum_drops_waiting) {
-		bool has_peer = connected;
-
-		if (!have) {
-			udpi_sk_dport_family(sk, &dport, &family);
-			read = true;
-			has_peer = dport != 0;
-		}
-		settle_csum_drops(sk, has_peer);
-	}
+	if (*(volatile __u64 *)&csum_drops_waiting)
+		settle_csum_drops(sk, have, connected);
 	if (ret < 0 || (flags & (UDPI_MSG_PEEK | UDPI_MSG_ERRQUEUE)) || task_filtered_out())
 		return 0; /* errors, peeks and the error queue consume no datagram */
-	/*
-	 * Every receive of a noted datagram takes its note, named or not. A
-	 * recv() without an address asks the notes before the socket: only
-	 * datagrams queued while the socket had no peer are noted, so a note
-	 * names the sender also when the socket has connected since, and a
-	 * socket with none is read only then.
-	 */
+	/* Every receive on an unconnected socket takes its note, named or not. */
 	if (!connected && rx_ring_take(sk, &noted) && !have) {
 		p = noted;
 		have = true;
 	}
 	if (!have) {
-		if (!read)
-			udpi_sk_dport_family(sk, &dport, &family);
+		udpi_sk_dport_family(sk, &dport, &family);
 		if (family != UDPI_AF_INET && family != UDPI_AF_INET6)
 			return 0;
-		if (!sk_peer_of(sk, family, dport, &p)) {
-			/* recv() without an address of a datagram whose sender was not noted */
-			stat_add(UDPI_STAT_PEER_UNKNOWN, 1);
-			p.family = family;
-			if (!arrivals_asked)
-				ask_for_arrivals();
-		}
+	}
+	if (!have && !sk_peer_of(sk, family, dport, &p)) {
+		/* recv() without an address of a datagram whose sender was not noted */
+		stat_add(UDPI_STAT_PEER_UNKNOWN, 1);
+		p.family = family;
+		if (!arrivals_asked)
+			ask_for_arrivals();
 	}
 	count_receive(sk, &p, (__u64)ret);
 	return 0;

@@ -416,6 +416,16 @@ void Loader::Impl::configure(const KernelFeatures &kernel)
 	bpf_map__set_max_entries(skel->maps.flows, options.max_flows);
 	bpf_map__set_max_entries(skel->maps.socks, options.max_sockets);
 	bpf_map__set_max_entries(skel->maps.events, options.ring_buffer_bytes);
+	// The socket table and the closes left for user space take memory for
+	// the sockets in use, not for the most there may be, where tracing
+	// programs may use hash maps that are not preallocated: since 6.1, whose
+	// BPF memory allocator (struct bpf_mem_alloc) made it safe ("bpf: Relax
+	// the requirement to use preallocated hash maps in tracing progs");
+	// before, the verifier warns of them. The flow table stays preallocated:
+	// a new flow must not wait for an allocation that can fail.
+	if (kernel.has_type("bpf_mem_alloc", BTF_KIND_STRUCT))
+		for (bpf_map *m : {skel->maps.socks, skel->maps.closed})
+			bpf_map__set_map_flags(m, bpf_map__map_flags(m) | BPF_F_NO_PREALLOC);
 
 	// Only the chosen backend's programs load (and the flush program, which
 	// every backend has); maps only other backends use are not created.
