@@ -20,6 +20,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <thread>
+#include <time.h>
 #include <unistd.h>
 #include <vector>
 
@@ -61,7 +62,12 @@ The JSON line carries: sent/sent_bytes (datagrams and bytes the kernel
 accepted), received/received_bytes, elapsed (seconds from the first send to
 the last datagram received), rate (received datagrams per second), the calls
 used, the ports, and "flows": one entry per (local port, remote port) with
-the counters a tracer should report for it.
+the counters a tracer should report for it. sender_cpu_s and receiver_cpu_s
+are each thread's CPU time (with the softirq work done in its context: on
+loopback a send delivers its datagram before it returns), and
+sender_window_wait_s the time the sender waited for the window: a sender
+that hardly waits bounds the rate, one that waits long is held back by the
+receiver.
 )";
 
 [[noreturn]] void usage_error(const std::string &msg)
@@ -278,6 +284,21 @@ struct Count {
 
 using Clock = std::chrono::steady_clock;
 
+double seconds_since(Clock::time_point t)
+{
+	return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// CPU time of the calling thread, with the softirq work the kernel did in its
+// context (on loopback a send delivers the datagram, with the receive side's
+// hooks, before it returns).
+double thread_cpu_seconds()
+{
+	timespec ts{};
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
 struct Flood {
 	Config cfg;
 	std::vector<int> send_fds, recv_fds;
@@ -301,6 +322,9 @@ struct Flood {
 	std::atomic<std::uint64_t> sent_total{0};
 	std::atomic<bool> receiver_ready{false};
 	Clock::time_point start, last_receive, send_end;
+	// Each thread's CPU time over its loop, and how long the sender waited for
+	// the window: the figures that say which of the two bounds the rate.
+	double sender_cpu = 0, sender_wait = 0, receiver_cpu = 0;
 
 	std::size_t flow_index(std::size_t receiver, std::size_t sender) const
 	{
@@ -368,15 +392,19 @@ struct Flood {
 				// Wait for the receiver only when the window looks full: the
 				// shared counter is read as rarely as possible.
 				if (cfg.window && sent + per_call - seen_received > cfg.window) {
+					const Clock::time_point waiting = Clock::now();
 					unsigned spins = 0;
 					while ((seen_received = received.load(std::memory_order_acquire)),
 					       sent + per_call - seen_received > cfg.window) {
 						if (++spins % 64 == 0) {
-							if (Clock::now() >= deadline)
+							if (Clock::now() >= deadline) {
+								sender_wait += seconds_since(waiting);
 								goto out;
+							}
 							sched_yield();
 						}
 					}
+					sender_wait += seconds_since(waiting);
 				}
 				std::vector<char> &payload = payloads[si];
 				switch (cfg.send) {
@@ -612,11 +640,17 @@ struct Flood {
 
 	void run()
 	{
-		std::thread receiver([this] { receive_loop(); });
+		std::thread receiver([this] {
+			const double cpu = thread_cpu_seconds();
+			receive_loop();
+			receiver_cpu = thread_cpu_seconds() - cpu;
+		});
 		while (!receiver_ready.load(std::memory_order_acquire))
 			std::this_thread::yield();
 		start = Clock::now();
+		const double cpu = thread_cpu_seconds();
 		send_loop();
+		sender_cpu = thread_cpu_seconds() - cpu;
 		receiver.join();
 	}
 
@@ -651,18 +685,20 @@ struct Flood {
 						"\"tx_bytes\":0,\"rx_packets\":{},\"rx_bytes\":{}}}",
 						recv_ports[r], send_ports[s], g.packets, g.bytes));
 			}
-		fmt::print("{{\"pid\":{},\"family\":\"{}\",\"size\":{},\"seconds\":{},\"sockets\":{},"
-			   "\"flows_requested\":{},\"window\":{},\"send_call\":\"{}\",\"recv_call\":\"{}\","
-			   "\"batch\":{},\"sent\":{},\"sent_bytes\":{},"
-			   "\"send_errors\":{},\"send_errno\":{},\"received\":{},\"received_bytes\":{},"
-			   "\"foreign\":{},\"send_seconds\":{:.6f},\"elapsed\":{:.6f},\"rate\":{:.1f},"
-			   "\"sender_ports\":[{}],\"receiver_ports\":[{}],\"flows\":[{}]}}\n",
-			   getpid(), cfg.family == AF_INET ? "ipv4" : "ipv6", cfg.size, cfg.seconds,
-			   cfg.sockets, cfg.flows, cfg.window, name_of(cfg.send), name_of(cfg.recv),
-			   cfg.batch, sent.packets, sent.bytes, send_errors, first_send_errno, got.packets,
-			   got.bytes, foreign, send_seconds, elapsed,
-			   elapsed > 0 ? got.packets / elapsed : 0.0, fmt::join(send_ports, ","),
-			   fmt::join(recv_ports, ","), fmt::join(flows, ","));
+		fmt::print(
+			"{{\"pid\":{},\"family\":\"{}\",\"size\":{},\"seconds\":{},\"sockets\":{},"
+			"\"flows_requested\":{},\"window\":{},\"send_call\":\"{}\",\"recv_call\":\"{}\","
+			"\"batch\":{},\"sent\":{},\"sent_bytes\":{},"
+			"\"send_errors\":{},\"send_errno\":{},\"received\":{},\"received_bytes\":{},"
+			"\"foreign\":{},\"send_seconds\":{:.6f},\"elapsed\":{:.6f},\"rate\":{:.1f},"
+			"\"sender_cpu_s\":{:.6f},\"sender_window_wait_s\":{:.6f},\"receiver_cpu_s\":{:.6f},"
+			"\"sender_ports\":[{}],\"receiver_ports\":[{}],\"flows\":[{}]}}\n",
+			getpid(), cfg.family == AF_INET ? "ipv4" : "ipv6", cfg.size, cfg.seconds, cfg.sockets,
+			cfg.flows, cfg.window, name_of(cfg.send), name_of(cfg.recv), cfg.batch, sent.packets,
+			sent.bytes, send_errors, first_send_errno, got.packets, got.bytes, foreign,
+			send_seconds, elapsed, elapsed > 0 ? got.packets / elapsed : 0.0, sender_cpu,
+			sender_wait, receiver_cpu, fmt::join(send_ports, ","), fmt::join(recv_ports, ","),
+			fmt::join(flows, ","));
 		std::fflush(stdout);
 	}
 };
