@@ -74,7 +74,7 @@ static __always_inline void note_last(struct sock *sk, struct __sk_buff *skb, __
 SEC("cgroup_skb/ingress")
 int cg_skb_ingress(struct __sk_buff *skb)
 {
-	struct bpf_sock *bsk = skb->sk;
+	struct bpf_sock *bsk = SKB(skb, sk);
 	struct udpi_peer p = {};
 	struct rx_ring *r;
 	struct sock *sk;
@@ -83,9 +83,9 @@ int cg_skb_ingress(struct __sk_buff *skb)
 	if (!bsk)
 		return 1;
 	bsk = bpf_sk_fullsock(bsk);
-	if (!bsk || bsk->protocol != UDPI_IPPROTO_UDP)
+	if (!bsk || BPF_SOCK(bsk, protocol) != UDPI_IPPROTO_UDP)
 		return 1;
-	if (bsk->dst_port) {
+	if (BPF_SOCK(bsk, dst_port)) {
 		/* A connected socket's peer is the socket's: no note to take. */
 		if (kfree_skb_arity < 4 && (sk = launder_sk(bsk)))
 			note_last(sk, skb, UDPI_NO_NOTE);

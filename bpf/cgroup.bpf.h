@@ -37,27 +37,27 @@ static __always_inline struct sock *launder_sk(void *p)
  */
 static __always_inline bool skb_udp_end(struct __sk_buff *skb, bool dest, struct udpi_peer *p, __u64 *payload)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct ipv6hdr ip6;
-	struct iphdr ip4;
-	struct udphdr uh;
+	void *data = (void *)(long)SKB(skb, data);
+	void *end = (void *)(long)SKB(skb, data_end);
+	struct udpi_ipv6hdr ip6;
+	struct udpi_iphdr ip4;
+	struct udpi_udphdr uh;
 	__u32 off;
 	__u8 next;
 
 	if (data + sizeof(ip4) <= end)
-		ip4 = *(struct iphdr *)data;
+		ip4 = *(struct udpi_iphdr *)data;
 	else if (bpf_skb_load_bytes(skb, 0, &ip4, sizeof(ip4)))
 		return false;
-	if (ip4.version == 4) {
+	if (ip4.version_ihl >> 4 == 4) {
 		if (ip4.protocol != UDPI_IPPROTO_UDP)
 			return false;
-		off = ip4.ihl * 4;
+		off = (ip4.version_ihl & 0xf) * 4;
 		set_v4(p->addr, dest ? ip4.daddr : ip4.saddr);
 		p->family = UDPI_AF_INET;
-	} else if (ip4.version == 6) {
+	} else if (ip4.version_ihl >> 4 == 6) {
 		if (data + sizeof(ip6) <= end)
-			ip6 = *(struct ipv6hdr *)data;
+			ip6 = *(struct udpi_ipv6hdr *)data;
 		else if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
 			return false;
 		off = sizeof(ip6);
@@ -75,20 +75,20 @@ static __always_inline bool skb_udp_end(struct __sk_buff *skb, bool dest, struct
 		}
 		if (next != UDPI_IPPROTO_UDP)
 			return false;
-		set_v6(p->addr, &p->family, dest ? ip6.daddr.in6_u.u6_addr32 : ip6.saddr.in6_u.u6_addr32);
+		set_v6(p->addr, &p->family, dest ? ip6.daddr : ip6.saddr);
 	} else {
 		return false;
 	}
 	if (off == sizeof(ip4) && data + sizeof(ip4) + sizeof(uh) <= end)
-		uh = *(struct udphdr *)(data + sizeof(ip4));
+		uh = *(struct udpi_udphdr *)(data + sizeof(ip4));
 	else if (off == sizeof(ip6) && data + sizeof(ip6) + sizeof(uh) <= end)
-		uh = *(struct udphdr *)(data + sizeof(ip6));
+		uh = *(struct udpi_udphdr *)(data + sizeof(ip6));
 	else if (bpf_skb_load_bytes(skb, off & 0xffff, &uh, sizeof(uh)))
 		return false;
-	if (skb->len < off + sizeof(uh))
+	if (SKB(skb, len) < off + sizeof(uh))
 		return false;
 	p->port = bpf_ntohs(dest ? uh.dest : uh.source);
-	*payload = skb->len - off - sizeof(uh);
+	*payload = SKB(skb, len) - off - sizeof(uh);
 	return true;
 }
 

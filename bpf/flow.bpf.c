@@ -29,17 +29,17 @@ const struct udpi_pending_record *udpi_btf_pending_record __attribute__((unused)
 
 /*
  * Run by user space with the flow's key as its context (four 64-bit
- * arguments); never attached. Raw tracepoint programs can be run so since
+ * arguments, as a raw tracepoint's); never attached. Raw tracepoint programs can be run so since
  * Linux 5.10 (commit 1b4d60ec162f), the oldest kernel udpintercept supports.
  */
 SEC("raw_tp")
-int flush_flow(struct bpf_raw_tracepoint_args *ctx)
+int flush_flow(__u64 *ctx)
 {
 	struct udpi_flow_key key;
 	struct udpi_flow *f;
 	__u64 now;
 
-	__builtin_memcpy(&key, ctx->args, sizeof(key));
+	__builtin_memcpy(&key, ctx, sizeof(key));
 	f = bpf_map_lookup_elem(&flows, &key);
 	if (!f)
 		return UDPI_FLUSH_GONE;

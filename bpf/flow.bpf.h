@@ -17,6 +17,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "core_fixes.bpf.h"
+#include "fixed.bpf.h"
 #include "maps.bpf.h"
 #include "udpintercept.h"
 

@@ -16,25 +16,25 @@ static __always_inline bool skb_source(struct sk_buff *skb, struct udpi_peer *p)
 	unsigned char *head = BPF_CORE_READ(skb, head);
 	__u16 nh = BPF_CORE_READ(skb, network_header);
 	__u16 th = BPF_CORE_READ(skb, transport_header);
-	struct udphdr uh;
+	struct udpi_udphdr uh;
 	__u8 version;
 
 	if (bpf_probe_read_kernel(&version, 1, head + nh))
 		return false;
 	version >>= 4;
 	if (version == 4) {
-		struct iphdr iph;
+		struct udpi_iphdr iph;
 
 		if (bpf_probe_read_kernel(&iph, sizeof(iph), head + nh))
 			return false;
 		set_v4(p->addr, iph.saddr);
 		p->family = UDPI_AF_INET;
 	} else if (version == 6) {
-		struct ipv6hdr ip6h;
+		struct udpi_ipv6hdr ip6h;
 
 		if (bpf_probe_read_kernel(&ip6h, sizeof(ip6h), head + nh))
 			return false;
-		set_v6(p->addr, &p->family, ip6h.saddr.in6_u.u6_addr32);
+		set_v6(p->addr, &p->family, ip6h.saddr);
 	} else {
 		return false;
 	}
@@ -54,14 +54,14 @@ static __always_inline bool skb_udp_ends(struct sk_buff *skb, struct udpi_peer *
 	unsigned char *head = BPF_CORE_READ(skb, head);
 	__u16 nh = BPF_CORE_READ(skb, network_header);
 	__u16 th = BPF_CORE_READ(skb, transport_header);
-	struct udphdr uh;
+	struct udpi_udphdr uh;
 	__u8 version;
 
 	if (bpf_probe_read_kernel(&version, 1, head + nh))
 		return false;
 	version >>= 4;
 	if (version == 4) {
-		struct iphdr iph;
+		struct udpi_iphdr iph;
 
 		if (bpf_probe_read_kernel(&iph, sizeof(iph), head + nh) || iph.protocol != UDPI_IPPROTO_UDP)
 			return false;
@@ -69,7 +69,7 @@ static __always_inline bool skb_udp_ends(struct sk_buff *skb, struct udpi_peer *
 		set_v4(dst->addr, iph.daddr);
 		src->family = dst->family = UDPI_AF_INET;
 	} else if (version == 6) {
-		struct ipv6hdr ip6h;
+		struct udpi_ipv6hdr ip6h;
 		__u32 off = sizeof(ip6h);
 		__u8 next;
 
@@ -89,8 +89,8 @@ static __always_inline bool skb_udp_ends(struct sk_buff *skb, struct udpi_peer *
 		}
 		if (next != UDPI_IPPROTO_UDP)
 			return false;
-		set_v6(src->addr, &src->family, ip6h.saddr.in6_u.u6_addr32);
-		set_v6(dst->addr, &dst->family, ip6h.daddr.in6_u.u6_addr32);
+		set_v6(src->addr, &src->family, ip6h.saddr);
+		set_v6(dst->addr, &dst->family, ip6h.daddr);
 	} else {
 		return false;
 	}

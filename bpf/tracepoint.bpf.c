@@ -187,7 +187,7 @@ const volatile bool send_at_egress = false;
 SEC("cgroup_skb/egress")
 int cg_skb_egress(struct __sk_buff *skb)
 {
-	struct bpf_sock *bsk = skb->sk;
+	struct bpf_sock *bsk = SKB(skb, sk);
 	struct udpi_peer p = {};
 	struct sock *sk;
 	__u64 bytes, segs;
@@ -195,14 +195,15 @@ int cg_skb_egress(struct __sk_buff *skb)
 	if (!bsk)
 		return 1;
 	bsk = bpf_sk_fullsock(bsk);
-	if (!bsk || bsk->protocol != UDPI_IPPROTO_UDP || bsk->type != UDPI_SOCK_DGRAM || task_filtered_out())
+	if (!bsk || BPF_SOCK(bsk, protocol) != UDPI_IPPROTO_UDP || BPF_SOCK(bsk, type) != UDPI_SOCK_DGRAM ||
+	    task_filtered_out())
 		return 1;
-	segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
+	segs = SKB(skb, gso_segs) > 1 ? SKB(skb, gso_segs) : 1;
 	if (!skb_udp_end(skb, true, &p, &bytes)) {
 		/* headers this program cannot read: counted, not attributed */
 		stat_add(UDPI_STAT_FLOWS_UNTRACKED, 1);
 		stat_add(UDPI_STAT_UNTRACKED_PACKETS, segs);
-		stat_add(UDPI_STAT_UNTRACKED_BYTES, skb->len);
+		stat_add(UDPI_STAT_UNTRACKED_BYTES, SKB(skb, len));
 		return 1;
 	}
 	sk = launder_sk(bsk);
@@ -425,9 +426,9 @@ static __always_inline void put_stash(bool send, const struct udpi_peer_stash *s
 /* Whether the hook's socket has a connected peer (its remote port is set). */
 static __always_inline __u16 ctx_connected(struct bpf_sock_addr *ctx)
 {
-	struct bpf_sock *sk = ctx->sk;
+	struct bpf_sock *sk = SOCK_ADDR(ctx, sk);
 
-	return sk && sk->dst_port;
+	return sk && BPF_SOCK(sk, dst_port);
 }
 
 static __always_inline void stash_v4(bool send, struct bpf_sock_addr *ctx)
@@ -435,11 +436,11 @@ static __always_inline void stash_v4(bool send, struct bpf_sock_addr *ctx)
 	struct udpi_peer_stash st = {};
 
 	/* The sock pointer is only a key here, never dereferenced. */
-	st.sk = (__u64)ctx->sk;
+	st.sk = (__u64)SOCK_ADDR(ctx, sk);
 	if (!send)
 		st.connected = ctx_connected(ctx);
-	set_v4(st.addr, ctx->user_ip4);
-	st.port = bpf_ntohs((__u16)ctx->user_port);
+	set_v4(st.addr, SOCK_ADDR(ctx, user_ip4));
+	st.port = bpf_ntohs((__u16)SOCK_ADDR(ctx, user_port));
 	st.family = UDPI_AF_INET;
 	put_stash(send, &st);
 }
@@ -449,15 +450,15 @@ static __always_inline void stash_v6(bool send, struct bpf_sock_addr *ctx)
 	struct udpi_peer_stash st = {};
 	__u32 a[4];
 
-	st.sk = (__u64)ctx->sk;
+	st.sk = (__u64)SOCK_ADDR(ctx, sk);
 	if (!send)
 		st.connected = ctx_connected(ctx);
-	a[0] = ctx->user_ip6[0];
-	a[1] = ctx->user_ip6[1];
-	a[2] = ctx->user_ip6[2];
-	a[3] = ctx->user_ip6[3];
+	a[0] = SOCK_ADDR(ctx, user_ip6[0]);
+	a[1] = SOCK_ADDR(ctx, user_ip6[1]);
+	a[2] = SOCK_ADDR(ctx, user_ip6[2]);
+	a[3] = SOCK_ADDR(ctx, user_ip6[3]);
 	set_v6(st.addr, &st.family, a);
-	st.port = bpf_ntohs((__u16)ctx->user_port);
+	st.port = bpf_ntohs((__u16)SOCK_ADDR(ctx, user_port));
 	put_stash(send, &st);
 }
 
@@ -465,7 +466,7 @@ static __always_inline void stash_v6(bool send, struct bpf_sock_addr *ctx)
 SEC("cgroup/sendmsg4")
 int cg_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	if (ctx->protocol == UDPI_IPPROTO_UDP && !task_filtered_out())
+	if (SOCK_ADDR(ctx, protocol) == UDPI_IPPROTO_UDP && !task_filtered_out())
 		stash_v4(true, ctx);
 	return 1;
 }
@@ -473,7 +474,7 @@ int cg_sendmsg4(struct bpf_sock_addr *ctx)
 SEC("cgroup/sendmsg6")
 int cg_sendmsg6(struct bpf_sock_addr *ctx)
 {
-	if (ctx->protocol == UDPI_IPPROTO_UDP && !task_filtered_out())
+	if (SOCK_ADDR(ctx, protocol) == UDPI_IPPROTO_UDP && !task_filtered_out())
 		stash_v6(true, ctx);
 	return 1;
 }
@@ -481,7 +482,7 @@ int cg_sendmsg6(struct bpf_sock_addr *ctx)
 SEC("cgroup/recvmsg4")
 int cg_recvmsg4(struct bpf_sock_addr *ctx)
 {
-	if (ctx->protocol == UDPI_IPPROTO_UDP && !task_filtered_out())
+	if (SOCK_ADDR(ctx, protocol) == UDPI_IPPROTO_UDP && !task_filtered_out())
 		stash_v4(false, ctx);
 	return 1;
 }
@@ -489,7 +490,7 @@ int cg_recvmsg4(struct bpf_sock_addr *ctx)
 SEC("cgroup/recvmsg6")
 int cg_recvmsg6(struct bpf_sock_addr *ctx)
 {
-	if (ctx->protocol == UDPI_IPPROTO_UDP && !task_filtered_out())
+	if (SOCK_ADDR(ctx, protocol) == UDPI_IPPROTO_UDP && !task_filtered_out())
 		stash_v6(false, ctx);
 	return 1;
 }
@@ -501,12 +502,12 @@ int cg_connect4(struct bpf_sock_addr *ctx)
 	struct udpi_peer p = {};
 	struct sock *sk;
 
-	if (ctx->protocol != UDPI_IPPROTO_UDP || task_filtered_out())
+	if (SOCK_ADDR(ctx, protocol) != UDPI_IPPROTO_UDP || task_filtered_out())
 		return 1;
-	set_v4(p.addr, ctx->user_ip4);
-	p.port = bpf_ntohs((__u16)ctx->user_port);
+	set_v4(p.addr, SOCK_ADDR(ctx, user_ip4));
+	p.port = bpf_ntohs((__u16)SOCK_ADDR(ctx, user_port));
 	p.family = UDPI_AF_INET;
-	sk = launder_sk(ctx->sk);
+	sk = launder_sk(SOCK_ADDR(ctx, sk));
 	if (p.port && sk)
 		handle_connect(sk, &p);
 	return 1;
@@ -519,15 +520,15 @@ int cg_connect6(struct bpf_sock_addr *ctx)
 	struct sock *sk;
 	__u32 a[4];
 
-	if (ctx->protocol != UDPI_IPPROTO_UDP || task_filtered_out())
+	if (SOCK_ADDR(ctx, protocol) != UDPI_IPPROTO_UDP || task_filtered_out())
 		return 1;
-	a[0] = ctx->user_ip6[0];
-	a[1] = ctx->user_ip6[1];
-	a[2] = ctx->user_ip6[2];
-	a[3] = ctx->user_ip6[3];
+	a[0] = SOCK_ADDR(ctx, user_ip6[0]);
+	a[1] = SOCK_ADDR(ctx, user_ip6[1]);
+	a[2] = SOCK_ADDR(ctx, user_ip6[2]);
+	a[3] = SOCK_ADDR(ctx, user_ip6[3]);
 	set_v6(p.addr, &p.family, a);
-	p.port = bpf_ntohs((__u16)ctx->user_port);
-	sk = launder_sk(ctx->sk);
+	p.port = bpf_ntohs((__u16)SOCK_ADDR(ctx, user_port));
+	sk = launder_sk(SOCK_ADDR(ctx, sk));
 	if (p.port && sk)
 		handle_connect(sk, &p);
 	return 1;
@@ -537,7 +538,7 @@ int cg_connect6(struct bpf_sock_addr *ctx)
 SEC("cgroup/sock_release")
 int cg_sock_release(struct bpf_sock *ctx)
 {
-	if (ctx->protocol == UDPI_IPPROTO_UDP) {
+	if (BPF_SOCK(ctx, protocol) == UDPI_IPPROTO_UDP) {
 		handle_close((__u64)ctx);
 		rx_ring_forget((__u64)ctx);
 	}

@@ -13,25 +13,25 @@
 static __always_inline bool msg_peer(struct msghdr *msg, struct udpi_peer *p)
 {
 	void *name = BPF_CORE_READ(msg, msg_name);
-	struct sockaddr_in6 sin6;
+	struct udpi_sockaddr_in6 sin6;
 	__u16 family;
 
 	if (!name || bpf_probe_read_kernel(&family, sizeof(family), name))
 		return false;
 	if (family == UDPI_AF_INET) {
-		struct sockaddr_in sin;
+		struct udpi_sockaddr_in sin;
 
 		if (bpf_probe_read_kernel(&sin, sizeof(sin), name))
 			return false;
-		set_v4(p->addr, sin.sin_addr.s_addr);
-		p->port = bpf_ntohs(sin.sin_port);
+		set_v4(p->addr, sin.addr);
+		p->port = bpf_ntohs(sin.port);
 		p->family = UDPI_AF_INET;
 		return true;
 	}
 	if (family != UDPI_AF_INET6 || bpf_probe_read_kernel(&sin6, sizeof(sin6), name))
 		return false;
-	set_v6(p->addr, &p->family, sin6.sin6_addr.in6_u.u6_addr32);
-	p->port = bpf_ntohs(sin6.sin6_port);
+	set_v6(p->addr, &p->family, sin6.addr);
+	p->port = bpf_ntohs(sin6.port);
 	return true;
 }
 
@@ -49,21 +49,21 @@ static __always_inline __u16 msg_gso_size(struct sock *sk, struct msghdr *msg)
 	unsigned char *ctl = BPF_CORE_READ(msg, msg_control);
 	__u64 off = 0;
 
-	if (!ctl || len < sizeof(struct cmsghdr))
+	if (!ctl || len < sizeof(struct udpi_cmsghdr))
 		return sk_gso_size(sk);
 	for (int i = 0; i < UDPI_MAX_CMSGS; i++) {
-		struct cmsghdr cm;
+		struct udpi_cmsghdr cm;
 		__u16 gso;
 
 		if (off + sizeof(cm) > len || bpf_probe_read_kernel(&cm, sizeof(cm), ctl + off))
 			break;
-		if (cm.cmsg_len < sizeof(cm))
+		if (cm.len < sizeof(cm))
 			break;
-		if (cm.cmsg_level == UDPI_SOL_UDP && cm.cmsg_type == UDPI_UDP_SEGMENT &&
-		    cm.cmsg_len >= sizeof(cm) + sizeof(gso) &&
+		if (cm.level == UDPI_SOL_UDP && cm.type == UDPI_UDP_SEGMENT &&
+		    cm.len >= sizeof(cm) + sizeof(gso) &&
 		    !bpf_probe_read_kernel(&gso, sizeof(gso), ctl + off + sizeof(cm)))
 			return gso;
-		off += (cm.cmsg_len + sizeof(long) - 1) & ~(sizeof(long) - 1);
+		off += (cm.len + sizeof(long) - 1) & ~(sizeof(long) - 1);
 	}
 	return sk_gso_size(sk);
 }
