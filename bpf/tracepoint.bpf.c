@@ -423,6 +423,15 @@ static __always_inline void put_stash(bool send, const struct udpi_peer_stash *s
 		bpf_map_update_elem(lru_stash(send), &tid, st, BPF_ANY);
 }
 
+/* The hook's IPv6 address, one 32-bit load each (the context allows no other). */
+static __always_inline void sock_addr_ip6(struct bpf_sock_addr *ctx, __u32 a[4])
+{
+	a[0] = SOCK_ADDR(ctx, user_ip6[0]);
+	a[1] = SOCK_ADDR(ctx, user_ip6[1]);
+	a[2] = SOCK_ADDR(ctx, user_ip6[2]);
+	a[3] = SOCK_ADDR(ctx, user_ip6[3]);
+}
+
 /* Whether the hook's socket has a connected peer (its remote port is set). */
 static __always_inline __u16 ctx_connected(struct bpf_sock_addr *ctx)
 {
@@ -453,10 +462,7 @@ static __always_inline void stash_v6(bool send, struct bpf_sock_addr *ctx)
 	st.sk = (__u64)SOCK_ADDR(ctx, sk);
 	if (!send)
 		st.connected = ctx_connected(ctx);
-	a[0] = SOCK_ADDR(ctx, user_ip6[0]);
-	a[1] = SOCK_ADDR(ctx, user_ip6[1]);
-	a[2] = SOCK_ADDR(ctx, user_ip6[2]);
-	a[3] = SOCK_ADDR(ctx, user_ip6[3]);
+	sock_addr_ip6(ctx, a);
 	set_v6(st.addr, &st.family, a);
 	st.port = bpf_ntohs((__u16)SOCK_ADDR(ctx, user_port));
 	put_stash(send, &st);
@@ -522,10 +528,7 @@ int cg_connect6(struct bpf_sock_addr *ctx)
 
 	if (SOCK_ADDR(ctx, protocol) != UDPI_IPPROTO_UDP || task_filtered_out())
 		return 1;
-	a[0] = SOCK_ADDR(ctx, user_ip6[0]);
-	a[1] = SOCK_ADDR(ctx, user_ip6[1]);
-	a[2] = SOCK_ADDR(ctx, user_ip6[2]);
-	a[3] = SOCK_ADDR(ctx, user_ip6[3]);
+	sock_addr_ip6(ctx, a);
 	set_v6(p.addr, &p.family, a);
 	p.port = bpf_ntohs((__u16)SOCK_ADDR(ctx, user_port));
 	sk = launder_sk(SOCK_ADDR(ctx, sk));
