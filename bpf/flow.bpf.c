@@ -19,6 +19,7 @@ const volatile __u16 filter_family = 0;
 const volatile __u64 filter_cgroup = 0;
 
 __u32 full_sweep_wanted = 0;
+__u64 last_wakeup_ns = 0;
 
 /*
  * The ring buffer's record types in the object's BTF (a ring buffer map has

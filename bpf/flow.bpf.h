@@ -301,6 +301,24 @@ static __always_inline bool user_filtered_out(__u64 skaddr)
 }
 
 /*
+ * How a record is submitted: able to wake the reader (the kernel wakes it
+ * only if it has read everything before this record) unless another record
+ * could within UDPI_WAKEUP_WINDOW_NS, which the reader's next read, due
+ * within the window after the one that found that record, also collects.
+ * The clock is read afresh: a time that lagged could hold back a record
+ * after the reader's follow-up read had come and gone.
+ */
+static __always_inline __u64 ring_wakeup(void)
+{
+	const __u64 now = bpf_ktime_get_ns();
+
+	if (now - last_wakeup_ns < UDPI_WAKEUP_WINDOW_NS)
+		return BPF_RB_NO_WAKEUP;
+	last_wakeup_ns = now;
+	return 0;
+}
+
+/*
  * Puts a snapshot of the flow in the ring buffer. A full ring buffer loses
  * it (counted) and asks user space for a full sweep, which finds the flow
  * by its unreported changes (emitted_changes).
@@ -319,7 +337,7 @@ static __always_inline bool emit(__u32 kind, const struct udpi_flow_key *key, st
 	__builtin_memcpy(&r->key, key, sizeof(*key));
 	__builtin_memcpy(&r->flow, f, sizeof(*f));
 	f->emitted_changes = r->flow.changes;
-	bpf_ringbuf_submit(r, 0);
+	bpf_ringbuf_submit(r, ring_wakeup());
 	stat_add(UDPI_STAT_RB_SUBMITTED, 1);
 	return true;
 }
@@ -364,7 +382,8 @@ static __always_inline void note_pending(const struct udpi_flow_key *key, struct
 	r->pad = 0;
 	__builtin_memcpy(&r->key, key, sizeof(*key));
 	r->last_emit_ns = emitted_at;
-	bpf_ringbuf_submit(r, 0);
+	/* Wakes no one: a note is acted on at a sweep, which reads the ring first. */
+	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 	stat_add(UDPI_STAT_RB_SUBMITTED, 1);
 }
 
@@ -489,7 +508,7 @@ static __always_inline void defer(struct sock *sk, const struct udpi_flow_key *k
 	else
 		note_task(&r->flow, bpf_ktime_get_ns());
 	r->flow.changes = 1;
-	bpf_ringbuf_submit(r, 0);
+	bpf_ringbuf_submit(r, ring_wakeup());
 	stat_add(UDPI_STAT_RB_SUBMITTED, 1);
 }
 
@@ -632,7 +651,7 @@ static __always_inline void handle_close(__u64 skaddr)
 		__builtin_memset(r, 0, sizeof(*r));
 		r->kind = UDPI_REC_SOCK_CLOSE;
 		r->key.sock_id = key.sock_id;
-		bpf_ringbuf_submit(r, 0);
+		bpf_ringbuf_submit(r, ring_wakeup());
 		stat_add(UDPI_STAT_RB_SUBMITTED, 1);
 	} else {
 		now = bpf_ktime_get_ns();

@@ -35,6 +35,9 @@ extern const volatile __u64 filter_cgroup; /* cgroup v2 id; 0 = any */
  */
 extern __u32 full_sweep_wanted;
 
+/* When a record last could wake the ring buffer's reader (ring_wakeup()). */
+extern __u64 last_wakeup_ns;
+
 /* The flow table: the truth the snapshots are taken from. */
 UDPI_SHARED struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

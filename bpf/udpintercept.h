@@ -18,6 +18,18 @@
 /* udpi_flow.emitted_changes of a flow no snapshot of which reached the ring buffer. */
 #define UDPI_NEVER_EMITTED (~0ULL)
 
+/*
+ * Wake-ups of the ring buffer's reader. Waking it costs the program that
+ * submits a record more than the rest of its work (an irq_work and the
+ * reader's wake-up: 1-3 us a record, measured with a socket a query), so a
+ * record submitted within this window of the last one that could wake the
+ * reader does not wake it. The reader, after every read that found records,
+ * reads again this window later (src/event_loop.cpp), so such a record waits
+ * at most the window: a flow's first operation after a quiet spell still
+ * wakes the reader at once.
+ */
+#define UDPI_WAKEUP_WINDOW_NS 1000000ULL
+
 /* Kinds of ring-buffer record. */
 enum udpi_record_kind {
 	/* first operation of a flow (struct udpi_record) */

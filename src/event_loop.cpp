@@ -4,6 +4,7 @@
 #include <bpf/libbpf.h>
 #include <cerrno>
 #include <cstring>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -11,6 +12,11 @@
 #include <udpintercept/error.h>
 
 #include "clock.h"
+extern "C" {
+#include <linux/types.h>
+
+#include "udpintercept.h"
+}
 
 namespace udpintercept::detail {
 
@@ -29,7 +35,8 @@ void EventLoop::RingDeleter::operator()(ring_buffer *rb) const noexcept
 }
 
 EventLoop::EventLoop(int ring_map_fd, std::chrono::nanoseconds sweep_period, OnRecord on_record)
-    : on_record_(std::move(on_record)), sweep_period_ns_(static_cast<std::uint64_t>(sweep_period.count()))
+    : on_record_(std::move(on_record)), ring_map_fd_(ring_map_fd),
+      sweep_period_ns_(static_cast<std::uint64_t>(sweep_period.count()))
 {
 	ring_.reset(ring_buffer__new(ring_map_fd, on_ring_record, this, nullptr));
 	if (!ring_)
@@ -46,12 +53,15 @@ EventLoop::EventLoop(int ring_map_fd, std::chrono::nanoseconds sweep_period, OnR
 	its.it_value = its.it_interval;
 	if (timerfd_settime(timer_.get(), 0, &its, nullptr) != 0)
 		fail("timer", errno, "cannot arm the sweep timer");
-	for (int fd : {ring_buffer__epoll_fd(ring_.get()), timer_.get()}) {
+	follow_up_ = UniqueFd(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+	if (!follow_up_)
+		fail("timer", errno, "cannot create the follow-up timer");
+	for (int fd : {ring_buffer__epoll_fd(ring_.get()), timer_.get(), follow_up_.get()}) {
 		epoll_event ev{};
 		ev.events = EPOLLIN;
 		ev.data.fd = fd;
 		if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
-			fail("epoll", errno, "cannot watch the ring buffer and the sweep timer");
+			fail("epoll", errno, "cannot watch the ring buffer and the timers");
 	}
 	last_sweep_ns_ = monotonic_ns();
 }
@@ -60,10 +70,10 @@ EventLoop::~EventLoop() = default;
 
 void EventLoop::wait(std::chrono::milliseconds timeout)
 {
-	epoll_event ev[2];
+	epoll_event ev[3];
 	const int ms =
 		timeout.count() < 0 ? -1 : static_cast<int>(std::min<long long>(timeout.count(), INT32_MAX));
-	if (epoll_wait(epoll_.get(), ev, 2, ms) < 0 && errno != EINTR)
+	if (epoll_wait(epoll_.get(), ev, 3, ms) < 0 && errno != EINTR)
 		fail("epoll", errno, "cannot wait for the ring buffer");
 }
 
@@ -81,10 +91,39 @@ int EventLoop::on_ring_record(void *ctx, void *data, std::size_t size) noexcept
 	}
 }
 
+// The map's own poll asks the kernel whether anything was reserved past what
+// was read (epoll would only know of records that woke the reader).
+bool EventLoop::ring_holds_data() const noexcept
+{
+	pollfd p{ring_map_fd_, POLLIN, 0};
+	return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+void EventLoop::arm_follow_up()
+{
+	itimerspec its{};
+	its.it_value.tv_nsec = static_cast<long>(UDPI_WAKEUP_WINDOW_NS);
+	if (timerfd_settime(follow_up_.get(), 0, &its, nullptr) != 0)
+		fail("timer", errno, "cannot arm the follow-up timer");
+}
+
+/*
+ * A record the kernel queued within a wake-up window of one that could wake
+ * the reader wakes no one (bpf/udpintercept.h): the read that finds that
+ * earlier record (or finds a record still being written) sets the follow-up
+ * timer a window later, which collects it. A read that finds the ring empty
+ * leaves an armed timer armed and sets none: the next record wakes the
+ * reader itself.
+ */
 int EventLoop::consume()
 {
+	std::uint64_t expirations;
+	while (read(follow_up_.get(), &expirations, sizeof(expirations)) > 0) {
+	}
 	consumed_ = 0;
 	const int n = ring_buffer__consume(ring_.get());
+	if (consumed_ > 0 || ring_holds_data())
+		arm_follow_up();
 	if (error_)
 		std::rethrow_exception(std::exchange(error_, nullptr));
 	if (n < 0 && n != -EINTR)

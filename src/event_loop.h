@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// The tracer's wake-ups: the ring buffer and the sweep timer behind one
-// epoll fd that a caller can put in its own loop.
+// The tracer's wake-ups: the ring buffer, the sweep timer and the follow-up
+// timer behind one epoll fd that a caller can put in its own loop.
 #pragma once
 
 #include <chrono>
@@ -28,13 +28,17 @@ public:
 	EventLoop(const EventLoop &) = delete;
 	EventLoop &operator=(const EventLoop &) = delete;
 
-	/// Readable when there are records or a sweep is due.
+	/// Readable when the kernel woke the reader, a sweep is due, or a
+	/// follow-up read is (UDPI_WAKEUP_WINDOW_NS after a read that found records).
 	int fd() const noexcept { return epoll_.get(); }
 
 	/// Waits up to `timeout` (negative: without limit) for fd() to become readable.
 	void wait(std::chrono::milliseconds timeout);
 
 	/// Hands every record in the ring buffer to on_record; returns how many.
+	/// If it found any, or left a record still being written, fd() becomes
+	/// readable again a wake-up window later, for the records the kernel
+	/// queued meanwhile without waking the reader.
 	/// An exception on_record threw comes out here, after the records before it.
 	int consume();
 
@@ -45,6 +49,8 @@ public:
 
 private:
 	static int on_ring_record(void *ctx, void *data, std::size_t size) noexcept;
+	bool ring_holds_data() const noexcept;
+	void arm_follow_up();
 
 	struct RingDeleter {
 		void operator()(ring_buffer *rb) const noexcept;
@@ -54,6 +60,8 @@ private:
 	std::unique_ptr<ring_buffer, RingDeleter> ring_;
 	UniqueFd epoll_;
 	UniqueFd timer_;
+	UniqueFd follow_up_;
+	int ring_map_fd_;
 	std::uint64_t sweep_period_ns_;
 	std::uint64_t last_sweep_ns_ = 0;
 	int consumed_ = 0;
