@@ -48,7 +48,12 @@ the ledger: what was sent and received, per flow, and the ports used.
                        sockets, the address with each datagram), send (each
                        sender socket connect()ed to its receiver; not with
                        --flows), sendmmsg (unconnected, --batch datagrams
-                       per call, each with its address)
+                       per call, each with its address), oneshot (a new
+                       socket for each datagram: socket(), connect(), send(),
+                       close(), as a client that opens a socket a query
+                       does; one receiver, which reads with recvfrom or
+                       recvmmsg; the ledger then counts by port, which the
+                       sockets of a run share as the kernel reuses them)
       --recv CALL      how they are received: recvfrom (default: the sender's
                        address with each datagram), recv (no address asked
                        for, on unconnected sockets: the sender's index
@@ -92,12 +97,22 @@ template <typename T> T parse_number(std::string_view text, const char *what, T 
 	return value;
 }
 
-enum class SendCall { sendto, send, sendmmsg };
+enum class SendCall { sendto, send, sendmmsg, oneshot };
 enum class RecvCall { recvfrom, recv, recvmmsg };
 
 constexpr const char *name_of(SendCall c)
 {
-	return c == SendCall::sendto ? "sendto" : c == SendCall::send ? "send" : "sendmmsg";
+	switch (c) {
+	case SendCall::sendto:
+		return "sendto";
+	case SendCall::send:
+		return "send";
+	case SendCall::sendmmsg:
+		return "sendmmsg";
+	case SendCall::oneshot:
+		return "oneshot";
+	}
+	return "?";
 }
 
 constexpr const char *name_of(RecvCall c)
@@ -173,9 +188,12 @@ Config parse(int argc, char **argv)
 				cfg.send = SendCall::send;
 			else if (arg == "sendmmsg")
 				cfg.send = SendCall::sendmmsg;
+			else if (arg == "oneshot")
+				cfg.send = SendCall::oneshot;
 			else
 				usage_error(fmt::format(
-					"invalid --send '{}': expected sendto, send or sendmmsg", arg));
+					"invalid --send '{}': expected sendto, send, sendmmsg or oneshot",
+					arg));
 			break;
 		case kRecv:
 			if (arg == "recvfrom")
@@ -207,6 +225,12 @@ Config parse(int argc, char **argv)
 	if (cfg.send == SendCall::send && cfg.flows > 1)
 		usage_error("--send send connects each sender socket to one receiver: it cannot be combined "
 			    "with --flows (use sendto or sendmmsg)");
+	if (cfg.send == SendCall::oneshot && (cfg.sockets > 1 || cfg.flows > 1))
+		usage_error(
+			"--send oneshot opens its own sockets, to one receiver: it cannot be combined with "
+			"--sockets or --flows");
+	if (cfg.send == SendCall::oneshot && cfg.recv == RecvCall::recv)
+		usage_error("--send oneshot needs the senders' ports: use --recv recvfrom or recvmmsg");
 	if (cfg.recv == RecvCall::recv && cfg.sockets > 1 && cfg.size < kTagBytes)
 		usage_error("--recv recv with several senders needs --size 2 or more: the receiver learns "
 			    "the sender from the payload");
@@ -250,20 +274,26 @@ std::uint16_t port_of(const sockaddr_storage &ss)
 // A socket bound to loopback with a kernel-chosen port. Senders are bound
 // too, so that their ports are known before the first send and the ledger
 // can be keyed by port from the start.
-int bound_socket(int family, std::uint16_t *port)
+// A new UDP socket, bound (or connected) to `a`; its local port in *port.
+int udp_socket(int family, int (*call)(int, const sockaddr *, socklen_t), const Address &a,
+	       std::uint16_t *port)
 {
 	const int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		die("socket");
-	const Address a = loopback(family, 0);
-	if (bind(fd, reinterpret_cast<const sockaddr *>(&a.ss), a.len) != 0)
-		die("bind to loopback");
+	if (call(fd, reinterpret_cast<const sockaddr *>(&a.ss), a.len) != 0)
+		die(call == bind ? "bind to loopback" : "connect");
 	sockaddr_storage ss{};
 	socklen_t len = sizeof(ss);
 	if (getsockname(fd, reinterpret_cast<sockaddr *>(&ss), &len) != 0)
 		die("getsockname");
 	*port = port_of(ss);
 	return fd;
+}
+
+int bound_socket(int family, std::uint16_t *port)
+{
+	return udp_socket(family, bind, loopback(family, 0), port);
 }
 
 // Room for the whole window, so that the flow control, not the kernel,
@@ -309,7 +339,8 @@ struct Flood {
 	// One payload per sender socket, tagged with its index (see kTagBytes).
 	std::vector<std::vector<char>> payloads;
 
-	// Ledger, indexed [receiver * senders + sender].
+	// Ledger, indexed [receiver * senders + sender]; with --send oneshot by
+	// the sender's port instead (65,536 entries each).
 	std::vector<Count> tx, rx;
 	std::uint64_t send_errors = 0;
 	int first_send_errno = 0;
@@ -334,10 +365,12 @@ struct Flood {
 	void setup()
 	{
 		for (unsigned i = 0; i < cfg.sockets; i++) {
-			std::uint16_t port;
-			send_fds.push_back(bound_socket(cfg.family, &port));
-			send_ports.push_back(port);
-			sender_of_port[port] = static_cast<std::uint16_t>(i + 1);
+			if (!oneshot()) { // which opens a socket for each datagram
+				std::uint16_t port;
+				send_fds.push_back(bound_socket(cfg.family, &port));
+				send_ports.push_back(port);
+				sender_of_port[port] = static_cast<std::uint16_t>(i + 1);
+			}
 			std::vector<char> payload(std::max<std::size_t>(cfg.size, 1), 'u');
 			if (cfg.size >= kTagBytes) {
 				payload[0] = static_cast<char>(i & 0xff);
@@ -358,8 +391,28 @@ struct Flood {
 				if (connect(fd, reinterpret_cast<const sockaddr *>(&dests[0].ss),
 					    dests[0].len) != 0)
 					die("connect");
-		tx.resize(send_fds.size() * recv_fds.size());
-		rx.resize(send_fds.size() * recv_fds.size());
+		const std::size_t entries = oneshot() ? 65536 : send_fds.size() * recv_fds.size();
+		tx.resize(entries);
+		rx.resize(entries);
+	}
+
+	bool oneshot() const { return cfg.send == SendCall::oneshot; }
+
+	// --send oneshot: one datagram from a socket of its own, closed at once.
+	bool send_oneshot(const std::vector<char> &payload)
+	{
+		std::uint16_t port;
+		const int fd = udp_socket(cfg.family, connect, dests[0], &port);
+		const ssize_t n = send(fd, payload.data(), cfg.size, 0);
+		if (n >= 0) {
+			Count &c = tx[port];
+			c.packets++;
+			c.bytes += static_cast<std::size_t>(n);
+		} else {
+			send_failed();
+		}
+		close(fd);
+		return n >= 0;
 	}
 
 	void sent_one(std::size_t receiver, std::size_t sender, std::size_t bytes)
@@ -431,6 +484,9 @@ struct Flood {
 					}
 					break;
 				}
+				case SendCall::oneshot:
+					sent += send_oneshot(payload);
+					break;
 				case SendCall::sendmmsg: {
 					// One call from one socket; with several receivers each
 					// message goes to the next.
@@ -493,7 +549,17 @@ struct Flood {
 		c.bytes += bytes;
 	}
 
-	std::uint16_t sender_of(const sockaddr_storage &from) const { return sender_of_port[port_of(from)]; }
+	// A datagram with its sender's address: by sender, or with --send oneshot by port.
+	void account_from(std::size_t receiver, const sockaddr_storage &from, std::size_t bytes)
+	{
+		if (!oneshot()) {
+			account(receiver, sender_of_port[port_of(from)], bytes);
+			return;
+		}
+		Count &c = rx[port_of(from)];
+		c.packets++;
+		c.bytes += bytes;
+	}
 
 	std::uint16_t sender_of(const char *payload, std::size_t n) const
 	{
@@ -531,7 +597,7 @@ struct Flood {
 						   reinterpret_cast<sockaddr *>(&s.names[0]), &len);
 			if (n < 0)
 				return -1;
-			account(i, sender_of(s.names[0]), static_cast<std::size_t>(n));
+			account_from(i, s.names[0], static_cast<std::size_t>(n));
 			return 1;
 		}
 		case RecvCall::recv: {
@@ -558,7 +624,7 @@ struct Flood {
 			if (k <= 0)
 				return -1;
 			for (int j = 0; j < k; j++)
-				account(i, sender_of(s.names[j]), s.msgs[j].msg_len);
+				account_from(i, s.names[j], s.msgs[j].msg_len);
 			return k;
 		}
 		}
@@ -669,9 +735,26 @@ struct Flood {
 		const double elapsed = std::chrono::duration<double>(end - start).count();
 		const double send_seconds = std::chrono::duration<double>(send_end - start).count();
 
-		// One entry per (local socket, remote port), as a tracer reports flows.
+		// One entry per (local socket, remote port), as a tracer reports flows;
+		// with --send oneshot per (local port, remote port), each port's sockets together.
 		std::vector<std::string> flows;
-		for (std::size_t r = 0; r < recv_fds.size(); r++)
+		std::vector<std::uint16_t> sender_ports = send_ports;
+		for (std::size_t p = 0; oneshot() && p < tx.size(); p++) {
+			const Count &t = tx[p], &g = rx[p];
+			if (t.packets) {
+				sender_ports.push_back(static_cast<std::uint16_t>(p));
+				flows.push_back(fmt::format(
+					"{{\"local_port\":{},\"remote_port\":{},\"tx_packets\":{},"
+					"\"tx_bytes\":{},\"rx_packets\":0,\"rx_bytes\":0}}",
+					p, recv_ports[0], t.packets, t.bytes));
+			}
+			if (g.packets)
+				flows.push_back(
+					fmt::format("{{\"local_port\":{},\"remote_port\":{},\"tx_packets\":0,"
+						    "\"tx_bytes\":0,\"rx_packets\":{},\"rx_bytes\":{}}}",
+						    recv_ports[0], p, g.packets, g.bytes));
+		}
+		for (std::size_t r = 0; !oneshot() && r < recv_fds.size(); r++)
 			for (std::size_t s = 0; s < send_fds.size(); s++) {
 				const Count &t = tx[flow_index(r, s)], &g = rx[flow_index(r, s)];
 				if (t.packets)
@@ -697,7 +780,7 @@ struct Flood {
 			cfg.flows, cfg.window, name_of(cfg.send), name_of(cfg.recv), cfg.batch, sent.packets,
 			sent.bytes, send_errors, first_send_errno, got.packets, got.bytes, foreign,
 			send_seconds, elapsed, elapsed > 0 ? got.packets / elapsed : 0.0, sender_cpu,
-			sender_wait, receiver_cpu, fmt::join(send_ports, ","), fmt::join(recv_ports, ","),
+			sender_wait, receiver_cpu, fmt::join(sender_ports, ","), fmt::join(recv_ports, ","),
 			fmt::join(flows, ","));
 		std::fflush(stdout);
 	}
