@@ -631,14 +631,17 @@ static __always_inline void handle_connect(struct sock *sk, const struct udpi_pe
 /*
  * The socket is going away. One record names it; user space closes its flows
  * (BPF cannot walk a hash map by socket on 5.10). If the ring buffer is
- * full, the id goes to `closed` for user space to collect. Either way the
- * address is forgotten, so a reused struct sock gets a new id.
+ * full, the id goes to `closed` for user space to collect; if that is full
+ * too, user space reads the tables whole (a full sweep), where the socket is
+ * missing from `socks`. Either way the address is forgotten, so a reused
+ * struct sock gets a new id.
  */
 static __always_inline void handle_close(__u64 skaddr)
 {
 	struct udpi_flow_key key = {};
 	struct udpi_sock *s = bpf_map_lookup_elem(&socks, &skaddr);
 	struct udpi_record *r;
+	bool unnoted = false;
 	__u64 now;
 
 	if (!s)
@@ -655,10 +658,13 @@ static __always_inline void handle_close(__u64 skaddr)
 		stat_add(UDPI_STAT_RB_SUBMITTED, 1);
 	} else {
 		now = bpf_ktime_get_ns();
-		bpf_map_update_elem(&closed, &key.sock_id, &now, BPF_ANY);
+		unnoted = bpf_map_update_elem(&closed, &key.sock_id, &now, BPF_ANY) != 0;
 		stat_add(UDPI_STAT_RB_DROP_CLOSE, 1);
 	}
 	bpf_map_delete_elem(&socks, &skaddr);
+	/* After the delete: the sweep must not find the socket still there. */
+	if (unnoted)
+		full_sweep_wanted = 1;
 }
 
 #endif /* UDPINTERCEPT_BPF_FLOW_BPF_H */

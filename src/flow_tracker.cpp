@@ -246,11 +246,14 @@ void FlowTracker::collect_closed(std::uint64_t now_ns)
 
 // The kernel lost a record (its ring buffer was full): read the whole table
 // once, adopting flows user space has not heard of, ending those of closed
-// sockets and noting every flow with unreported changes as pending.
+// sockets and noting every flow with unreported changes as pending. A socket
+// whose close found both the ring buffer and the `closed` map full is gone
+// from the kernel's socket table: its flows end here, as a deferred close.
 void FlowTracker::full_sweep(std::uint64_t now_ns)
 {
 	counters_.full_sweeps.fetch_add(1, std::memory_order_relaxed);
 	std::vector<std::pair<udpi_flow_key, udpi_flow>> of_closed;
+	std::unordered_set<std::uint64_t> sockets;
 	kernel_.for_each([&](const udpi_flow_key &key, const udpi_flow &flow) {
 		if (closed_.count(key.sock_id)) {
 			of_closed.emplace_back(key, flow);
@@ -261,9 +264,20 @@ void FlowTracker::full_sweep(std::uint64_t now_ns)
 			remember(key, now_ns);
 		if (flow.changes != flow.emitted_changes)
 			pending_.try_emplace(key, flow.last_emit_ns);
+		sockets.insert(key.sock_id);
 	});
 	for (const auto &[key, flow] : of_closed)
 		close_flow(key, flow, now_ns);
+	// After the flow table: a socket that closes in between is closed either way.
+	const auto open = kernel_.open_sockets();
+	if (!open)
+		return;
+	for (std::uint64_t sock_id : sockets) {
+		if (open->count(sock_id) || closed_.count(sock_id))
+			continue;
+		counters_.closes_deferred.fetch_add(1, std::memory_order_relaxed);
+		close_socket(sock_id, now_ns, now_ns); // reads each flow again: nothing changes it now
+	}
 }
 
 void FlowTracker::flush_due(std::uint64_t now_ns)
@@ -378,7 +392,12 @@ void FlowTracker::stop(std::uint64_t now_ns)
 	std::vector<std::pair<udpi_flow_key, udpi_flow>> all;
 	kernel_.for_each(
 		[&](const udpi_flow_key &key, const udpi_flow &flow) { all.emplace_back(key, flow); });
+	const auto open = kernel_.open_sockets(); // a close lost in the kernel (see full_sweep())
 	for (const auto &[key, flow] : all) {
+		if (!closed_.count(key.sock_id) && open && !open->count(key.sock_id)) {
+			counters_.closes_deferred.fetch_add(1, std::memory_order_relaxed);
+			closed_[key.sock_id] = now_ns;
+		}
 		if (closed_.count(key.sock_id))
 			close_flow(key, flow, now_ns);
 		else

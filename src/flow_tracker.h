@@ -9,6 +9,7 @@
 #include <functional>
 #include <list>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <udpintercept/event.h>
@@ -31,13 +32,14 @@ struct TrackerCounters {
 	std::atomic<std::uint64_t> events{0};              ///< snapshots delivered
 	std::atomic<std::uint64_t> records{0};             ///< ring-buffer records handled
 	std::atomic<std::uint64_t> deferred_operations{0}; ///< operations the busy table handed over
-	std::atomic<std::uint64_t> closes_deferred{0};     ///< closes collected from the `closed` map
-	std::atomic<std::uint64_t> full_sweeps{0};         ///< reads of the whole flow table
-	std::atomic<std::uint64_t> flushes{0};             ///< snapshots the flush program sent
-	std::atomic<std::uint64_t> flows_inserted{0};      ///< flows user space put in the table
-	std::atomic<std::uint64_t> flows_erased{0};        ///< flows user space took out of it
-	std::atomic<std::uint64_t> expired{0};             ///< flows ended by `expire`, early ones included
-	std::atomic<std::uint64_t> expired_early{0}; ///< expired before their timeout: the table neared full
+	/// Closes not received as records: from the `closed` map, or found by a full sweep.
+	std::atomic<std::uint64_t> closes_deferred{0};
+	std::atomic<std::uint64_t> full_sweeps{0};    ///< reads of the whole flow table
+	std::atomic<std::uint64_t> flushes{0};        ///< snapshots the flush program sent
+	std::atomic<std::uint64_t> flows_inserted{0}; ///< flows user space put in the table
+	std::atomic<std::uint64_t> flows_erased{0};   ///< flows user space took out of it
+	std::atomic<std::uint64_t> expired{0};        ///< flows ended by `expire`, early ones included
+	std::atomic<std::uint64_t> expired_early{0};  ///< expired before their timeout: the table neared full
 	std::atomic<std::uint64_t> late_operations{0}; ///< operations that landed on a flow as it was expired
 };
 

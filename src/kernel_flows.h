@@ -8,6 +8,7 @@
 #include <functional>
 #include <linux/types.h>
 #include <optional>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -55,6 +56,15 @@ public:
 	/// Sockets whose close record found the ring buffer full, with the
 	/// CLOCK_MONOTONIC time of the close; each is returned once.
 	virtual std::vector<std::pair<std::uint64_t, std::uint64_t>> take_closed() = 0;
+
+	/**
+	 * The ids of the sockets in the kernel's socket table: those it has seen
+	 * and not seen close (a socket leaves it at its close, whether or not the
+	 * close reached user space), or nullopt if the table cannot be read. Read
+	 * after the flow table, a flow whose socket is missing here belongs to a
+	 * socket that closed.
+	 */
+	virtual std::optional<std::unordered_set<std::uint64_t>> open_sockets() = 0;
 };
 
 } // namespace udpintercept::detail

@@ -51,12 +51,15 @@ std::optional<udpi_flow> KernelMaps::take(const udpi_flow_key &key)
 
 // In batches of hundreds per system call (BPF_MAP_LOOKUP_BATCH, 5.6+), else
 // one key at a time.
-void KernelMaps::for_each(const std::function<void(const udpi_flow_key &, const udpi_flow &)> &fn)
+namespace {
+
+// Every entry of a hash map, in batches where the kernel can (5.6), else key
+// by key.
+template <typename Key, typename Value, typename Fn> void walk(int fd, Fn &&fn)
 {
-	const int fd = objects_.flows_fd;
 	std::size_t batch = 512;
-	std::vector<udpi_flow_key> keys(batch);
-	std::vector<udpi_flow> values(batch);
+	std::vector<Key> keys(batch);
+	std::vector<Value> values(batch);
 	__u32 in_batch = 0, out_batch = 0;
 	bool first = true;
 	for (;;) {
@@ -83,15 +86,32 @@ void KernelMaps::for_each(const std::function<void(const udpi_flow_key &, const 
 			break; // no batch operations here: walk the keys
 		return;
 	}
-	udpi_flow_key cur{}, next{};
+	Key cur{}, next{};
 	const void *prev = nullptr;
 	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-		udpi_flow flow{};
-		if (bpf_map_lookup_elem(fd, &next, &flow) == 0)
-			fn(next, flow);
+		Value value{};
+		if (bpf_map_lookup_elem(fd, &next, &value) == 0)
+			fn(next, value);
 		cur = next;
 		prev = &cur;
 	}
+}
+
+} // namespace
+
+void KernelMaps::for_each(const std::function<void(const udpi_flow_key &, const udpi_flow &)> &fn)
+{
+	walk<udpi_flow_key, udpi_flow>(objects_.flows_fd, fn);
+}
+
+std::optional<std::unordered_set<std::uint64_t>> KernelMaps::open_sockets()
+{
+	if (objects_.socks_fd < 0)
+		return std::nullopt;
+	std::unordered_set<std::uint64_t> ids;
+	walk<std::uint64_t, udpi_sock>(objects_.socks_fd,
+				       [&](std::uint64_t, const udpi_sock &sock) { ids.insert(sock.id); });
+	return ids;
 }
 
 udpi_flush_result KernelMaps::flush(const udpi_flow_key &key)

@@ -14,6 +14,7 @@ namespace udpintercept::detail {
 struct KernelObjects {
 	int flows_fd = -1;
 	int closed_fd = -1;
+	int socks_fd = -1;
 	int stats_fd = -1;
 	int flush_prog_fd = -1;
 	std::uint32_t *full_sweep_wanted = nullptr; ///< in the object's mmapped .bss
@@ -37,6 +38,7 @@ public:
 	udpi_flush_result flush(const udpi_flow_key &key) override;
 	bool take_full_sweep_request() override;
 	std::vector<std::pair<std::uint64_t, std::uint64_t>> take_closed() override;
+	std::optional<std::unordered_set<std::uint64_t>> open_sockets() override;
 
 	/// One lookup per statistic; safe from any thread.
 	KernelStats stats() const;

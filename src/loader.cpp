@@ -655,6 +655,7 @@ KernelObjects Loader::objects() const noexcept
 	KernelObjects o;
 	o.flows_fd = bpf_map__fd(s.maps.flows);
 	o.closed_fd = bpf_map__fd(s.maps.closed);
+	o.socks_fd = bpf_map__fd(s.maps.socks);
 	o.stats_fd = bpf_map__fd(s.maps.stats);
 	o.flush_prog_fd = bpf_program__fd(s.progs.flush_flow);
 	o.full_sweep_wanted = &s.bss->full_sweep_wanted;

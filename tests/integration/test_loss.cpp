@@ -91,3 +91,40 @@ TEST_CASE("a full flow table counts the flows, datagrams and bytes it could not 
 	CHECK(tracked_bytes + s.untracked_bytes == bytes);
 	CHECK(s.insert_failures == 0);
 }
+
+TEST_CASE("closes beyond a full ring buffer and a full closed map still end their flows, as deferred closes",
+	  "[loss]")
+{
+	Options o;
+	o.ring_buffer_bytes = 4096; // room for a few dozen records
+	o.pid = static_cast<std::uint32_t>(getpid());
+	Recorder rec(o);
+	// More short-lived sockets than the kernel's `closed` map (16,384) holds,
+	// while nobody reads the ring buffer: each sends one datagram to a port
+	// nobody listens on (no receiving flow) and closes.
+	Udp sink(AF_INET);
+	sink.bind("127.0.0.1");
+	const auto to = sink.local();
+	sink.close(); // the port is nobody's now
+	constexpr int kSockets = 20000;
+	for (int i = 0; i < kSockets; i++) {
+		Udp s(AF_INET);
+		s.send_to(to, 8);
+	}
+	const auto closes = [&] {
+		int n = 0;
+		for (const auto &e : rec.events)
+			n += e.kind == EventKind::close && endpoint(e.remote) == endpoint(to) &&
+			     e.tx_packets == 1;
+		return n;
+	};
+	// The closed map's closes come at the next sweep; the rest with the full
+	// sweep their loss asked for, which finds the sockets gone from the
+	// kernel's socket table (without it they would wait for the flow timeout).
+	CHECK(rec.pump_until([&] { return closes() == kSockets; }, 20s));
+	const auto s = rec.tracer().stats();
+	CHECK(s.closes_deferred > 16384);
+	CHECK(s.full_sweeps > 0);
+	CHECK(s.flows_active == 0);
+	CHECK(s.flows_untracked == 0);
+}

@@ -7,6 +7,7 @@
 #include <deque>
 #include <map>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "flow_tracker.h"
 
@@ -40,6 +41,9 @@ public:
 	std::size_t ring_room = SIZE_MAX; // records the ring buffer can still take
 	bool full_sweep_wanted = false;   // .bss full_sweep_wanted
 	std::vector<std::pair<std::uint64_t, std::uint64_t>> closed_map;
+	std::size_t closed_room = SIZE_MAX; // entries the `closed` map can still take
+	// The socket table (`socks`) by id, where a test models it; else unreadable.
+	std::optional<std::unordered_set<std::uint64_t>> sockets;
 	std::uint64_t now = kBoot;          // bpf_ktime_get_ns()
 	std::uint64_t interval = kInterval; // rodata interval_ns
 	int for_each_calls = 0, flush_calls = 0, lost = 0, lookup_calls = 0;
@@ -51,6 +55,8 @@ public:
 	// handle_count(): one operation of `bytes` sent on the flow.
 	void send(const udpi_flow_key &key, std::uint64_t bytes)
 	{
+		if (sockets)
+			sockets->insert(key.sock_id);
 		bool created = false;
 		auto it = table.find(key);
 		if (it == table.end()) {
@@ -76,14 +82,24 @@ public:
 			note_pending(key, f);
 	}
 
-	// handle_close(): one record names the socket, or the `closed` map does.
+	// handle_close(): one record names the socket, or the `closed` map does,
+	// or, with both full, the socket's absence from the socket table.
 	void close_socket(std::uint64_t sock_id)
 	{
 		Record r;
 		r.kind = UDPI_REC_SOCK_CLOSE;
 		r.key.sock_id = sock_id;
-		if (!push(r))
+		const bool recorded = push(r);
+		const bool noted = recorded || closed_room > 0;
+		if (!recorded && noted) {
 			closed_map.emplace_back(sock_id, now);
+			if (closed_room != SIZE_MAX)
+				closed_room--;
+		}
+		if (sockets)
+			sockets->erase(sock_id);
+		if (!noted)
+			full_sweep_wanted = true;
 	}
 
 	// defer(): the busy table refused the flow; the operation goes to user space.
@@ -147,6 +163,7 @@ public:
 	{
 		return std::exchange(closed_map, {});
 	}
+	std::optional<std::unordered_set<std::uint64_t>> open_sockets() override { return sockets; }
 
 private:
 	bool push(const Record &r)
@@ -462,6 +479,54 @@ TEST_CASE("stop ends every flow: close for closed sockets, final for the rest", 
 	CHECK(h.last(open).flow.tx_bytes == 6);
 	CHECK(h.last(closing).kind == EventKind::close);
 	CHECK(h.last(closing).flow.tx_bytes == 6);
+}
+
+TEST_CASE("a close that found the ring buffer and the closed map full ends its flows at the full sweep",
+	  "[tracker]")
+{
+	Harness h;
+	h.kernel.sockets.emplace();
+	const auto open = key_of(10, 1), lost = key_of(11, 2), noted = key_of(12, 3);
+	h.kernel.send(open, 5);
+	h.kernel.send(lost, 6);
+	h.kernel.send(noted, 7);
+	h.consume();
+	h.kernel.now = kBoot + 10 * kMs;
+	h.kernel.send(lost, 1); // held back by the interval: its last change is unreported
+	h.kernel.ring_room = 0; // the consumer fell behind
+	h.kernel.closed_room = 1;
+	h.kernel.close_socket(12); // into the closed map
+	h.kernel.close_socket(11); // nowhere: the kernel asks for a full sweep
+	REQUIRE(h.kernel.full_sweep_wanted);
+	h.kernel.ring_room = SIZE_MAX;
+	h.sweep();
+	CHECK(h.last(lost).kind == EventKind::close);
+	CHECK(h.last(lost).flow.tx_bytes == 7);
+	CHECK(h.last(noted).kind == EventKind::close);
+	CHECK(h.last(open).kind == EventKind::update);
+	CHECK(h.kernel.table.size() == 1); // only the open socket's flow is left
+	CHECK(h.tracker.counters().closes_deferred == 2);
+	h.tracker.stop(h.kernel.now);
+	CHECK(h.last(open).kind == EventKind::final);
+}
+
+TEST_CASE("stop ends the flows of a socket whose close was lost with close, not final", "[tracker]")
+{
+	Harness h;
+	h.kernel.sockets.emplace();
+	const auto open = key_of(10, 1), lost = key_of(11, 2);
+	h.kernel.send(open, 5);
+	h.kernel.send(lost, 6);
+	h.consume();
+	h.kernel.ring_room = 0;
+	h.kernel.closed_room = 0;
+	h.kernel.close_socket(11);
+	h.kernel.ring_room = SIZE_MAX;
+	h.tracker.stop(h.kernel.now); // before any sweep
+	CHECK(h.last(lost).kind == EventKind::close);
+	CHECK(h.last(lost).flow.tx_bytes == 6);
+	CHECK(h.last(open).kind == EventKind::final);
+	CHECK(h.tracker.counters().closes_deferred == 1);
 }
 
 TEST_CASE("a per-operation tracker (interval 0) flushes what a full ring lost at once", "[tracker]")
