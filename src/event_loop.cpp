@@ -131,6 +131,17 @@ int EventLoop::consume()
 	return consumed_;
 }
 
+void EventLoop::disarm() noexcept
+{
+	const itimerspec off{};
+	std::uint64_t expirations;
+	for (const UniqueFd *t : {&timer_, &follow_up_}) {
+		timerfd_settime(t->get(), 0, &off, nullptr);
+		while (read(t->get(), &expirations, sizeof(expirations)) > 0) {
+		}
+	}
+}
+
 bool EventLoop::take_sweep(std::uint64_t now_ns)
 {
 	std::uint64_t expirations;

@@ -47,6 +47,9 @@ public:
 
 	std::uint64_t sweep_period_ns() const noexcept { return sweep_period_ns_; }
 
+	/// Stops both timers, for a tracer that has stopped: fd() stays quiet.
+	void disarm() noexcept;
+
 private:
 	static int on_ring_record(void *ctx, void *data, std::size_t size) noexcept;
 	bool ring_holds_data() const noexcept;

@@ -137,6 +137,7 @@ struct __attribute__((visibility("hidden"))) Tracer::Impl {
 		delivered = 0;
 		loader.detach();
 		loop.consume(); // everything the kernel queued before the detach
+		loop.disarm();
 		clock.calibrate();
 		tracker.stop(detail::monotonic_ns());
 		rethrow_callback_error();

@@ -290,6 +290,10 @@ TEST_CASE("stopping sends one final snapshot per open flow", "[flows][final]")
 	for (const auto &[f, n] : finals)
 		CHECK(n == 1);
 	CHECK(rec.tracer().poll(10ms) == 0); // stopped: nothing more
+	// Nor does its fd wake a caller's loop: not for a sweep (a quarter second here), nor for a follow-up
+	// read.
+	pollfd p{rec.tracer().fd(), POLLIN, 0};
+	CHECK(::poll(&p, 1, 400) == 0);
 }
 
 TEST_CASE("a burst of 1000 datagrams yields a handful of snapshots, not 1000", "[flows][interval]")
