@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,9 +40,23 @@ inline Ledger exchange(int clients, int count, std::size_t bytes, bool together 
 	server.bind("127.0.0.1");
 	const auto to = server.local();
 	Ledger ledger;
-	std::vector<Udp> open;
+	std::vector<Udp> open, held;
+	std::set<std::uint16_t> used;
+	// A client's port is one no client of this exchange had: the JSON names a
+	// flow by its ports, so two sockets on one port (a closed client's port
+	// handed out again, one run in thirty here) would read as one flow. A
+	// socket given a used port is held, unused, until the exchange ends.
+	const auto fresh_client = [&] {
+		for (;;) {
+			Udp client(AF_INET);
+			client.bind("127.0.0.1");
+			if (used.insert(client.local().port()).second)
+				return client;
+			held.push_back(std::move(client));
+		}
+	};
 	for (int c = 0; c < clients; c++) {
-		Udp client(AF_INET);
+		Udp client = fresh_client();
 		for (int i = 0; i < count; i++) {
 			client.send_to(to, bytes);
 			testutil::SockAddr from;
