@@ -22,6 +22,14 @@ namespace udpintercept::detail {
 
 namespace {
 
+// Reads a timerfd's expirations, so that it is no longer readable.
+void drain(int timer_fd) noexcept
+{
+	std::uint64_t expirations;
+	while (read(timer_fd, &expirations, sizeof(expirations)) > 0) {
+	}
+}
+
 [[noreturn]] void fail(const char *stage, int err, const char *what)
 {
 	throw Error(stage, err, std::string(what) + ": " + std::strerror(err));
@@ -117,9 +125,7 @@ void EventLoop::arm_follow_up()
  */
 int EventLoop::consume()
 {
-	std::uint64_t expirations;
-	while (read(follow_up_.get(), &expirations, sizeof(expirations)) > 0) {
-	}
+	drain(follow_up_.get());
 	consumed_ = 0;
 	const int n = ring_buffer__consume(ring_.get());
 	if (consumed_ > 0 || ring_holds_data())
@@ -134,19 +140,15 @@ int EventLoop::consume()
 void EventLoop::disarm() noexcept
 {
 	const itimerspec off{};
-	std::uint64_t expirations;
 	for (const UniqueFd *t : {&timer_, &follow_up_}) {
 		timerfd_settime(t->get(), 0, &off, nullptr);
-		while (read(t->get(), &expirations, sizeof(expirations)) > 0) {
-		}
+		drain(t->get());
 	}
 }
 
 bool EventLoop::take_sweep(std::uint64_t now_ns)
 {
-	std::uint64_t expirations;
-	while (read(timer_.get(), &expirations, sizeof(expirations)) > 0) {
-	}
+	drain(timer_.get());
 	if (now_ns - last_sweep_ns_ < sweep_period_ns_)
 		return false;
 	last_sweep_ns_ = now_ns;

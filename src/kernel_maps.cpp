@@ -49,12 +49,10 @@ std::optional<udpi_flow> KernelMaps::take(const udpi_flow_key &key)
 	return flow;
 }
 
-// In batches of hundreds per system call (BPF_MAP_LOOKUP_BATCH, 5.6+), else
-// one key at a time.
 namespace {
 
-// Every entry of a hash map, in batches where the kernel can (5.6), else key
-// by key.
+// Every entry of a hash map, in batches of hundreds per system call
+// (BPF_MAP_LOOKUP_BATCH, 5.6+), else one key at a time.
 template <typename Key, typename Value, typename Fn> void walk(int fd, Fn &&fn)
 {
 	std::size_t batch = 512;
