@@ -15,16 +15,30 @@
  * loading it back yields the same address as a scalar (allowed with
  * CAP_PERFMON, which tracing needs anyway); it is only ever read through
  * bpf_probe_read_kernel.
+ *
+ * The slot is this CPU's, and a program of a softirq that interrupts this
+ * one between the store and the load (an arrival, whose program launders
+ * too) leaves its own pointer there: two round trips that agree are this
+ * program's, as a second interruption would have to leave the same value.
+ * NULL if they never agree.
  */
 static __always_inline struct sock *launder_sk(void *p)
 {
 	__u32 zero = 0;
 	__u64 *slot = bpf_map_lookup_elem(&ptr_scratch, &zero);
+	__u64 a, b;
 
 	if (!slot)
 		return NULL;
-	*(volatile __u64 *)slot = (__u64)p;
-	return (struct sock *)*(volatile __u64 *)slot;
+	for (int i = 0; i < 3; i++) {
+		*(volatile __u64 *)slot = (__u64)p;
+		a = *(volatile __u64 *)slot;
+		*(volatile __u64 *)slot = (__u64)p;
+		b = *(volatile __u64 *)slot;
+		if (a == b)
+			return (struct sock *)a;
+	}
+	return NULL;
 }
 
 /*

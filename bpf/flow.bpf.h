@@ -45,12 +45,16 @@ enum udpi_op {
 	UDPI_OP_DROP, /* a datagram the kernel discarded on its way into the socket */
 };
 
+/*
+ * One instruction, so that a program interrupting this one on the CPU (a
+ * softirq's) cannot lose its addition or this one's.
+ */
 static __always_inline void stat_add(__u32 idx, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 
 	if (v)
-		*v += n;
+		__sync_fetch_and_add(v, n);
 }
 
 /* Filters on the current task, checked before any map work. */
@@ -172,16 +176,29 @@ static __always_inline void note_insert_failure(int err)
 		*v = -err;
 }
 
+/*
+ * Per-CPU sequence in the high bits, CPU in the low 12: unique without a
+ * fetch-and-add (5.10 has none). A program that interrupts this one on the
+ * CPU (a softirq's drop makes ids too) runs to its end first: if it took a
+ * number between the read before the addition and the one after, they are
+ * not one apart, and this one draws again. 0 if it never gets one.
+ */
 static __always_inline __u64 new_sock_id(void)
 {
 	__u32 zero = 0;
 	__u64 *seq = bpf_map_lookup_elem(&id_seq, &zero);
+	__u64 before, after;
 
 	if (!seq)
 		return 0;
-	*seq += 1;
-	/* Per-CPU sequence in the high bits, CPU in the low 12: unique without atomics. */
-	return (*seq << 12) | (bpf_get_smp_processor_id() & 0xfff);
+	for (int i = 0; i < 3; i++) {
+		before = *(volatile __u64 *)seq;
+		__sync_fetch_and_add(seq, 1);
+		after = *(volatile __u64 *)seq;
+		if (after == before + 1)
+			return (after << 12) | (bpf_get_smp_processor_id() & 0xfff);
+	}
+	return 0;
 }
 
 /* This CPU's cache entry, and in *seen the epoch an entry must carry to be valid. */
@@ -240,7 +257,7 @@ static __always_inline __u64 sock_id_of(__u64 skaddr, __u32 user)
 {
 	struct udpi_sock fresh = {}, *s;
 	struct sock_cache *c;
-	__u64 seen;
+	__u64 seen, id;
 	int err;
 
 	c = sock_cache_slot(&seen);
@@ -269,15 +286,22 @@ static __always_inline __u64 sock_id_of(__u64 skaddr, __u32 user)
 		sock_note_user(s);
 		sock_caches_expire();
 	}
-	/* The address last: a program interrupting this one on the CPU misses, never mismatches. */
+	/*
+	 * The address last: a program interrupting this one on the CPU misses,
+	 * never mismatches. One that fills the entry in between leaves its id:
+	 * then the entry is nobody's.
+	 */
+	id = s->id;
 	*(volatile __u64 *)&c->sk = 0;
 	asm volatile("" ::: "memory");
-	c->id = s->id;
+	c->id = id;
 	c->user = s->pid;
 	c->epoch = seen;
 	asm volatile("" ::: "memory");
 	*(volatile __u64 *)&c->sk = skaddr;
-	return s->id;
+	if (*(volatile __u64 *)&c->id != id)
+		*(volatile __u64 *)&c->sk = 0;
+	return id;
 }
 
 /*

@@ -199,16 +199,15 @@ int cg_skb_egress(struct __sk_buff *skb)
 	    task_filtered_out())
 		return 1;
 	segs = SKB(skb, gso_segs) > 1 ? SKB(skb, gso_segs) : 1;
-	if (!skb_udp_end(skb, true, &p, &bytes)) {
-		/* headers this program cannot read: counted, not attributed */
+	sk = launder_sk(bsk);
+	if (!sk || !skb_udp_end(skb, true, &p, &bytes)) {
+		/* a socket or headers this program could not read: counted, not attributed */
 		stat_add(UDPI_STAT_FLOWS_UNTRACKED, 1);
 		stat_add(UDPI_STAT_UNTRACKED_PACKETS, segs);
 		stat_add(UDPI_STAT_UNTRACKED_BYTES, SKB(skb, len));
 		return 1;
 	}
-	sk = launder_sk(bsk);
-	if (sk)
-		handle_count(sk, &p, bytes, segs, true);
+	handle_count(sk, &p, bytes, segs, true);
 	return 1;
 }
 

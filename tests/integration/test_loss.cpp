@@ -121,8 +121,11 @@ TEST_CASE("closes beyond a full ring buffer and a full closed map still end thei
 	// The closed map's closes come at the next sweep; the rest with the full
 	// sweep their loss asked for, which finds the sockets gone from the
 	// kernel's socket table (without it they would wait for the flow timeout).
-	CHECK(rec.pump_until([&] { return closes() == kSockets; }, 20s));
+	const bool all_closed = rec.pump_until([&] { return closes() == kSockets; }, 20s);
 	const auto s = rec.tracer().stats();
+	INFO(closes() << " closes of one datagram, " << s.flows_active << " flows active, " << s.full_sweeps
+		      << " full sweeps, " << s.closes_deferred << " deferred closes");
+	CHECK(all_closed);
 	CHECK(s.closes_deferred > 16384);
 	CHECK(s.full_sweeps > 0);
 	CHECK(s.flows_active == 0);
