@@ -47,12 +47,16 @@ enum udpi_op {
 
 /*
  * One instruction, so that a program interrupting this one on the CPU (a
- * softirq's) cannot lose its addition or this one's.
+ * softirq's) cannot lose its addition or this one's. Nothing for 0: clang
+ * turns an atomic addition of 0 into an atomic or, which 5.10 refuses.
  */
 static __always_inline void stat_add(__u32 idx, __u64 n)
 {
-	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	__u64 *v;
 
+	if (!n)
+		return;
+	v = bpf_map_lookup_elem(&stats, &idx);
 	if (v)
 		__sync_fetch_and_add(v, n);
 }
