@@ -52,6 +52,13 @@ int empty_sock_release(struct bpf_sock *ctx)
 	return 1;
 }
 
+/* A cgroup/sock_create program lets the socket be created with 1. */
+SEC("cgroup/sock_create")
+int empty_sock_create(struct bpf_sock *ctx)
+{
+	return 1;
+}
+
 /* A cgroup_skb program allows the packet with 1. */
 SEC("cgroup_skb/egress")
 int empty_egress(struct __sk_buff *skb)

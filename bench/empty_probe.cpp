@@ -37,7 +37,7 @@ SIGTERM.
                       udpintercept's default mode attaches on this kernel (the
                       tracepoint backend, decided as its loader decides):
                       raw_tp/sock_recv_length, cgroup/recvmsg4, recvmsg6,
-                      connect4, connect6 and sock_release; sends at
+                      connect4, connect6, sock_release and sock_create; sends at
                       cgroup_skb/egress where cgroup_skb programs may read the
                       current task, else at raw_tp/sock_send_length with
                       cgroup/sendmsg4, sendmsg6 and raw_tp/net_dev_queue; the
@@ -88,7 +88,8 @@ std::vector<bpf_program *> default_mode_programs(empty_probe_bpf &skel, bool laz
 {
 	auto &p = skel.progs;
 	std::vector<bpf_program *> progs = {p.empty_recv_length, p.empty_recvmsg4, p.empty_recvmsg6,
-					    p.empty_connect4,    p.empty_connect6, p.empty_sock_release};
+					    p.empty_connect4,    p.empty_connect6, p.empty_sock_release,
+					    p.empty_sock_create};
 
 	bool egress_sees_task = true;
 	for (const auto helper :

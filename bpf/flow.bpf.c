@@ -53,3 +53,30 @@ int flush_flow(__u64 *ctx)
 		return UDPI_FLUSH_RING_FULL;
 	return UDPI_FLUSH_SENT;
 }
+
+/*
+ * Run by user space with socket addresses from the socket table as its
+ * context (see UDPI_SOCK_CHECK_BATCH), never attached: which of them have
+ * been released. A release orphans the socket (sk_socket cleared) before
+ * its memory is freed, after an RCU grace period, back to the UDP socket
+ * cache. The table keeps a socket whose release no program saw (the kernel
+ * does not always run the cgroup sock_release programs); the full sweep
+ * and stop() end its flows as a deferred close.
+ */
+SEC("raw_tp")
+int check_socks(__u64 *ctx)
+{
+	__u32 gone = 0;
+
+#pragma unroll
+	for (int i = 0; i < UDPI_SOCK_CHECK_BATCH; i++) {
+		struct sock *sk = (struct sock *)ctx[i];
+		struct socket *owner = NULL;
+
+		if (!sk)
+			break;
+		if (BPF_CORE_READ_INTO(&owner, sk, sk_socket) || !owner)
+			gone |= 1u << i;
+	}
+	return gone;
+}

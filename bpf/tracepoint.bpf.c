@@ -536,6 +536,22 @@ int cg_connect6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
+/*
+ * A new socket at an address the socket table still holds: the socket
+ * there before was released without cg_sock_release running (the kernel
+ * does not always run it), so its flows end now, and the new one gets its
+ * own id and arrival ring. Returns 1: the socket is created.
+ */
+SEC("cgroup/sock_create")
+int cg_sock_create(struct bpf_sock *ctx)
+{
+	if (BPF_SOCK(ctx, protocol) == UDPI_IPPROTO_UDP) {
+		handle_close((__u64)ctx);
+		rx_ring_forget((__u64)ctx);
+	}
+	return 1;
+}
+
 /* Fires for every UDP socket's release, also at process exit. */
 SEC("cgroup/sock_release")
 int cg_sock_release(struct bpf_sock *ctx)

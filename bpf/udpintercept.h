@@ -129,6 +129,13 @@ struct udpi_pending_record {
 	__u64 last_emit_ns; /* the flow's last_emit_ns when it was noted */
 };
 
+/*
+ * Socket addresses the check program takes at once (a raw tracepoint's
+ * twelve arguments; 0 ends the list). Bit i of its result: the socket at
+ * address i is gone (its release cleared sk_socket).
+ */
+#define UDPI_SOCK_CHECK_BATCH 12
+
 /* What the flush program did with one flow (its return value). */
 enum udpi_flush_result {
 	UDPI_FLUSH_GONE = 0,      /* no such flow (closed) */

@@ -102,13 +102,33 @@ void KernelMaps::for_each(const std::function<void(const udpi_flow_key &, const 
 	walk<udpi_flow_key, udpi_flow>(objects_.flows_fd, fn);
 }
 
+// The socket table's sockets less those the check program finds released:
+// a release no program saw leaves its socket in the table (see check_socks).
 std::optional<std::unordered_set<std::uint64_t>> KernelMaps::open_sockets()
 {
 	if (objects_.socks_fd < 0)
 		return std::nullopt;
+	std::vector<std::pair<std::uint64_t, std::uint64_t>> entries; // address, id
+	walk<std::uint64_t, udpi_sock>(objects_.socks_fd, [&](std::uint64_t address, const udpi_sock &sock) {
+		entries.emplace_back(address, sock.id);
+	});
 	std::unordered_set<std::uint64_t> ids;
-	walk<std::uint64_t, udpi_sock>(objects_.socks_fd,
-				       [&](std::uint64_t, const udpi_sock &sock) { ids.insert(sock.id); });
+	for (std::size_t at = 0; at < entries.size(); at += UDPI_SOCK_CHECK_BATCH) {
+		const std::size_t n = std::min<std::size_t>(UDPI_SOCK_CHECK_BATCH, entries.size() - at);
+		std::array<std::uint64_t, UDPI_SOCK_CHECK_BATCH> batch{};
+		for (std::size_t i = 0; i < n; i++)
+			batch[i] = entries[at + i].first;
+		std::uint32_t gone = 0;
+		if (objects_.check_prog_fd >= 0) {
+			LIBBPF_OPTS(bpf_test_run_opts, run, .ctx_in = batch.data(),
+				    .ctx_size_in = sizeof(batch));
+			if (bpf_prog_test_run_opts(objects_.check_prog_fd, &run) == 0)
+				gone = run.retval; // else: all taken as open, as before the check
+		}
+		for (std::size_t i = 0; i < n; i++)
+			if (!(gone & (1u << i)))
+				ids.insert(entries[at + i].second);
+	}
 	return ids;
 }
 

@@ -17,6 +17,7 @@ struct KernelObjects {
 	int socks_fd = -1;
 	int stats_fd = -1;
 	int flush_prog_fd = -1;
+	int check_prog_fd = -1;                     ///< which sockets of the socket table are gone
 	std::uint32_t *full_sweep_wanted = nullptr; ///< in the object's mmapped .bss
 };
 

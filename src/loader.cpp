@@ -234,8 +234,8 @@ const std::vector<BackendRow> &backend_rows()
 			{&Programs::tp_send_length, &Programs::tp_recv_length, &Programs::cg_sendmsg4,
 			 &Programs::cg_sendmsg6, &Programs::cg_recvmsg4, &Programs::cg_recvmsg6,
 			 &Programs::cg_connect4, &Programs::cg_connect6, &Programs::cg_sock_release,
-			 &Programs::cg_skb_ingress, &Programs::tp_kfree_skb, &Programs::tp_net_dev_queue,
-			 &Programs::cg_skb_egress},
+			 &Programs::cg_sock_create, &Programs::cg_skb_ingress, &Programs::tp_kfree_skb,
+			 &Programs::tp_net_dev_queue, &Programs::cg_skb_egress},
 			{&Maps::send_stash, &Maps::recv_stash, &Maps::task_stashes, &Maps::gso_notes,
 			 &Maps::gso_pending, &Maps::rx_rings, &Maps::rx_ring_zero, &Maps::rx_last,
 			 &Maps::csum_drops, &Maps::csum_drops_zero, &Maps::ptr_scratch},
@@ -427,13 +427,15 @@ void Loader::Impl::configure(const KernelFeatures &kernel)
 		for (bpf_map *m : {skel->maps.socks, skel->maps.closed})
 			bpf_map__set_map_flags(m, bpf_map__map_flags(m) | BPF_F_NO_PREALLOC);
 
-	// Only the chosen backend's programs load (and the flush program, which
-	// every backend has); maps only other backends use are not created.
+	// Only the chosen backend's programs load (and the flush and check
+	// programs, which every backend has); maps only other backends use are
+	// not created.
 	bpf_program *prog;
 	bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);
 	for (ProgramRef p : row->programs)
 		bpf_program__set_autoload(skel->progs.*p, true);
 	bpf_program__set_autoload(skel->progs.flush_flow, true);
+	bpf_program__set_autoload(skel->progs.check_socks, true);
 	for (const auto &other : backend_rows())
 		if (&other != row)
 			for (MapRef m : other.own_maps)
@@ -658,6 +660,7 @@ KernelObjects Loader::objects() const noexcept
 	o.socks_fd = bpf_map__fd(s.maps.socks);
 	o.stats_fd = bpf_map__fd(s.maps.stats);
 	o.flush_prog_fd = bpf_program__fd(s.progs.flush_flow);
+	o.check_prog_fd = bpf_program__fd(s.progs.check_socks);
 	o.full_sweep_wanted = &s.bss->full_sweep_wanted;
 	return o;
 }
