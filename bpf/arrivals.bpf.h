@@ -185,10 +185,15 @@ UDPI_ARRIVALS struct {
 /* Threads with checksum failures waiting: receives look only while some wait. */
 extern __u64 csum_drops_waiting;
 
-/* The socket is gone: a new socket at its address starts with no notes. */
+/*
+ * The socket is gone: a new socket at its address starts with no notes. A
+ * lookup first: deleting a missing key (most sockets never had a ring)
+ * takes the bucket's lock.
+ */
 static __always_inline void rx_ring_forget(__u64 skaddr)
 {
-	bpf_map_delete_elem(&rx_rings, &skaddr);
+	if (bpf_map_lookup_elem(&rx_rings, &skaddr))
+		bpf_map_delete_elem(&rx_rings, &skaddr);
 }
 
 #endif /* UDPINTERCEPT_BPF_ARRIVALS_BPF_H */

@@ -545,13 +545,9 @@ int cg_connect6(struct bpf_sock_addr *ctx)
 SEC("cgroup/sock_create")
 int cg_sock_create(struct bpf_sock *ctx)
 {
-	__u64 skaddr = (__u64)ctx;
-
 	if (BPF_SOCK(ctx, protocol) == UDPI_IPPROTO_UDP) {
-		handle_close(skaddr);
-		/* A lookup first: deleting a missing key takes the bucket's lock. */
-		if (bpf_map_lookup_elem(&rx_rings, &skaddr))
-			rx_ring_forget(skaddr);
+		handle_close((__u64)ctx);
+		rx_ring_forget((__u64)ctx);
 	}
 	return 1;
 }

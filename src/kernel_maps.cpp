@@ -113,18 +113,20 @@ std::optional<std::unordered_set<std::uint64_t>> KernelMaps::open_sockets()
 		entries.emplace_back(address, sock.id);
 	});
 	std::unordered_set<std::uint64_t> ids;
+	if (objects_.check_prog_fd < 0) {
+		for (const auto &[address, id] : entries)
+			ids.insert(id);
+		return ids;
+	}
 	for (std::size_t at = 0; at < entries.size(); at += UDPI_SOCK_CHECK_BATCH) {
 		const std::size_t n = std::min<std::size_t>(UDPI_SOCK_CHECK_BATCH, entries.size() - at);
 		std::array<std::uint64_t, UDPI_SOCK_CHECK_BATCH> batch{};
 		for (std::size_t i = 0; i < n; i++)
 			batch[i] = entries[at + i].first;
-		std::uint32_t gone = 0;
-		if (objects_.check_prog_fd >= 0) {
-			LIBBPF_OPTS(bpf_test_run_opts, run, .ctx_in = batch.data(),
-				    .ctx_size_in = sizeof(batch));
-			if (bpf_prog_test_run_opts(objects_.check_prog_fd, &run) == 0)
-				gone = run.retval; // else: all taken as open, as before the check
-		}
+		LIBBPF_OPTS(bpf_test_run_opts, run, .ctx_in = batch.data(), .ctx_size_in = sizeof(batch));
+		// A refused run takes the batch as open, as the table says.
+		const std::uint32_t gone =
+			bpf_prog_test_run_opts(objects_.check_prog_fd, &run) == 0 ? run.retval : 0;
 		for (std::size_t i = 0; i < n; i++)
 			if (!(gone & (1u << i)))
 				ids.insert(entries[at + i].second);
