@@ -602,7 +602,8 @@ void reuseport(Ledger &l, Observer &, const Fam &f)
 			l.sent(senders[i].local(), group[0].local(), payload.size());
 			sent++;
 		}
-	// Loopback delivers within sendto(): every datagram is queued by now.
+	// Every datagram is queued by now (loopback_barrier(): a busy machine delivers later).
+	testutil::loopback_barrier();
 	int received = 0;
 	for (auto &r : group)
 		for (;;) {
@@ -682,11 +683,16 @@ void rcvbuf_overflow(Ledger &l, Observer &o, const Fam &)
 					r.sent[s]++;
 				}
 	};
+	// Each flood delivered before the next step: on a busy machine loopback
+	// delivers after sendto() returns, and not always in order.
 	flood(150, 0, 1);
+	testutil::loopback_barrier();
 	flood(40, 2, 2); // the buffers are full: none of these gets in
+	testutil::loopback_barrier();
 	for (auto &r : rx)
 		drain(l, r);
 	flood(150, 0, 1);
+	testutil::loopback_barrier();
 	for (auto &r : rx)
 		drain(l, r);
 
@@ -730,6 +736,8 @@ void filtered(Ledger &l, Observer &, const Fam &f)
 	}
 	l.dropped(r.local(), a.local(), 7);
 	l.dropped(r.local(), b.local(), 7);
+	// Dropped before the filter goes (a busy machine delivers after sendto() returns).
+	testutil::loopback_barrier();
 	const int none = 0;
 	expect(setsockopt(r.fd(), SOL_SOCKET, SO_DETACH_FILTER, &none, sizeof(none)) == 0,
 	       "SO_DETACH_FILTER");
@@ -843,6 +851,8 @@ void damaged(Ledger &l, Observer &, const Fam &f)
 	send_damaged(b.local(), r.local());
 	send_damaged(a.local(), r.local());
 	send_damaged(b.local(), r.local());
+	// Queued ahead of the good one, whichever CPU each was sent from.
+	testutil::loopback_barrier();
 	a.send_to(r.local(), 40);
 	l.sent(a.local(), r.local(), 40);
 	l.received(r.local(), a.local(), r.recv_from(from));
@@ -853,6 +863,7 @@ void damaged(Ledger &l, Observer &, const Fam &f)
 	// Found by poll(), which checks the datagrams at the head of the queue.
 	send_damaged(b.local(), r.local());
 	send_damaged(b.local(), r.local());
+	testutil::loopback_barrier();
 	a.send_to(r.local(), 41);
 	l.sent(a.local(), r.local(), 41);
 	pollfd p{r.fd(), POLLIN, 0};

@@ -319,6 +319,7 @@ TEST_CASE("drops on a socket no process was seen using are charged to pid 0 and 
 	Recorder rec;
 	for (int i = 0; i < 100; i++)
 		s.send_to(r.local(), 200);
+	testutil::loopback_barrier();
 	const std::uint64_t drops = testutil::socket_drops(r.fd());
 	REQUIRE(drops > 0);
 	rec.stop();

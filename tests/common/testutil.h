@@ -19,6 +19,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <tuple>
 #include <unistd.h>
 #include <vector>
@@ -82,6 +83,63 @@ inline void enter_fresh_netns()
 	if (ioctl(fd, SIOCSIFFLAGS, &ifr) != 0)
 		die("SIOCSIFFLAGS lo");
 	close(fd);
+}
+
+/**
+ * Waits until every CPU's loopback backlog has delivered what was sent before
+ * the call. Loopback queues a datagram on the sending CPU's backlog, which
+ * a softirq empties in order: mostly before sendto() returns, but on a busy
+ * machine later, in ksoftirqd, and a thread that moved to another CPU in
+ * between sees its later datagrams overtake its earlier ones. A marker sent
+ * from each CPU in turn comes back only after everything queued before it
+ * there. The markers go from a child process in a network namespace of its
+ * own: in no scenario's counters and outside any pid filter.
+ */
+inline void loopback_barrier()
+{
+	const pid_t child = fork();
+	if (child < 0)
+		die("fork");
+	if (child == 0) {
+		// Only system calls from here on: the parent may have had threads.
+		if (unshare(CLONE_NEWNET) != 0)
+			_exit(2);
+		const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		ifreq ifr{};
+		std::memcpy(ifr.ifr_name, "lo", 3);
+		if (fd < 0 || ioctl(fd, SIOCGIFFLAGS, &ifr) != 0)
+			_exit(3);
+		ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+		sockaddr_in a{};
+		a.sin_family = AF_INET;
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		socklen_t len = sizeof(a);
+		const timeval wait{10, 0};
+		if (ioctl(fd, SIOCSIFFLAGS, &ifr) != 0 ||
+		    bind(fd, reinterpret_cast<sockaddr *>(&a), len) != 0 ||
+		    getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) != 0 ||
+		    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait)) != 0)
+			_exit(4);
+		for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+			cpu_set_t one;
+			CPU_ZERO(&one);
+			CPU_SET(cpu, &one);
+			if (sched_setaffinity(0, sizeof(one), &one) != 0)
+				continue; // not a CPU this process may run on
+			char mark = 0;
+			if (sendto(fd, &mark, 1, 0, reinterpret_cast<sockaddr *>(&a), len) != 1 ||
+			    recv(fd, &mark, 1, 0) != 1)
+				_exit(5);
+		}
+		_exit(0);
+	}
+	int status = 0;
+	while (waitpid(child, &status, 0) < 0)
+		if (errno != EINTR)
+			die("waitpid");
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		throw std::runtime_error("loopback_barrier: a marker did not come back (status " +
+					 std::to_string(status) + ")");
 }
 
 /// The calling thread's command, as the kernel reports it (`comm`).
