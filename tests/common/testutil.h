@@ -92,8 +92,10 @@ inline void enter_fresh_netns()
  * machine later, in ksoftirqd, and a thread that moved to another CPU in
  * between sees its later datagrams overtake its earlier ones. A marker sent
  * from each CPU in turn comes back only after everything queued before it
- * there. The markers go from a child process in a network namespace of its
- * own: in no scenario's counters and outside any pid filter.
+ * there. The markers are IP packets of protocol 253 (RFC 3692's, for
+ * experiments) on a raw socket, not UDP: no tracer counts them. They go from
+ * a child process in a network namespace of its own, so no UDP or IP counter
+ * of the caller's namespace sees them either.
  */
 inline void loopback_barrier()
 {
@@ -104,7 +106,7 @@ inline void loopback_barrier()
 		// Only system calls from here on: the parent may have had threads.
 		if (unshare(CLONE_NEWNET) != 0)
 			_exit(2);
-		const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		const int fd = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, 253);
 		ifreq ifr{};
 		std::memcpy(ifr.ifr_name, "lo", 3);
 		if (fd < 0 || ioctl(fd, SIOCGIFFLAGS, &ifr) != 0)
@@ -113,11 +115,8 @@ inline void loopback_barrier()
 		sockaddr_in a{};
 		a.sin_family = AF_INET;
 		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		socklen_t len = sizeof(a);
 		const timeval wait{10, 0};
 		if (ioctl(fd, SIOCSIFFLAGS, &ifr) != 0 ||
-		    bind(fd, reinterpret_cast<sockaddr *>(&a), len) != 0 ||
-		    getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) != 0 ||
 		    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait)) != 0)
 			_exit(4);
 		for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
@@ -126,10 +125,12 @@ inline void loopback_barrier()
 			CPU_SET(cpu, &one);
 			if (sched_setaffinity(0, sizeof(one), &one) != 0)
 				continue; // not a CPU this process may run on
-			char mark = 0;
-			if (sendto(fd, &mark, 1, 0, reinterpret_cast<sockaddr *>(&a), len) != 1 ||
-			    recv(fd, &mark, 1, 0) != 1)
+			char mark = static_cast<char>(cpu), back[64];
+			if (sendto(fd, &mark, 1, 0, reinterpret_cast<sockaddr *>(&a), sizeof(a)) != 1)
 				_exit(5);
+			// The packet comes back with its IP header; only this process sends here.
+			if (recv(fd, back, sizeof(back), 0) <= 0)
+				_exit(6);
 		}
 		_exit(0);
 	}
