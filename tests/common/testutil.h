@@ -67,22 +67,34 @@ inline bool test_sends_at_tracepoint()
 	return s && std::string(s) == "tracepoint";
 }
 
+/**
+ * Moves the calling thread into a fresh network namespace with `lo` up; false
+ * (errno set) if it cannot. Only system calls: a child forked from a
+ * threaded process may call it.
+ */
+inline bool try_fresh_netns()
+{
+	if (unshare(CLONE_NEWNET) != 0)
+		return false;
+	const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	ifreq ifr{};
+	std::memcpy(ifr.ifr_name, "lo", 3);
+	bool up = ioctl(fd, SIOCGIFFLAGS, &ifr) == 0;
+	ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+	up = up && ioctl(fd, SIOCSIFFLAGS, &ifr) == 0;
+	const int saved = errno;
+	close(fd);
+	errno = saved;
+	return up;
+}
+
 /// Moves the calling process into a fresh network namespace with `lo` up.
 inline void enter_fresh_netns()
 {
-	if (unshare(CLONE_NEWNET) != 0)
-		die("unshare(CLONE_NEWNET)");
-	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		die("socket");
-	ifreq ifr{};
-	std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
-	if (ioctl(fd, SIOCGIFFLAGS, &ifr) != 0)
-		die("SIOCGIFFLAGS lo");
-	ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-	if (ioctl(fd, SIOCSIFFLAGS, &ifr) != 0)
-		die("SIOCSIFFLAGS lo");
-	close(fd);
+	if (!try_fresh_netns())
+		die("a fresh network namespace with lo up");
 }
 
 /**
@@ -104,21 +116,15 @@ inline void loopback_barrier()
 		die("fork");
 	if (child == 0) {
 		// Only system calls from here on: the parent may have had threads.
-		if (unshare(CLONE_NEWNET) != 0)
+		if (!try_fresh_netns())
 			_exit(2);
 		const int fd = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, 253);
-		ifreq ifr{};
-		std::memcpy(ifr.ifr_name, "lo", 3);
-		if (fd < 0 || ioctl(fd, SIOCGIFFLAGS, &ifr) != 0)
-			_exit(3);
-		ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
 		sockaddr_in a{};
 		a.sin_family = AF_INET;
 		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 		const timeval wait{10, 0};
-		if (ioctl(fd, SIOCSIFFLAGS, &ifr) != 0 ||
-		    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait)) != 0)
-			_exit(4);
+		if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait)) != 0)
+			_exit(3);
 		for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
 			cpu_set_t one;
 			CPU_ZERO(&one);
