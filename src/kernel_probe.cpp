@@ -200,6 +200,194 @@ bool RawBtf::type(std::uint32_t id, int &kind, std::uint32_t &vlen, std::uint32_
 	return true;
 }
 
+namespace {
+
+template <typename T> T load_at(const char *p)
+{
+	T v;
+	std::memcpy(&v, p, sizeof v);
+	return v;
+}
+
+template <typename T> void append(std::vector<char> &out, const T &v)
+{
+	const auto *p = reinterpret_cast<const char *>(&v);
+	out.insert(out.end(), p, p + sizeof v);
+}
+
+} // namespace
+
+std::vector<char> RawBtf::relocation_subset(std::span<const std::string_view> roots) const
+{
+	const char *strings = data_ + strings_;
+	// walk() checked the string section ends with a NUL: every name ends inside it.
+	const auto name_of = [&](std::uint32_t off) {
+		return off < strings_len_ ? std::string_view(strings + off) : std::string_view();
+	};
+	const auto at = [&](std::uint32_t id) { return data_ + types_ + offsets_[id - 1]; };
+
+	// Old id -> new id (0: not taken); the taken old ids in new id order.
+	std::vector<std::uint32_t> new_id(offsets_.size() + 1, 0);
+	std::vector<std::uint32_t> order;
+	const auto take = [&](std::uint32_t id) {
+		if (id > offsets_.size())
+			return false;
+		if (id && !new_id[id]) {
+			order.push_back(id);
+			new_id[id] = static_cast<std::uint32_t>(order.size());
+		}
+		return true;
+	};
+	for (std::uint32_t id = 1; id <= offsets_.size(); id++) {
+		const auto t = load_at<btf_type>(at(id));
+		switch (BTF_INFO_KIND(t.info)) {
+		case BTF_KIND_STRUCT:
+		case BTF_KIND_UNION:
+		case BTF_KIND_ENUM:
+		case BTF_KIND_ENUM64:
+		case BTF_KIND_TYPEDEF:
+		case BTF_KIND_FWD:
+			if (const auto n = name_of(t.name_off);
+			    !n.empty() && std::find(roots.begin(), roots.end(), n) != roots.end())
+				take(id);
+			break;
+		default:
+			break;
+		}
+	}
+	if (order.empty())
+		return {};
+	// What each taken type holds by value, breadth first (order grows as it is walked).
+	for (std::size_t k = 0; k < order.size(); k++) {
+		const char *p = at(order[k]);
+		const auto t = load_at<btf_type>(p);
+		bool ok = true;
+		switch (BTF_INFO_KIND(t.info)) {
+		case BTF_KIND_INT:
+		case BTF_KIND_PTR: // becomes void *
+		case BTF_KIND_ENUM:
+		case BTF_KIND_ENUM64:
+		case BTF_KIND_FWD:
+		case BTF_KIND_FLOAT:
+			break;
+		case BTF_KIND_TYPEDEF:
+		case BTF_KIND_VOLATILE:
+		case BTF_KIND_CONST:
+		case BTF_KIND_RESTRICT:
+		case BTF_KIND_TYPE_TAG:
+			ok = take(t.type);
+			break;
+		case BTF_KIND_ARRAY: {
+			const auto a = load_at<struct btf_array>(p + sizeof t);
+			ok = take(a.type) && take(a.index_type);
+			break;
+		}
+		case BTF_KIND_STRUCT:
+		case BTF_KIND_UNION:
+			for (std::uint32_t i = 0; i < BTF_INFO_VLEN(t.info) && ok; i++)
+				ok = take(load_at<struct btf_member>(p + sizeof t +
+								     i * sizeof(struct btf_member))
+						  .type);
+			break;
+		default:
+			return {}; // a function, variable or section held by value: not BTF as a kernel
+				   // writes it
+		}
+		if (!ok)
+			return {};
+	}
+
+	std::vector<char> types, names(1, '\0');
+	std::unordered_map<std::string_view, std::uint32_t> name_offsets;
+	const auto name = [&](std::uint32_t off) -> std::uint32_t {
+		const auto n = name_of(off);
+		if (n.empty())
+			return 0;
+		auto [it, fresh] = name_offsets.try_emplace(n, static_cast<std::uint32_t>(names.size()));
+		if (fresh) {
+			names.insert(names.end(), n.begin(), n.end());
+			names.push_back('\0');
+		}
+		return it->second;
+	};
+	for (const std::uint32_t id : order) {
+		const char *p = at(id);
+		auto t = load_at<btf_type>(p);
+		const std::uint32_t vlen = BTF_INFO_VLEN(t.info);
+		p += sizeof t;
+		t.name_off = name(t.name_off);
+		switch (BTF_INFO_KIND(t.info)) {
+		case BTF_KIND_PTR:
+			t.type = 0;
+			append(types, t);
+			break;
+		case BTF_KIND_TYPEDEF:
+		case BTF_KIND_VOLATILE:
+		case BTF_KIND_CONST:
+		case BTF_KIND_RESTRICT:
+		case BTF_KIND_TYPE_TAG:
+			t.type = new_id[t.type];
+			append(types, t);
+			break;
+		case BTF_KIND_INT:
+			append(types, t);
+			append(types, load_at<std::uint32_t>(p));
+			break;
+		case BTF_KIND_ARRAY: {
+			auto a = load_at<struct btf_array>(p);
+			a.type = new_id[a.type];
+			a.index_type = new_id[a.index_type];
+			append(types, t);
+			append(types, a);
+			break;
+		}
+		case BTF_KIND_STRUCT:
+		case BTF_KIND_UNION:
+			append(types, t); // its size, vlen and bitfield flag as they are
+			for (std::uint32_t i = 0; i < vlen; i++) {
+				auto m = load_at<struct btf_member>(p + i * sizeof(struct btf_member));
+				m.name_off = name(m.name_off);
+				m.type = new_id[m.type];
+				append(types, m);
+			}
+			break;
+		case BTF_KIND_ENUM:
+			append(types, t);
+			for (std::uint32_t i = 0; i < vlen; i++) {
+				auto e = load_at<struct btf_enum>(p + i * sizeof(struct btf_enum));
+				e.name_off = name(e.name_off);
+				append(types, e);
+			}
+			break;
+		case BTF_KIND_ENUM64:
+			append(types, t);
+			for (std::uint32_t i = 0; i < vlen; i++) {
+				auto e = load_at<struct btf_enum64>(p + i * sizeof(struct btf_enum64));
+				e.name_off = name(e.name_off);
+				append(types, e);
+			}
+			break;
+		default: // FWD, FLOAT: the header is all
+			append(types, t);
+			break;
+		}
+	}
+	btf_header hdr{};
+	hdr.magic = BTF_MAGIC;
+	hdr.version = BTF_VERSION;
+	hdr.hdr_len = sizeof hdr;
+	hdr.type_off = 0;
+	hdr.type_len = static_cast<std::uint32_t>(types.size());
+	hdr.str_off = hdr.type_len;
+	hdr.str_len = static_cast<std::uint32_t>(names.size());
+	std::vector<char> out;
+	out.reserve(sizeof hdr + types.size() + names.size());
+	append(out, hdr);
+	out.insert(out.end(), types.begin(), types.end());
+	out.insert(out.end(), names.begin(), names.end());
+	return out;
+}
+
 bool KernelFeatures::has_type(std::string_view name, int kind) const
 {
 	return function_or_type_id(name, kind) >= 0;

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <array>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -40,6 +42,15 @@ public:
 	int find(std::string_view name, int kind) const;
 	/// A type's kind, its vlen and the type it refers to; false for an id out of range.
 	bool type(std::uint32_t id, int &kind, std::uint32_t &vlen, std::uint32_t &ref) const;
+	/**
+	 * A BTF blob of the structs, unions, enums and typedefs named `roots`
+	 * and every type they hold by value, each pointer turned to `void *`.
+	 * libbpf's relocations of fields and enum values on those types find in
+	 * it what they find in the whole BTF: they follow members by name, and
+	 * take a pointer field for one whatever it points to. Empty if no root is
+	 * here, or one holds a type of a kind this does not copy.
+	 */
+	std::vector<char> relocation_subset(std::span<const std::string_view> roots) const;
 
 private:
 	RawBtf() = default;
@@ -54,6 +65,14 @@ private:
 	// Built on the first question about a kind: the ids of that kind, in order.
 	mutable std::unordered_map<int, std::vector<std::uint32_t>> of_kind_;
 };
+
+/**
+ * The kernel types the BPF object's CO-RE relocations name (a unit test
+ * holds the object to them): the loader gives libbpf these and what they
+ * hold by value to relocate against, not the whole kernel BTF.
+ */
+inline constexpr std::array<std::string_view, 8> kRelocatedKernelTypes = {
+	"sock", "sk_buff", "skb_shared_info", "net", "udp_sock", "msghdr", "pt_regs", "skb_drop_reason"};
 
 /// What the kernel's BTF says, looked up by name.
 class KernelFeatures {

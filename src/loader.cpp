@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -299,7 +300,8 @@ struct Loader::Impl {
 	std::string reason;
 
 	std::unique_ptr<Skeleton, SkeletonDeleter> skel;
-	UniqueFd cgroup; // the cgroup v2 root, for programs attached later
+	UniqueFd relocation_btf; // the kernel types libbpf relocates against, until loaded
+	UniqueFd cgroup;         // the cgroup v2 root, for programs attached later
 	std::vector<bpf_program *> on_demand;
 	// Destroyed after the links that use them (members go in reverse order).
 	std::vector<std::unique_ptr<TracefsKretprobe>> kretprobes;
@@ -319,7 +321,8 @@ struct Loader::Impl {
 	std::vector<std::pair<const BackendRow *, std::string>>
 	candidates(std::optional<KernelFeatures> &kernel, std::unique_ptr<RawBtf> &raw,
 		   std::unique_ptr<btf, void (*)(btf *)> &vmlinux);
-	void open();
+	std::string write_relocation_btf(const RawBtf &raw);
+	void open(const RawBtf *raw);
 	void configure(const KernelFeatures &kernel);
 	void load(LibbpfCapture &capture);
 	void attach(LibbpfCapture &capture);
@@ -380,9 +383,49 @@ Loader::Impl::candidates(std::optional<KernelFeatures> &kernel, std::unique_ptr<
 	return out;
 }
 
-void Loader::Impl::open()
+/*
+ * libbpf parses the kernel's whole BTF (126,000 types, 9-10 ms of a start)
+ * to relocate the programs' reads of the few structures they name; given a
+ * file of those and what they hold by value (its btf_custom_path), it parses
+ * that instead. The fentry backend's programs need the whole BTF to attach,
+ * which libbpf parses for them anyway. Empty: libbpf reads the kernel's.
+ */
+std::string Loader::Impl::write_relocation_btf(const RawBtf &raw)
 {
-	skel.reset(udpintercept_bpf__open());
+	const std::vector<char> blob = raw.relocation_subset(kRelocatedKernelTypes);
+	if (blob.empty()) {
+		log("relocating against the kernel's whole BTF (its structures could not be copied out)");
+		return {};
+	}
+	UniqueFd fd(memfd_create("udpintercept-btf", MFD_CLOEXEC));
+	std::size_t done = 0;
+	while (fd && done < blob.size()) {
+		const ssize_t n = write(fd.get(), blob.data() + done, blob.size() - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			fd.reset();
+		else
+			done += static_cast<std::size_t>(n);
+	}
+	std::string path = fmt::format("/proc/self/fd/{}", fd.get());
+	if (!fd || access(path.c_str(), R_OK) != 0) {
+		log(fmt::format("relocating against the kernel's whole BTF (no file for its structures: {})",
+				std::strerror(errno)));
+		return {};
+	}
+	relocation_btf = std::move(fd);
+	log(fmt::format("relocating against {} bytes of the kernel's BTF", blob.size()));
+	return path;
+}
+
+void Loader::Impl::open(const RawBtf *raw)
+{
+	LIBBPF_OPTS(bpf_object_open_opts, opts);
+	std::string path;
+	if (raw && row->backend != Backend::fentry && !(path = write_relocation_btf(*raw)).empty())
+		opts.btf_custom_path = path.c_str(); // copied by libbpf
+	skel.reset(udpintercept_bpf__open_opts(&opts));
 	if (!skel)
 		fail("open", errno, "cannot open the embedded BPF object");
 }
@@ -452,7 +495,9 @@ void Loader::Impl::configure(const KernelFeatures &kernel)
 
 void Loader::Impl::load(LibbpfCapture &capture)
 {
-	if (int err = udpintercept_bpf__load(skel.get()); err)
+	const int err = udpintercept_bpf__load(skel.get());
+	relocation_btf.reset();
+	if (err)
 		fail("load", -err,
 		     fmt::format("the kernel refused the {} backend's BPF programs", to_string(row->backend)),
 		     capture.tail());
@@ -570,6 +615,7 @@ void Loader::Impl::reset() noexcept
 	on_demand.clear();
 	cgroup.reset();
 	skel.reset();
+	relocation_btf.reset();
 }
 
 Loader::Loader(const Options &options) : impl_(std::make_unique<Impl>(options))
@@ -606,7 +652,7 @@ Loader::Loader(const Options &options) : impl_(std::make_unique<Impl>(options))
 					fail("load", err,
 					     fmt::format("the kernel refused a one-instruction {} program",
 							 to_string(d.row->backend)));
-			d.open();
+			d.open(raw.get());
 			d.log("opened the BPF object");
 			d.configure(*kernel);
 			d.load(capture);

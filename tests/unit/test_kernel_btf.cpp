@@ -113,3 +113,72 @@ TEST_CASE("the raw BTF reader agrees with libbpf on this kernel's BTF", "[btf]")
 	}
 	CHECK(by_raw.tracepoint_arity("kfree_skb") >= 2);
 }
+
+TEST_CASE("the types copied out for libbpf's relocations keep their layouts", "[btf]")
+{
+	if (access("/sys/kernel/btf/vmlinux", R_OK) != 0) {
+		WARN("this kernel has no /sys/kernel/btf/vmlinux");
+		return;
+	}
+	using udpintercept::detail::kRelocatedKernelTypes;
+	BtfPtr whole(btf__load_vmlinux_btf(), btf__free);
+	REQUIRE(whole);
+	auto raw = RawBtf::read();
+	REQUIRE(raw);
+	const std::vector<char> bytes = raw->relocation_subset(kRelocatedKernelTypes);
+	REQUIRE(!bytes.empty());
+	BtfPtr subset(btf__new(bytes.data(), static_cast<__u32>(bytes.size())), btf__free);
+	REQUIRE(subset); // libbpf reads it
+	CHECK(btf__type_cnt(subset.get()) < btf__type_cnt(whole.get()) / 20);
+
+	// Each struct or union is as the kernel has it, member by member: name,
+	// offset, and the kind and size of what it holds; a pointer is void *.
+	const auto same_layout = [&](__u32 in_subset, __u32 in_whole) {
+		const btf_type *s = btf__type_by_id(subset.get(), in_subset);
+		const btf_type *w = btf__type_by_id(whole.get(), in_whole);
+		REQUIRE(s);
+		REQUIRE(w);
+		CHECK(btf_kind(s) == btf_kind(w));
+		CHECK(btf_vlen(s) == btf_vlen(w));
+		CHECK(std::string(btf__name_by_offset(subset.get(), s->name_off)) ==
+		      btf__name_by_offset(whole.get(), w->name_off));
+		if (!btf_is_composite(s) || btf_vlen(s) != btf_vlen(w))
+			return;
+		CHECK(s->size == w->size);
+		for (__u16 i = 0; i < btf_vlen(s); i++) {
+			const btf_member &ms = btf_members(s)[i], &mw = btf_members(w)[i];
+			INFO("member " << btf__name_by_offset(whole.get(), mw.name_off));
+			CHECK(ms.offset == mw.offset);
+			CHECK(std::string(btf__name_by_offset(subset.get(), ms.name_off)) ==
+			      btf__name_by_offset(whole.get(), mw.name_off));
+			const btf_type *ts = btf__type_by_id(subset.get(), ms.type);
+			const btf_type *tw = btf__type_by_id(whole.get(), mw.type);
+			REQUIRE(ts);
+			CHECK(btf_kind(ts) == btf_kind(tw));
+			if (btf_is_ptr(ts))
+				CHECK(ts->type == 0);
+			else
+				CHECK(btf__resolve_size(subset.get(), ms.type) ==
+				      btf__resolve_size(whole.get(), mw.type));
+		}
+	};
+	int roots = 0;
+	for (const auto name : kRelocatedKernelTypes)
+		for (const int kind :
+		     {int{BTF_KIND_STRUCT}, int{BTF_KIND_UNION}, int{BTF_KIND_ENUM}, int{BTF_KIND_ENUM64}}) {
+			const int w = btf__find_by_name_kind(whole.get(), std::string(name).c_str(), kind);
+			const int s = btf__find_by_name_kind(subset.get(), std::string(name).c_str(), kind);
+			INFO(name << " kind " << kind);
+			CHECK((w > 0) == (s > 0));
+			if (w > 0 && s > 0) {
+				roots++;
+				same_layout(static_cast<__u32>(s), static_cast<__u32>(w));
+			}
+		}
+	CHECK(roots >= 5); // sock, sk_buff, skb_shared_info, net, udp_sock and msghdr on every kernel
+	// Nested by value: sock's first member, its common part, is there in full.
+	const int common_s = btf__find_by_name_kind(subset.get(), "sock_common", BTF_KIND_STRUCT);
+	const int common_w = btf__find_by_name_kind(whole.get(), "sock_common", BTF_KIND_STRUCT);
+	REQUIRE(common_s > 0);
+	same_layout(static_cast<__u32>(common_s), static_cast<__u32>(common_w));
+}
