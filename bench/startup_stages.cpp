@@ -46,6 +46,7 @@ bool helper_probe(const BpfCall &c)
 constexpr std::string_view kBtf = "read the kernel's BTF";
 constexpr std::string_view kBackend = "backend ";
 constexpr std::string_view kOpened = "opened the BPF object";
+constexpr std::string_view kRelocating = "relocating against ";
 constexpr std::string_view kFailed = " failed its trial load";
 constexpr std::string_view kLoaded = "loaded ";
 constexpr std::string_view kAttached = "attached ";
@@ -131,6 +132,8 @@ Startup split_startup(Clock::time_point begin, Clock::time_point end, const std:
 			stages.add("after attach: ring buffer, flow tracker, clock", ms);
 		} else if (starts_with(line, kBtf)) {
 			stages.add("read the kernel's BTF", ms);
+		} else if (starts_with(line, kRelocating)) {
+			stages.add("copy out the kernel structures libbpf relocates against", ms);
 		} else if (line == kOpened) {
 			opened = true;
 			stages.add("open the BPF object", ms);
