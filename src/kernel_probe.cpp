@@ -215,6 +215,17 @@ template <typename T> void append(std::vector<char> &out, const T &v)
 	out.insert(out.end(), p, p + sizeof v);
 }
 
+/// A struct's members or an enum's values, each changed by `renumber` on its way to `out`.
+template <typename Entry, typename Renumber>
+void copy_entries(std::vector<char> &out, const char *from, std::uint32_t n, Renumber renumber)
+{
+	for (std::uint32_t i = 0; i < n; i++) {
+		auto e = load_at<Entry>(from + i * sizeof(Entry));
+		renumber(e);
+		append(out, e);
+	}
+}
+
 } // namespace
 
 std::vector<char> RawBtf::relocation_subset(std::span<const std::string_view> roots) const
@@ -344,28 +355,20 @@ std::vector<char> RawBtf::relocation_subset(std::span<const std::string_view> ro
 		case BTF_KIND_STRUCT:
 		case BTF_KIND_UNION:
 			append(types, t); // its size, vlen and bitfield flag as they are
-			for (std::uint32_t i = 0; i < vlen; i++) {
-				auto m = load_at<struct btf_member>(p + i * sizeof(struct btf_member));
+			copy_entries<struct btf_member>(types, p, vlen, [&](auto &m) {
 				m.name_off = name(m.name_off);
 				m.type = new_id[m.type];
-				append(types, m);
-			}
+			});
 			break;
 		case BTF_KIND_ENUM:
 			append(types, t);
-			for (std::uint32_t i = 0; i < vlen; i++) {
-				auto e = load_at<struct btf_enum>(p + i * sizeof(struct btf_enum));
-				e.name_off = name(e.name_off);
-				append(types, e);
-			}
+			copy_entries<struct btf_enum>(types, p, vlen,
+						      [&](auto &e) { e.name_off = name(e.name_off); });
 			break;
 		case BTF_KIND_ENUM64:
 			append(types, t);
-			for (std::uint32_t i = 0; i < vlen; i++) {
-				auto e = load_at<struct btf_enum64>(p + i * sizeof(struct btf_enum64));
-				e.name_off = name(e.name_off);
-				append(types, e);
-			}
+			copy_entries<struct btf_enum64>(types, p, vlen,
+							[&](auto &e) { e.name_off = name(e.name_off); });
 			break;
 		default: // FWD, FLOAT: the header is all
 			append(types, t);
