@@ -25,9 +25,18 @@ std::vector<BpfCall> g_calls;
 
 using SyscallFn = long (*)(long, ...);
 
+// Not a guarded static: a thread waiting on another's initialization of one
+// waits with futex(), through syscall(), which comes back here. The atomic is
+// constant-initialized; two threads may both look the symbol up, to the same end.
+std::atomic<SyscallFn> g_real_syscall{nullptr};
+
 SyscallFn real_syscall()
 {
-	static const auto fn = reinterpret_cast<SyscallFn>(dlsym(RTLD_NEXT, "syscall"));
+	SyscallFn fn = g_real_syscall.load(std::memory_order_acquire);
+	if (!fn) {
+		fn = reinterpret_cast<SyscallFn>(dlsym(RTLD_NEXT, "syscall"));
+		g_real_syscall.store(fn, std::memory_order_release);
+	}
 	return fn;
 }
 
