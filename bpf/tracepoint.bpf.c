@@ -59,27 +59,17 @@ static __always_inline void *lru_stash(bool send)
 }
 
 /*
- * The stash of this thread's operation on sk, if one was left (and takes
- * it). A stash is only ever left for a UDP socket, so finding one also
- * settles what the socket is. *connected: the socket had a peer of its own.
+ * Stashes a thread left in the LRU maps because it had no task storage (its
+ * creation failed: the kernel allocates it on the thread's first stash and
+ * may refuse then) and not yet taken: only while some are does a stash that
+ * task storage lacks have to be looked for there.
  */
-static __always_inline bool take_stash(bool send, struct sock *sk, struct udpi_peer *p, bool *connected)
+__u64 stashes_spilled = 0;
+
+/* Takes the stash st if it is sk's. */
+static __always_inline bool take_from(struct udpi_peer_stash *st, struct sock *sk, struct udpi_peer *p,
+				      bool *connected)
 {
-	struct udpi_peer_stash *st;
-
-	if (stash_in_task) {
-		struct task_stash *ts = bpf_task_storage_get(&task_stashes, bpf_get_current_task_btf(), 0, 0);
-
-		if (!ts)
-			return false;
-		st = send ? &ts->send : &ts->recv;
-	} else {
-		__u64 tid = bpf_get_current_pid_tgid();
-
-		st = bpf_map_lookup_elem(lru_stash(send), &tid);
-		if (!st)
-			return false;
-	}
 	if (st->sk != (__u64)sk)
 		return false;
 	__builtin_memcpy(p->addr, st->addr, 16);
@@ -88,6 +78,34 @@ static __always_inline bool take_stash(bool send, struct sock *sk, struct udpi_p
 	*connected = st->connected;
 	st->sk = 0;
 	return true;
+}
+
+/*
+ * The stash of this thread's operation on sk, if one was left (and takes
+ * it). A stash is only ever left for a UDP socket, so finding one also
+ * settles what the socket is. *connected: the socket had a peer of its own.
+ */
+static __always_inline bool take_stash(bool send, struct sock *sk, struct udpi_peer *p, bool *connected)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct udpi_peer_stash *st;
+
+	if (stash_in_task) {
+		struct task_stash *ts = bpf_task_storage_get(&task_stashes, bpf_get_current_task_btf(), 0, 0);
+
+		if (ts && take_from(send ? &ts->send : &ts->recv, sk, p, connected))
+			return true;
+		if (!*(volatile __u64 *)&stashes_spilled)
+			return false;
+		st = bpf_map_lookup_elem(lru_stash(send), &tid);
+		if (!st || !take_from(st, sk, p, connected))
+			return false;
+		if (!bpf_map_delete_elem(lru_stash(send), &tid))
+			__sync_fetch_and_add(&stashes_spilled, -1);
+		return true;
+	}
+	st = bpf_map_lookup_elem(lru_stash(send), &tid);
+	return st && take_from(st, sk, p, connected);
 }
 
 /*
@@ -230,8 +248,13 @@ int BPF_PROG(tp_send_length, struct sock *sk, int ret, int flags)
 		return 0; /* refused sends count nothing */
 	if (!given) {
 		udpi_sk_dport_family(sk, &dport, &family);
-		if (!sk_peer_of(sk, family, dport, &p))
+		if (!sk_peer_of(sk, family, dport, &p)) {
+			/* an unconnected send whose destination no hook left: counted, not attributed */
+			stat_add(UDPI_STAT_FLOWS_UNTRACKED, 1);
+			stat_add(UDPI_STAT_UNTRACKED_PACKETS, 1 + extra);
+			stat_add(UDPI_STAT_UNTRACKED_BYTES, (__u64)ret);
 			return 0;
+		}
 	}
 	handle_count(sk, &p, (__u64)ret, 1 + extra, true);
 	return 0;
@@ -411,7 +434,14 @@ static __always_inline void put_stash(bool send, const struct udpi_peer_stash *s
 				ts->send = *st;
 			else
 				ts->recv = *st;
+			return;
 		}
+		/* No task storage to be had: the LRU map holds the stash instead. */
+		tid = bpf_get_current_pid_tgid();
+		if (!bpf_map_update_elem(lru_stash(send), &tid, st, BPF_NOEXIST))
+			__sync_fetch_and_add(&stashes_spilled, 1);
+		else
+			bpf_map_update_elem(lru_stash(send), &tid, st, BPF_ANY);
 		return;
 	}
 	tid = bpf_get_current_pid_tgid();

@@ -171,8 +171,11 @@ void configure_tracepoint(Configuration &c)
 	ro->stash_in_task =
 		sock_addr_may(BPF_FUNC_task_storage_get) && sock_addr_may(BPF_FUNC_get_current_task_btf);
 	if (ro->stash_in_task) {
-		shrink(c.skel.maps.send_stash);
-		shrink(c.skel.maps.recv_stash);
+		// Left to the stashes of a thread whose task storage the kernel
+		// could not allocate (each taken within its system call).
+		const auto spill_room = static_cast<__u32>(16 * std::max(1, libbpf_num_possible_cpus()));
+		bpf_map__set_max_entries(c.skel.maps.send_stash, spill_room);
+		bpf_map__set_max_entries(c.skel.maps.recv_stash, spill_room);
 	}
 	c.log(fmt::format("peer stashes in {}", ro->stash_in_task ? "task storage" : "LRU hash maps"));
 
@@ -709,6 +712,21 @@ KernelObjects Loader::objects() const noexcept
 	o.check_prog_fd = bpf_program__fd(s.progs.check_socks);
 	o.full_sweep_wanted = &s.bss->full_sweep_wanted;
 	return o;
+}
+
+std::uint64_t Loader::program_misses() const noexcept
+{
+	std::uint64_t n = 0;
+	bpf_program *prog;
+	bpf_object__for_each_program(prog, impl_->skel->obj)
+	{
+		const int fd = bpf_program__fd(prog);
+		bpf_prog_info info{};
+		__u32 len = sizeof(info);
+		if (fd >= 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0)
+			n += info.recursion_misses;
+	}
+	return n;
 }
 
 int Loader::ring_fd() const noexcept

@@ -336,6 +336,33 @@ void threads(Ledger &l, Observer &, const Fam &f)
 	l.received(rx.local(), tx.local(), bytes.load());
 }
 
+// Short-lived threads, two at a time, each sending or reading one datagram:
+// every operation is its thread's first, for which the tracepoint backend's
+// hooks have the kernel allocate the thread's storage.
+void thread_per_datagram(Ledger &l, Observer &, const Fam &f)
+{
+	Udp rx = bound(f), tx = bound(f);
+	int rcvbuf = 4 << 20;
+	expect(setsockopt(rx.fd(), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) == 0,
+	       "SO_RCVBUFFORCE past rmem_max: nothing may drop");
+	constexpr int kDatagrams = 400;
+	for (int n = 0; n < kDatagrams; n += 2) {
+		std::thread a([&] { tx.send_to(rx.local(), 30); }), b([&] { tx.send_to(rx.local(), 31); });
+		a.join();
+		b.join();
+		l.sent(tx.local(), rx.local(), 30);
+		l.sent(tx.local(), rx.local(), 31);
+	}
+	for (int n = 0; n < kDatagrams; n += 2) {
+		std::size_t got[2] = {};
+		std::thread a([&] { got[0] = rx.recv_from(); }), b([&] { got[1] = rx.recv_from(); });
+		a.join();
+		b.join();
+		l.received(rx.local(), tx.local(), got[0]);
+		l.received(rx.local(), tx.local(), got[1]);
+	}
+}
+
 void storm(Ledger &l, Observer &o, const Fam &)
 {
 	Udp rx = bound(kIpv4);
@@ -954,6 +981,8 @@ const std::vector<Scenario> &all()
 		{"an SO_REUSEPORT group of four sockets: each socket's flows exact", kBoth,
 		 MibCheck::both_sides, false, reuseport},
 		{"many threads on one socket", kBoth, MibCheck::both_sides, false, threads},
+		{"a thread for each datagram: every thread's first send and receive counted", kBoth,
+		 MibCheck::both_sides, false, thread_per_datagram},
 		{"a socket storm: every short-lived socket reported, the flow table back to empty",
 		 {kIpv4},
 		 MibCheck::both_sides,

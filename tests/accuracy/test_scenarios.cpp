@@ -193,6 +193,11 @@ TEST_CASE("many threads on one socket", "[accuracy][threads]")
 	run_scenario("many threads on one socket");
 }
 
+TEST_CASE("a thread for each datagram: every thread's first send and receive counted", "[accuracy][threads]")
+{
+	run_scenario("a thread for each datagram: every thread's first send and receive counted");
+}
+
 TEST_CASE("sockets living across the tracer's start are counted from then on", "[accuracy][lifetime]")
 {
 	testutil::enter_fresh_netns();
