@@ -43,6 +43,9 @@ public:
 	 */
 	void drop_privileges();
 
+	/// Runs of the loaded programs the kernel skipped (see Stats::program_misses).
+	std::uint64_t program_misses() const noexcept;
+
 	/// Detaches every program; the maps stay readable.
 	void detach() noexcept;
 

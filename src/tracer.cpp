@@ -213,6 +213,7 @@ Stats Tracer::stats() const
 	s.sockets_untracked = k.sum[UDPI_STAT_SOCKS_UNTRACKED];
 	s.peer_unknown = k.sum[UDPI_STAT_PEER_UNKNOWN];
 	s.no_listener = k.sum[UDPI_STAT_NO_LISTENER];
+	s.program_misses = d.loader.program_misses();
 	s.deferred_operations = c.deferred_operations;
 	s.insert_failures = k.sum[UDPI_STAT_INSERT_FAILED];
 	s.insert_last_errno = static_cast<int>(k.insert_last_errno);

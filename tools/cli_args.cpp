@@ -88,7 +88,9 @@ snapshots are printed, then one summary line on stderr:
   udpintercept: events=N lost=N closes_deferred=N untracked_flows=N ...
 lost counts snapshots the ring buffer had no room for; counters stay exact
 because every snapshot is cumulative. no_listener counts datagrams that
-arrived for a port no socket listened on (they belong to no flow).
+arrived for a port no socket listened on (they belong to no flow). missed
+counts runs of the tracer's programs the kernel skipped (the program was
+already running on that CPU): what they would have counted is in no flow.
 
 rx_drops counts the datagrams from a flow's peer that the kernel discarded
 on their way into the socket (receive buffer or protocol memory full, the

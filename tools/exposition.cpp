@@ -140,6 +140,10 @@ std::vector<MetricFamily> Exposition::Collect() const
 			     "UDP datagrams that arrived for a port no socket listened on (the kernel's "
 			     "NoPorts; they belong to no process)",
 			     MetricType::Counter, st.no_listener));
+	out.push_back(single("udpintercept_program_runs_missed_total",
+			     "Runs of the tracer's programs the kernel skipped because the program was "
+			     "already running on the CPU (what they would have counted is in no flow)",
+			     MetricType::Counter, st.program_misses));
 	if (!t.backend.empty()) {
 		MetricFamily info =
 			family("udpintercept_build_info",

@@ -173,11 +173,11 @@ int run(const Config &cli)
 	fmt::print(
 		stderr,
 		"udpintercept: events={} lost={} closes_deferred={} untracked_flows={} untracked_packets={} "
-		"untracked_bytes={} untracked_sockets={} peer_unknown={} no_listener={} expired={} "
+		"untracked_bytes={} untracked_sockets={} peer_unknown={} no_listener={} missed={} expired={} "
 		"expired_early={} backend={}\n",
 		s.events, s.lost, s.closes_deferred, s.flows_untracked, s.untracked_packets,
-		s.untracked_bytes, s.sockets_untracked, s.peer_unknown, s.no_listener, s.expired,
-		s.expired_early, backend);
+		s.untracked_bytes, s.sockets_untracked, s.peer_unknown, s.no_listener, s.program_misses,
+		s.expired, s.expired_early, backend);
 	close(sfd);
 	return stdout_errno ? 1 : 0;
 }

@@ -42,6 +42,12 @@ struct Stats {
 	/// NoPorts): they belong to no process and so to no flow. Counted on
 	/// kernels that give drops a reason (5.17 and later); 0 on older ones.
 	std::uint64_t no_listener = 0;
+	/// Runs of the tracer's programs the kernel skipped because the same
+	/// program was already running on that CPU (a hook reached again from
+	/// an interrupt): what such a run would have counted is in no flow.
+	/// Counted where the kernel keeps the figure: trampolines from 5.12,
+	/// kprobes from 6.7, raw tracepoints on recent kernels; 0 elsewhere.
+	std::uint64_t program_misses = 0;
 	/// Operations a busy flow table handed to user space (counted exactly).
 	std::uint64_t deferred_operations = 0;
 	/// Socket and flow inserts refused for a reason other than a full table.

@@ -353,7 +353,8 @@ def test_prometheus(args):
         for name in ("udpintercept_flows_active", "udpintercept_snapshots_lost_total",
                      "udpintercept_untracked_flows_total", "udpintercept_untracked_datagrams_total",
                      "udpintercept_untracked_bytes_total", "udpintercept_peer_unknown_total",
-                     "udpintercept_no_listener_datagrams_total", "udpintercept_series_overflow_total"):
+                     "udpintercept_no_listener_datagrams_total", "udpintercept_series_overflow_total",
+                     "udpintercept_program_runs_missed_total"):
             if len(prom.query(name)) != 1:
                 raise Failure(f"{name} is not exported")
         if value(prom.query("udpintercept_series_overflow_total")[0]) != 0:
