@@ -87,8 +87,8 @@ static __always_inline bool take_from(struct udpi_peer_stash *st, struct sock *s
  */
 static __always_inline bool take_stash(bool send, struct sock *sk, struct udpi_peer *p, bool *connected)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
 	struct udpi_peer_stash *st;
+	__u64 tid;
 
 	if (stash_in_task) {
 		struct task_stash *ts = bpf_task_storage_get(&task_stashes, bpf_get_current_task_btf(), 0, 0);
@@ -97,6 +97,7 @@ static __always_inline bool take_stash(bool send, struct sock *sk, struct udpi_p
 			return true;
 		if (!*(volatile __u64 *)&stashes_spilled)
 			return false;
+		tid = bpf_get_current_pid_tgid();
 		st = bpf_map_lookup_elem(lru_stash(send), &tid);
 		if (!st || !take_from(st, sk, p, connected))
 			return false;
@@ -104,6 +105,7 @@ static __always_inline bool take_stash(bool send, struct sock *sk, struct udpi_p
 			__sync_fetch_and_add(&stashes_spilled, -1);
 		return true;
 	}
+	tid = bpf_get_current_pid_tgid();
 	st = bpf_map_lookup_elem(lru_stash(send), &tid);
 	return st && take_from(st, sk, p, connected);
 }
