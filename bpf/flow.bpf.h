@@ -61,6 +61,14 @@ static __always_inline void stat_add(__u32 idx, __u64 n)
 		__sync_fetch_and_add(v, n);
 }
 
+/* An operation counted in no flow: its datagrams and bytes still count. */
+static __always_inline void count_untracked(__u64 packets, __u64 bytes)
+{
+	stat_add(UDPI_STAT_FLOWS_UNTRACKED, 1);
+	stat_add(UDPI_STAT_UNTRACKED_PACKETS, packets);
+	stat_add(UDPI_STAT_UNTRACKED_BYTES, bytes);
+}
+
 /* Filters on the current task, checked before any map work. */
 static __always_inline bool task_filtered_out(void)
 {
@@ -508,9 +516,7 @@ static __always_inline void defer(struct sock *sk, const struct udpi_flow_key *k
 	struct udpi_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 
 	if (!r) {
-		stat_add(UDPI_STAT_FLOWS_UNTRACKED, 1);
-		stat_add(UDPI_STAT_UNTRACKED_PACKETS, packets);
-		stat_add(UDPI_STAT_UNTRACKED_BYTES, bytes);
+		count_untracked(packets, bytes);
 		return;
 	}
 	__builtin_memset(r, 0, sizeof(*r));
@@ -608,9 +614,7 @@ static __always_inline void count_op(struct sock *sk, const struct udpi_peer *p,
 	return;
 
 untracked:
-	stat_add(UDPI_STAT_FLOWS_UNTRACKED, 1);
-	stat_add(UDPI_STAT_UNTRACKED_PACKETS, packets);
-	stat_add(UDPI_STAT_UNTRACKED_BYTES, bytes);
+	count_untracked(packets, bytes);
 }
 
 /* A send (tx) or a receive the kernel accepted, in the task that made it. */

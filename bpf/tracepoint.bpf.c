@@ -97,17 +97,15 @@ static __always_inline bool take_stash(bool send, struct sock *sk, struct udpi_p
 			return true;
 		if (!*(volatile __u64 *)&stashes_spilled)
 			return false;
-		tid = bpf_get_current_pid_tgid();
-		st = bpf_map_lookup_elem(lru_stash(send), &tid);
-		if (!st || !take_from(st, sk, p, connected))
-			return false;
-		if (!bpf_map_delete_elem(lru_stash(send), &tid))
-			__sync_fetch_and_add(&stashes_spilled, -1);
-		return true;
 	}
 	tid = bpf_get_current_pid_tgid();
 	st = bpf_map_lookup_elem(lru_stash(send), &tid);
-	return st && take_from(st, sk, p, connected);
+	if (!st || !take_from(st, sk, p, connected))
+		return false;
+	/* A spilled stash leaves the table with its thread's next take. */
+	if (stash_in_task && !bpf_map_delete_elem(lru_stash(send), &tid))
+		__sync_fetch_and_add(&stashes_spilled, -1);
+	return true;
 }
 
 /*
@@ -222,9 +220,7 @@ int cg_skb_egress(struct __sk_buff *skb)
 	sk = launder_sk(bsk);
 	if (!sk || !skb_udp_end(skb, true, &p, &bytes)) {
 		/* a socket or headers this program could not read: counted, not attributed */
-		stat_add(UDPI_STAT_FLOWS_UNTRACKED, 1);
-		stat_add(UDPI_STAT_UNTRACKED_PACKETS, segs);
-		stat_add(UDPI_STAT_UNTRACKED_BYTES, SKB(skb, len));
+		count_untracked(segs, SKB(skb, len));
 		return 1;
 	}
 	handle_count(sk, &p, bytes, segs, true);
@@ -252,9 +248,7 @@ int BPF_PROG(tp_send_length, struct sock *sk, int ret, int flags)
 		udpi_sk_dport_family(sk, &dport, &family);
 		if (!sk_peer_of(sk, family, dport, &p)) {
 			/* an unconnected send whose destination no hook left: counted, not attributed */
-			stat_add(UDPI_STAT_FLOWS_UNTRACKED, 1);
-			stat_add(UDPI_STAT_UNTRACKED_PACKETS, 1 + extra);
-			stat_add(UDPI_STAT_UNTRACKED_BYTES, (__u64)ret);
+			count_untracked(1 + extra, (__u64)ret);
 			return 0;
 		}
 	}
@@ -439,19 +433,13 @@ static __always_inline void put_stash(bool send, const struct udpi_peer_stash *s
 			return;
 		}
 		/* No task storage to be had: the LRU map holds the stash instead. */
-		tid = bpf_get_current_pid_tgid();
-		if (!bpf_map_update_elem(lru_stash(send), &tid, st, BPF_NOEXIST))
-			__sync_fetch_and_add(&stashes_spilled, 1);
-		else
-			bpf_map_update_elem(lru_stash(send), &tid, st, BPF_ANY);
-		return;
 	}
 	tid = bpf_get_current_pid_tgid();
 	slot = bpf_map_lookup_elem(lru_stash(send), &tid);
 	if (slot)
 		*slot = *st;
-	else
-		bpf_map_update_elem(lru_stash(send), &tid, st, BPF_ANY);
+	else if (!bpf_map_update_elem(lru_stash(send), &tid, st, BPF_ANY) && stash_in_task)
+		__sync_fetch_and_add(&stashes_spilled, 1);
 }
 
 /* The hook's IPv6 address, one 32-bit load each (the context allows no other). */

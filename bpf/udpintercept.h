@@ -52,7 +52,7 @@ enum udpi_record_kind {
 enum udpi_stat {
 	UDPI_STAT_RB_DROP_UPDATE = 0, /* snapshot records the ring buffer had no room for */
 	UDPI_STAT_RB_DROP_CLOSE,      /* socket-close records left for user space to collect */
-	UDPI_STAT_FLOWS_UNTRACKED,    /* operations on flows the full flow table could not admit */
+	UDPI_STAT_FLOWS_UNTRACKED,    /* operations counted in no flow (a full table, a peer not learned) */
 	UDPI_STAT_UNTRACKED_PACKETS,  /* datagrams of such operations */
 	UDPI_STAT_UNTRACKED_BYTES,    /* bytes of such operations */
 	UDPI_STAT_SOCKS_UNTRACKED,    /* sockets the full socket table could not admit */
