@@ -21,21 +21,36 @@ struct {
 	__type(value, struct rx_ring);
 } rx_ring_zero SEC(".maps");
 
-static __always_inline struct rx_ring *rx_ring_get(struct sock *sk)
+__u64 gro_connected_rings = 0;
+
+/*
+ * The socket's ring, begun if it has none. A connected socket's (`connected`)
+ * is begun only by a coalesced datagram (`coalesced`), and one begun before
+ * it connected is not its: NULL then, the datagram needs no note.
+ */
+static __always_inline struct rx_ring *rx_ring_get(struct sock *sk, bool connected, bool coalesced)
 {
 	__u64 skaddr = (__u64)sk;
 	struct rx_ring *r = bpf_map_lookup_elem(&rx_rings, &skaddr);
 	__u32 zero = 0;
+	int err;
 
 	if (r)
-		return r;
+		return connected && !r->gro_connected ? NULL : r;
+	if (connected && !coalesced)
+		return NULL;
 	r = bpf_map_lookup_elem(&rx_ring_zero, &zero);
 	if (!r)
 		return NULL;
 	r->skip = sk_queued(sk);
-	bpf_map_update_elem(&rx_rings, &skaddr, r, BPF_NOEXIST);
+	r->gro_connected = connected;
+	err = bpf_map_update_elem(&rx_rings, &skaddr, r, BPF_NOEXIST);
 	r->skip = 0;
-	return bpf_map_lookup_elem(&rx_rings, &skaddr);
+	r->gro_connected = 0;
+	if (!err && connected)
+		__sync_fetch_and_add(&gro_connected_rings, 1);
+	r = bpf_map_lookup_elem(&rx_rings, &skaddr);
+	return r && connected && !r->gro_connected ? NULL : r;
 }
 
 /*
@@ -76,27 +91,36 @@ int cg_skb_ingress(struct __sk_buff *skb)
 {
 	struct bpf_sock *bsk = SKB(skb, sk);
 	struct udpi_peer p = {};
+	bool connected = false;
 	struct rx_ring *r;
 	struct sock *sk;
 	__u64 n, head, payload;
+	__u16 segs;
 
 	if (!bsk)
 		return 1;
 	bsk = bpf_sk_fullsock(bsk);
 	if (!bsk || BPF_SOCK(bsk, protocol) != UDPI_IPPROTO_UDP)
 		return 1;
+	segs = skb_wire_datagrams(skb);
 	if (BPF_SOCK(bsk, dst_port)) {
-		/* A connected socket's peer is the socket's: no note to take. */
-		if (kfree_skb_arity < 4 && (sk = launder_sk(bsk)))
-			note_last(sk, skb, UDPI_NO_NOTE);
-		return 1;
+		/*
+		 * A connected socket's peer is the socket's: no note to take,
+		 * unless its datagrams are coalesced (a ring marked for it).
+		 */
+		connected = true;
+		if (segs == 1 && !*(volatile __u64 *)&gro_connected_rings)
+			goto no_note;
 	}
 	sk = launder_sk(bsk);
 	if (!sk || !skb_udp_end(skb, false, &p, &payload))
 		return 1;
-	r = rx_ring_get(sk);
-	if (!r)
+	r = rx_ring_get(sk, connected, segs > 1);
+	if (!r) {
+		if (connected)
+			goto no_note;
 		return 1;
+	}
 	n = __sync_fetch_and_add(&r->tail, 1);
 	/*
 	 * head is the consumer's, written at every receive: reading it for every
@@ -115,6 +139,7 @@ int cg_skb_ingress(struct __sk_buff *skb)
 
 		e->peer = p;
 		e->dropped = 0;
+		e->segs = segs;
 		asm volatile("" ::: "memory");
 		e->seq = n + 1; /* last: a reader trusts the slot by it */
 	} else {
@@ -122,10 +147,16 @@ int cg_skb_ingress(struct __sk_buff *skb)
 		struct rx_spilled v = {};
 
 		v.peer = p;
+		v.segs = segs;
 		/* A full spill map leaves the sender unknown, counted when it is read. */
 		bpf_map_update_elem(&rx_spill, &key, &v, BPF_NOEXIST);
 	}
 	note_last(sk, skb, n);
+	return 1;
+
+no_note:
+	if (kfree_skb_arity < 4 && (sk = launder_sk(bsk)))
+		note_last(sk, skb, UDPI_NO_NOTE);
 	return 1;
 }
 

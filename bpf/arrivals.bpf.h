@@ -31,13 +31,22 @@
  * The notes of a socket live in a ring of UDPI_RX_RING entries; a burst that
  * queues more spills the rest into rx_spill, keyed by socket and arrival
  * number, so any depth the socket's receive buffer allows is followed.
+ *
+ * A note also says how many datagrams on the wire its datagram is: a socket
+ * with UDP_GRO set receives the segments of a GSO send, or those GRO
+ * coalesced, as one datagram (one receive returns them all), which counts as
+ * its segments, as the send did. A connected socket's peer needs no note, but
+ * its coalesced datagrams do: its first one gives the socket a ring (marked
+ * gro_connected), and from then on every datagram it queues is noted and every
+ * receive takes its note, as on an unconnected socket.
  */
 #define UDPI_RX_RING 64
 
 struct rx_entry {
 	__u64 seq; /* arrival number + 1; 0 = empty */
 	struct udpi_peer peer;
-	__u32 dropped; /* the kernel dropped it instead of queueing it */
+	__u16 dropped; /* the kernel dropped it instead of queueing it */
+	__u16 segs;    /* datagrams on the wire it is (1, or a coalesced one's segments) */
 };
 
 /* The consumer's and the producer's counters on separate cache lines. */
@@ -46,7 +55,9 @@ struct rx_ring {
 	__u64 skip; /* datagrams queued before tracking began: their senders are not known */
 	/* notes of datagrams a receive dropped for a bad checksum, to pass over */
 	__u64 discard;
-	__u64 consumer_pad[5];
+	/* a connected socket's ring, begun by a coalesced datagram (gro_connected_rings) */
+	__u64 gro_connected;
+	__u64 consumer_pad[4];
 	__u64 tail; /* next arrival number to note */
 	/* head as a producer last read it (never ahead of head): read again only when the ring looks full */
 	__u64 head_seen;
@@ -69,7 +80,8 @@ struct rx_spill_key {
 
 struct rx_spilled {
 	struct udpi_peer peer;
-	__u32 dropped;
+	__u16 dropped;
+	__u16 segs;
 };
 
 /* The notes beyond a ring's depth (allocated only while a burst lasts). */
@@ -87,6 +99,23 @@ static __always_inline __u64 sk_queued(struct sock *sk)
 	       BPF_CORE_READ((struct udp_sock *)sk, reader_queue.qlen);
 }
 
+/*
+ * Connected sockets whose rings a coalesced datagram began: while there are
+ * none, a connected socket's datagrams and receives skip the ring table.
+ */
+extern __u64 gro_connected_rings;
+
+/*
+ * The datagrams on the wire an arriving skb is: its segments if it is a
+ * whole GSO skb (a segment of a split one has no gso_size).
+ */
+static __always_inline __u16 skb_wire_datagrams(struct __sk_buff *skb)
+{
+	const __u32 segs = SKB(skb, gso_segs);
+
+	return segs > 1 && SKB(skb, gso_size) ? (__u16)segs : 1;
+}
+
 /* A live note taken while notes are to be passed over is one of them. */
 static __always_inline bool rx_ring_passed_over(struct rx_ring *r)
 {
@@ -98,16 +127,22 @@ static __always_inline bool rx_ring_passed_over(struct rx_ring *r)
 
 /*
  * Takes the note of the datagram this receive consumed; true with its
- * sender in *p, false if its sender was not noted (queued before tracking
- * began, or no room to note it). A note the kernel struck out (a drop after
- * ingress) is passed over: that datagram never reached the queue.
+ * sender in *p and the datagrams on the wire it was in *segs, false if it
+ * was not noted (queued before tracking began, or no room to note it). A
+ * note the kernel struck out (a drop after ingress) is passed over: that
+ * datagram never reached the queue. `connected`: the socket has a peer, so
+ * only a ring a coalesced datagram began is its (an older one holds the
+ * notes of its unconnected days, read only by recv() without an address).
  */
-static __always_inline bool rx_ring_take(struct sock *sk, struct udpi_peer *p)
+static __always_inline bool rx_ring_take(struct sock *sk, struct udpi_peer *p, __u16 *segs, bool connected)
 {
 	__u64 skaddr = (__u64)sk;
-	struct rx_ring *r = bpf_map_lookup_elem(&rx_rings, &skaddr);
+	struct rx_ring *r;
 
-	if (!r)
+	if (connected && !*(volatile __u64 *)&gro_connected_rings)
+		return false;
+	r = bpf_map_lookup_elem(&rx_rings, &skaddr);
+	if (!r || (connected && !r->gro_connected))
 		return false;
 	if (r->skip) {
 		__sync_fetch_and_add(&r->skip, -1);
@@ -136,6 +171,7 @@ static __always_inline bool rx_ring_take(struct sock *sk, struct udpi_peer *p)
 			if (e.dropped || rx_ring_passed_over(r))
 				continue;
 			*p = e.peer;
+			*segs = e.segs;
 			return true;
 		}
 		s = bpf_map_lookup_elem(&rx_spill, &key);
@@ -143,10 +179,12 @@ static __always_inline bool rx_ring_take(struct sock *sk, struct udpi_peer *p)
 			return false; /* no room was left to note it */
 		e.peer = s->peer;
 		e.dropped = s->dropped;
+		e.segs = s->segs;
 		bpf_map_delete_elem(&rx_spill, &key);
 		if (e.dropped || rx_ring_passed_over(r))
 			continue;
 		*p = e.peer;
+		*segs = e.segs;
 		return true;
 	}
 	return false;
@@ -192,7 +230,14 @@ extern __u64 csum_drops_waiting;
  */
 static __always_inline void rx_ring_forget(__u64 skaddr)
 {
-	if (bpf_map_lookup_elem(&rx_rings, &skaddr))
+	struct rx_ring *r = bpf_map_lookup_elem(&rx_rings, &skaddr);
+
+	if (!r)
+		return;
+	/* Only the call that deleted it gives its mark back: a close may race a create's cleanup. */
+	if (r->gro_connected && !bpf_map_delete_elem(&rx_rings, &skaddr))
+		__sync_fetch_and_add(&gro_connected_rings, -1);
+	else
 		bpf_map_delete_elem(&rx_rings, &skaddr);
 }
 

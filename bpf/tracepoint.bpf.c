@@ -348,12 +348,16 @@ static __always_inline void settle_csum_drops(struct sock *sk, bool known, bool 
 		return;
 	s.port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	bpf_loop(UDPI_CSUM_WAITING, csum_settle_one, &s, 0);
-	/* Asked of the socket only now, after the loop: its callback is verified once. */
-	if (s.settled && !(known ? connected : sk_has_peer(sk))) {
+	/*
+	 * Asked of the socket only now, after the loop: its callback is verified
+	 * once. A connected socket's receives take notes only from a ring its
+	 * coalesced datagrams began.
+	 */
+	if (s.settled) {
 		__u64 skaddr = (__u64)sk;
 
 		r = bpf_map_lookup_elem(&rx_rings, &skaddr);
-		if (r)
+		if (r && (r->gro_connected || !(known ? connected : sk_has_peer(sk))))
 			__sync_fetch_and_add(&r->discard, s.settled);
 	}
 	if (!s.waiting && !bpf_map_delete_elem(&csum_drops, &tid))
@@ -366,9 +370,9 @@ static __always_inline void settle_csum_drops(struct sock *sk, bool known, bool 
  * callback, which updates a flow too (6.12's verifier refused the 544 bytes
  * of the two inlined).
  */
-static __noinline int count_receive(struct sock *sk, const struct udpi_peer *p, __u64 bytes)
+static __noinline int count_receive(struct sock *sk, const struct udpi_peer *p, __u64 bytes, __u64 segs)
 {
-	handle_count(sk, p, bytes, 1, false);
+	handle_count(sk, p, bytes, segs, false);
 	return 0;
 }
 
@@ -379,7 +383,7 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 	struct udpi_peer p = {}, noted = {};
 	bool have, connected = false;
 	__be16 dport = 0;
-	__u16 family = 0;
+	__u16 family = 0, segs = 1;
 
 	have = take_stash(false, sk, &p, &connected);
 	/* This CPU's socket cache holds UDP sockets only: a hit spares reading the socket's type. */
@@ -390,8 +394,11 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 		settle_csum_drops(sk, have, connected);
 	if (ret < 0 || (flags & (UDPI_MSG_PEEK | UDPI_MSG_ERRQUEUE)) || task_filtered_out())
 		return 0; /* errors, peeks and the error queue consume no datagram */
-	/* Every receive on an unconnected socket takes its note, named or not. */
-	if (!connected && rx_ring_take(sk, &noted) && !have) {
+	/*
+	 * Every receive on an unconnected socket takes its note, named or not;
+	 * on a connected one, where coalesced datagrams gave it a ring.
+	 */
+	if (rx_ring_take(sk, &noted, &segs, connected) && !have) {
 		p = noted;
 		have = true;
 	}
@@ -407,7 +414,7 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 		if (!arrivals_asked)
 			ask_for_arrivals();
 	}
-	count_receive(sk, &p, (__u64)ret);
+	count_receive(sk, &p, (__u64)ret, segs);
 	return 0;
 }
 

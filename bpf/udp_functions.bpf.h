@@ -91,6 +91,25 @@ static __always_inline void on_udp_sendmsg(struct sock *sk, const struct udpi_pe
 }
 
 /*
+ * The datagrams on the wire a received skb is: a socket with UDP_GRO set
+ * receives the segments of a GSO send, or those GRO coalesced, as one skb
+ * (one receive returns them all), which counts as its segments, as the send
+ * did. Every other skb reaching a socket is one datagram.
+ */
+static __always_inline __u64 skb_wire_segs(struct sk_buff *skb)
+{
+	struct skb_shared_info *shinfo = udpi_skb_shinfo(skb);
+	__u16 size, segs;
+
+	/* A segment of a split GSO skb has no gso_size: only a whole one counts as more. */
+	if (!shinfo || bpf_probe_read_kernel(&size, sizeof(size), &shinfo->gso_size) || !size)
+		return 1;
+	if (bpf_probe_read_kernel(&segs, sizeof(segs), &shinfo->gso_segs) || segs <= 1)
+		return 1;
+	return segs;
+}
+
+/*
  * skb_consume_udp(sk, skb, len) ends every datagram read by udp_recvmsg()
  * and udpv6_recvmsg() with len = what the call returns (the copied bytes,
  * or the datagram's length under MSG_TRUNC), negated when MSG_PEEK left the
@@ -109,7 +128,7 @@ static __always_inline void on_skb_consume_udp(struct sock *sk, struct sk_buff *
 		return;
 	if (!skb_source(skb, &p) && !sk_connected_peer(sk, &p))
 		return;
-	handle_count(sk, &p, (__u64)len, 1, false);
+	handle_count(sk, &p, (__u64)len, skb_wire_segs(skb), false);
 }
 
 /* ip4/ip6_datagram_connect() succeeded: the socket has its peer and local port. */

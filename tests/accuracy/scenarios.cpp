@@ -278,6 +278,107 @@ void gso(Ledger &l, Observer &, const Fam &f)
 	}
 }
 
+#ifndef UDP_GRO
+#define UDP_GRO 104 /* linux/udp.h */
+#endif
+
+// One receive on a UDP_GRO socket into a buffer of 64 KiB, with or without the
+// sender's address; its bytes, and in *segment the segment size the kernel
+// reports for a coalesced datagram (0 for a single one).
+std::size_t gro_receive(Udp &rx, bool with_address, SockAddr &from, std::uint16_t *segment)
+{
+	std::vector<char> buf(65536);
+	iovec iov{buf.data(), buf.size()};
+	char control[CMSG_SPACE(sizeof(int))] = {};
+	msghdr msg{};
+	from.len = sizeof(from.ss);
+	msg.msg_name = with_address ? &from.ss : nullptr;
+	msg.msg_namelen = with_address ? from.len : 0;
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = control;
+	msg.msg_controllen = sizeof(control);
+	const ssize_t n = recvmsg(rx.fd(), &msg, 0);
+	expect(n >= 0, "recvmsg on the UDP_GRO socket");
+	*segment = 0;
+	for (cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm))
+		if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
+			int size = 0;
+			std::memcpy(&size, CMSG_DATA(cm), sizeof(size));
+			*segment = static_cast<std::uint16_t>(size);
+		}
+	return static_cast<std::size_t>(n);
+}
+
+// A GSO send of `bytes` in segments of `segment`, through a control message.
+void gso_send(Udp &tx, const SockAddr *to, std::size_t bytes, std::uint16_t segment)
+{
+	std::vector<char> payload(bytes, 'c');
+	iovec iov{payload.data(), payload.size()};
+	char control[CMSG_SPACE(sizeof(std::uint16_t))] = {};
+	msghdr msg{};
+	if (to) {
+		msg.msg_name = const_cast<sockaddr *>(to->sa());
+		msg.msg_namelen = to->len;
+	}
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = control;
+	msg.msg_controllen = sizeof(control);
+	cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+	cm->cmsg_level = SOL_UDP;
+	cm->cmsg_type = UDP_SEGMENT;
+	cm->cmsg_len = CMSG_LEN(sizeof(segment));
+	std::memcpy(CMSG_DATA(cm), &segment, sizeof(segment));
+	expect(sendmsg(tx.fd(), &msg, 0) == static_cast<ssize_t>(bytes), "a UDP_SEGMENT send");
+}
+
+// A socket with UDP_GRO set receives a GSO send's segments as one datagram
+// (loopback keeps them together; a NIC's GRO coalesces them likewise): one
+// receive returns them all, and they count as the datagrams on the wire, as
+// the send did. Unconnected and connected receivers, reading with and without
+// the sender's address, single datagrams between the coalesced ones (the
+// connected socket's first one queued before its first coalesced one).
+void gro(Ledger &l, Observer &, const Fam &f)
+{
+	const int on = 1;
+	for (const bool connected : {false, true}) {
+		Udp rx = bound(f), tx = bound(f);
+		expect(setsockopt(rx.fd(), SOL_UDP, UDP_GRO, &on, sizeof(on)) == 0, "setsockopt(UDP_GRO)");
+		const SockAddr to = rx.local();
+		if (connected) {
+			rx.connect(tx.local());
+			tx.connect(to);
+		}
+		const SockAddr *dest = connected ? nullptr : &to;
+		struct Sent {
+			std::size_t bytes;
+			std::uint16_t segment; // 0: a single datagram
+		};
+		const std::vector<Sent> sends = {{40, 0}, {1000, 100}, {30, 0}, {650, 200}, {20, 0}};
+		for (const Sent &s : sends) {
+			if (s.segment) {
+				gso_send(tx, dest, s.bytes, s.segment);
+				l.sent(tx.local(), to, s.bytes, (s.bytes + s.segment - 1) / s.segment);
+			} else if (connected) {
+				tx.send(s.bytes);
+				l.sent(tx.local(), to, s.bytes);
+			} else {
+				tx.send_to(to, s.bytes);
+				l.sent(tx.local(), to, s.bytes);
+			}
+		}
+		for (std::size_t i = 0; i < sends.size(); i++) {
+			SockAddr from;
+			std::uint16_t segment = 0;
+			const std::size_t n = gro_receive(rx, i % 2 == 0, from, &segment);
+			expect(n == sends[i].bytes && segment == sends[i].segment,
+			       "each send arrives whole, coalesced with its segment size");
+			l.received(to, tx.local(), n, segment ? (n + segment - 1) / segment : 1);
+		}
+	}
+}
+
 void forked(Ledger &l, Observer &o, const Fam &)
 {
 	Udp rx = bound(kIpv4), tx = bound(kIpv4);
@@ -953,6 +1054,9 @@ const std::vector<Scenario> &all()
 		// GSO: OutDatagrams counts a segmented send once on some kernels.
 		{"UDP_SEGMENT (GSO) sends count the datagrams on the wire", kBoth, MibCheck::receive_side,
 		 false, gso},
+		// GRO: InDatagrams counts a coalesced receive once as well.
+		{"a UDP_GRO receiver counts each coalesced datagram as its segments", kBoth,
+		 MibCheck::neither, false, gro},
 		{"a socket shared with a forked child: exact totals, newest process named",
 		 {kIpv4},
 		 MibCheck::both_sides,

@@ -140,6 +140,11 @@ TEST_CASE("UDP_SEGMENT (GSO) sends count the datagrams on the wire", "[accuracy]
 	run_scenario("UDP_SEGMENT (GSO) sends count the datagrams on the wire");
 }
 
+TEST_CASE("a UDP_GRO receiver counts each coalesced datagram as its segments", "[accuracy][gso]")
+{
+	run_scenario("a UDP_GRO receiver counts each coalesced datagram as its segments");
+}
+
 TEST_CASE("a socket shared with a forked child: exact totals, newest process named", "[accuracy][fork]")
 {
 	run_scenario("a socket shared with a forked child: exact totals, newest process named");
