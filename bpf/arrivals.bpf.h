@@ -116,13 +116,29 @@ static __always_inline __u16 skb_wire_datagrams(struct __sk_buff *skb)
 	return segs > 1 && SKB(skb, gso_size) ? (__u16)segs : 1;
 }
 
+/*
+ * Takes one from a count that readers of the socket share, unless it is 0:
+ * a compare-and-swap, so that two readers seeing the last one cannot both
+ * take it (the count would wrap). False if none was left, or if it kept
+ * changing under this reader.
+ */
+static __always_inline bool take_one(__u64 *count)
+{
+	for (int i = 0; i < 4; i++) {
+		const __u64 n = *(volatile __u64 *)count;
+
+		if (!n)
+			return false;
+		if (__sync_val_compare_and_swap(count, n, n - 1) == n)
+			return true;
+	}
+	return false;
+}
+
 /* A live note taken while notes are to be passed over is one of them. */
 static __always_inline bool rx_ring_passed_over(struct rx_ring *r)
 {
-	if (!*(volatile __u64 *)&r->discard)
-		return false;
-	__sync_fetch_and_add(&r->discard, -1);
-	return true;
+	return take_one(&r->discard);
 }
 
 /*
@@ -144,10 +160,8 @@ static __always_inline bool rx_ring_take(struct sock *sk, struct udpi_peer *p, _
 	r = bpf_map_lookup_elem(&rx_rings, &skaddr);
 	if (!r || (connected && !r->gro_connected))
 		return false;
-	if (r->skip) {
-		__sync_fetch_and_add(&r->skip, -1);
+	if (take_one(&r->skip))
 		return false;
-	}
 	for (int i = 0; i < 8; i++) {
 		const __u64 n = *(volatile __u64 *)&r->head;
 		struct rx_spill_key key = {skaddr, n};

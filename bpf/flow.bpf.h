@@ -275,8 +275,17 @@ static __always_inline __u64 sock_id_of(__u64 skaddr, __u32 user)
 	c = sock_cache_slot(&seen);
 	if (!c)
 		return 0;
-	if (c->sk == skaddr && c->epoch == seen && (!user || c->user == user))
-		return c->id;
+	if (c->sk == skaddr && c->epoch == seen && (!user || c->user == user)) {
+		/*
+		 * The address again after the id: a program interrupting this
+		 * one on the CPU that refilled the entry in between clears it
+		 * first, and then the table is asked.
+		 */
+		id = c->id;
+		asm volatile("" ::: "memory");
+		if (*(volatile __u64 *)&c->sk == skaddr)
+			return id;
+	}
 	s = bpf_map_lookup_elem(&socks, &skaddr);
 	if (!s) {
 		fresh.id = new_sock_id();
@@ -694,6 +703,11 @@ static __always_inline void handle_close(__u64 skaddr)
 		stat_add(UDPI_STAT_RB_DROP_CLOSE, 1);
 	}
 	bpf_map_delete_elem(&socks, &skaddr);
+	/*
+	 * Again after the delete: a program on another CPU may have cached the
+	 * id between the first move and the delete.
+	 */
+	sock_caches_expire();
 	/* After the delete: the sweep must not find the socket still there. */
 	if (unnoted)
 		full_sweep_wanted = 1;

@@ -392,16 +392,19 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 	/* Also after an error: a receive that found only damaged datagrams fails. */
 	if (*(volatile __u64 *)&csum_drops_waiting)
 		settle_csum_drops(sk, have, connected);
-	if (ret < 0 || (flags & (UDPI_MSG_PEEK | UDPI_MSG_ERRQUEUE)) || task_filtered_out())
+	if (ret < 0 || (flags & (UDPI_MSG_PEEK | UDPI_MSG_ERRQUEUE)))
 		return 0; /* errors, peeks and the error queue consume no datagram */
 	/*
 	 * Every receive on an unconnected socket takes its note, named or not;
-	 * on a connected one, where coalesced datagrams gave it a ring.
+	 * on a connected one, where coalesced datagrams gave it a ring. Also a
+	 * receive the filters leave out: the notes stay in step with the queue.
 	 */
 	if (rx_ring_take(sk, &noted, &segs, connected) && !have) {
 		p = noted;
 		have = true;
 	}
+	if (task_filtered_out())
+		return 0;
 	if (!have) {
 		udpi_sk_dport_family(sk, &dport, &family);
 		if (family != UDPI_AF_INET && family != UDPI_AF_INET6)

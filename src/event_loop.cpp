@@ -23,11 +23,14 @@ namespace udpintercept::detail {
 namespace {
 
 // Reads a timerfd's expirations, so that it is no longer readable.
-void drain(int timer_fd) noexcept
+// Whether the timer had expired since it was last drained.
+bool drain(int timer_fd) noexcept
 {
 	std::uint64_t expirations;
-	while (read(timer_fd, &expirations, sizeof(expirations)) > 0) {
-	}
+	bool fired = false;
+	while (read(timer_fd, &expirations, sizeof(expirations)) > 0)
+		fired = true;
+	return fired;
 }
 
 [[noreturn]] void fail(const char *stage, int err, const char *what)
@@ -146,10 +149,15 @@ void EventLoop::disarm() noexcept
 	}
 }
 
+// Due at each of the timer's expirations, which keep to the period whatever
+// the delay in handling the last one (measured from the last sweep, a tick
+// handled sooner after its expiration than the one before it would be
+// passed over, and the sweep would wait a period more); and once a period
+// has passed since the last sweep, for a caller that reads no timer.
 bool EventLoop::take_sweep(std::uint64_t now_ns)
 {
-	drain(timer_.get());
-	if (now_ns - last_sweep_ns_ < sweep_period_ns_)
+	const bool fired = drain(timer_.get());
+	if (!fired && now_ns - last_sweep_ns_ < sweep_period_ns_)
 		return false;
 	last_sweep_ns_ = now_ns;
 	return true;

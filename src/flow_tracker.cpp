@@ -194,6 +194,19 @@ bool FlowTracker::late_operation(const Record &record, std::uint64_t now_ns)
 		return false; // not expired, or a new entry is known (its NEW came first)
 	const udpi_flow &was = it->second.flow;
 	const udpi_flow &now = record.flow;
+	/*
+	 * The first snapshot the kernel took of its entry is a new entry's (the
+	 * removed one had been reported): a flow born at connect() says CONNECT,
+	 * not NEW, and a NEW the full ring buffer lost leaves the next snapshot
+	 * the first. So is one with a counter below the removed entry's: a new
+	 * entry counts from zero.
+	 */
+	if (now.emitted_changes == UDPI_NEVER_EMITTED || now.tx_bytes < was.tx_bytes ||
+	    now.tx_packets < was.tx_packets || now.rx_bytes < was.rx_bytes ||
+	    now.rx_packets < was.rx_packets || now.rx_drops < was.rx_drops) {
+		expired_.erase(it);
+		return false;
+	}
 	if (now.changes <= was.changes)
 		return true;
 	udpi_flow delta = now;
@@ -201,6 +214,7 @@ bool FlowTracker::late_operation(const Record &record, std::uint64_t now_ns)
 	delta.tx_packets = now.tx_packets - was.tx_packets;
 	delta.rx_bytes = now.rx_bytes - was.rx_bytes;
 	delta.rx_packets = now.rx_packets - was.rx_packets;
+	delta.rx_drops = now.rx_drops - was.rx_drops;
 	delta.changes = now.changes - was.changes;
 	it->second.flow = now;
 	counters_.late_operations.fetch_add(delta.changes, std::memory_order_relaxed);

@@ -199,8 +199,11 @@ const std::string &Tracer::backend_reason() const noexcept
 Stats Tracer::stats() const
 {
 	const Impl &d = *impl_;
-	const detail::KernelStats k = d.kernel.stats();
 	const detail::TrackerCounters &c = d.tracker.counters();
+	// Every flow user space erased was created or inserted before: its
+	// erasures read first, the active count cannot go below zero.
+	const std::uint64_t erased = c.flows_erased;
+	const detail::KernelStats k = d.kernel.stats();
 	Stats s;
 	s.events = c.events;
 	s.records_sent = k.sum[UDPI_STAT_RB_SUBMITTED];
@@ -218,7 +221,8 @@ Stats Tracer::stats() const
 	s.insert_failures = k.sum[UDPI_STAT_INSERT_FAILED];
 	s.insert_last_errno = static_cast<int>(k.insert_last_errno);
 	// Counted, not walked: the kernel counts its inserts, user space the rest.
-	s.flows_active = d.stopped ? 0 : k.sum[UDPI_STAT_FLOWS_CREATED] + c.flows_inserted - c.flows_erased;
+	const std::uint64_t made = k.sum[UDPI_STAT_FLOWS_CREATED] + c.flows_inserted;
+	s.flows_active = d.stopped || made < erased ? 0 : made - erased;
 	s.full_sweeps = c.full_sweeps;
 	s.flushes = c.flushes;
 	s.expired = c.expired;

@@ -684,16 +684,113 @@ TEST_CASE("a snapshot of an expired entry still on its way adds nothing", "[trac
 	Harness h({kTimeout, 0});
 	const auto k = key_of(3, 7);
 	h.kernel.send(k, 40);
-	Record old = h.kernel.ring.back();
-	old.kind = UDPI_REC_UPDATE; // a snapshot of the entry sent before its removal
+	h.consume();
+	h.kernel.now += kS;
+	h.kernel.send(k, 2);
+	REQUIRE(h.kernel.ring.back().kind == UDPI_REC_UPDATE);
+	const Record old = h.kernel.ring.back(); // a snapshot of the entry sent before its removal
 	h.consume();
 	h.kernel.now += kTimeout + kS;
 	h.sweep();
 	REQUIRE(h.last(k).kind == EventKind::expire);
 	h.tracker.on_record(old, h.kernel.now);
 	CHECK(h.last(k).kind == EventKind::expire);
-	CHECK(tx_bytes_of(h.out, k) == 40);
+	CHECK(tx_bytes_of(h.out, k) == 42);
 	CHECK(h.kernel.table.empty());
+}
+
+TEST_CASE("an operation landing on an expired flow does not count its drops again", "[tracker][expiry]")
+{
+	Harness h({kTimeout, 0});
+	const auto k = key_of(4, 53);
+	h.kernel.send(k, 100);
+	h.kernel.table[k].rx_drops = 5; // dropped datagrams from the peer, counted in the entry
+	h.consume();
+	h.kernel.late_operation = [&](const udpi_flow_key &key, udpi_flow &removed) {
+		h.kernel.count(key, removed, 7, false);
+	};
+	h.kernel.now += kTimeout + kS;
+	h.sweep();
+	h.kernel.late_operation = nullptr;
+	CHECK(h.tracker.counters().late_operations == 1);
+	const auto expired = std::find_if(h.out.begin(), h.out.end(),
+					  [](const Delivered &d) { return d.kind == EventKind::expire; });
+	REQUIRE(expired != h.out.end());
+	CHECK(expired->flow.rx_drops == 5);
+	REQUIRE(h.kernel.table.count(k) == 1); // the late operation's flow: 7 bytes, no drops
+	CHECK(h.kernel.table[k].tx_bytes == 7);
+	CHECK(h.kernel.table[k].rx_drops == 0);
+	CHECK(h.last(k).flow.rx_drops == 0);
+	h.tracker.stop(h.kernel.now);
+	CHECK(h.last(k).kind == EventKind::final);
+	CHECK(h.last(k).flow.rx_drops == 0);
+	CHECK(tx_bytes_of(h.out, k) == 107);
+}
+
+// handle_connect() on a flow the kernel does not hold: a new entry, reported as CONNECT.
+Record connect_new_entry(FakeKernel &kernel, const udpi_flow_key &key)
+{
+	udpi_flow fresh{};
+	fresh.emitted_changes = UDPI_NEVER_EMITTED;
+	fresh.last_emit_ns = kernel.now;
+	Record r;
+	r.kind = UDPI_REC_CONNECT;
+	r.key = key;
+	r.flow = fresh; // the record carries the entry as it was before the emission
+	fresh.emitted_changes = 0;
+	kernel.table[key] = fresh;
+	return r;
+}
+
+TEST_CASE("a flow born again at connect() just after its expiry is a new flow, counted once",
+	  "[tracker][expiry]")
+{
+	Harness h({kTimeout, 0});
+	const auto k = key_of(5, 123);
+	h.tracker.on_record(connect_new_entry(h.kernel, k), h.kernel.now);
+	REQUIRE(h.last(k).kind == EventKind::connect);
+	h.kernel.now += kTimeout + kS;
+	h.sweep(); // connected, never used: expired with nothing
+	REQUIRE(h.last(k).kind == EventKind::expire);
+	REQUIRE(h.kernel.table.empty());
+
+	// Within the time an expired flow is remembered, the socket connects to the same peer again.
+	h.kernel.now += kS;
+	h.tracker.on_record(connect_new_entry(h.kernel, k), h.kernel.now);
+	CHECK(h.last(k).kind == EventKind::connect);
+	CHECK(h.tracker.flows() == 1);
+	h.kernel.send(k, 40);
+	h.consume();
+	CHECK(h.last(k).kind == EventKind::update);
+	CHECK(h.last(k).flow.tx_bytes == 40);
+	CHECK(h.tracker.counters().late_operations == 0);
+	h.tracker.stop(h.kernel.now);
+	CHECK(h.last(k).kind == EventKind::final);
+	CHECK(h.last(k).flow.tx_bytes == 40);
+	CHECK(h.last(k).flow.tx_packets == 1);
+}
+
+TEST_CASE("a new flow whose first snapshot the ring buffer lost is not taken for a late operation",
+	  "[tracker][expiry]")
+{
+	Harness h({kTimeout, 0});
+	const auto k = key_of(6, 123);
+	h.kernel.send(k, 1000);
+	h.consume();
+	h.kernel.now += kTimeout + kS;
+	h.sweep();
+	REQUIRE(h.last(k).kind == EventKind::expire);
+	h.kernel.now += kS;
+	h.kernel.ring_room = 0;
+	h.kernel.send(k, 10); // NEW lost
+	h.kernel.ring_room = SIZE_MAX;
+	h.kernel.now += kInterval;
+	h.kernel.send(k, 20); // its first snapshot to arrive, with less than the expired flow had
+	h.consume();
+	CHECK(h.last(k).kind == EventKind::update);
+	CHECK(h.last(k).flow.tx_bytes == 30);
+	CHECK(h.tracker.counters().late_operations == 0);
+	CHECK(tx_bytes_of(h.out, k) == 1030);
 }
 
 TEST_CASE("past 90 % of the table the longest-idle flows are expired early, active ones stay",
