@@ -141,18 +141,85 @@ static __always_inline bool rx_ring_passed_over(struct rx_ring *r)
 	return take_one(&r->discard);
 }
 
+/* A take of a socket's note, step by step (one step: one note looked at). */
+struct rx_take {
+	struct rx_ring *r;
+	__u64 sk;
+	struct udpi_peer peer;
+	__u16 segs;
+	__s16 found; /* 1: a note taken; -1: none to take; 0: looking */
+};
+
+/*
+ * Notes a take may pass over: every note a socket can have outstanding (the
+ * ring's and rx_spill's), and more for readers racing on the head.
+ */
+#define UDPI_RX_TAKE_STEPS (1 << 18)
+
+/* One step of a take: 1 when it has ended (t->found says how), 0 to go on. */
+static __always_inline long rx_take_step(struct rx_take *t)
+{
+	struct rx_ring *r = t->r;
+	const __u64 n = *(volatile __u64 *)&r->head;
+	struct rx_spill_key key = {t->sk, n};
+	struct rx_spilled *s;
+	struct rx_entry e;
+
+	/*
+	 * The slot is copied before head moves on: the producer reuses it
+	 * only once head has passed it. A slot that carries this arrival's
+	 * number is its note (written before the datagram was queued), so
+	 * the producer's counter, on the producer's cache line, is read
+	 * only when it does not. Two readers of one socket take turns
+	 * through the compare-and-swap.
+	 */
+	__builtin_memcpy(&e, &r->e[n % UDPI_RX_RING], sizeof(e));
+	if (e.seq != n + 1 && n >= *(volatile __u64 *)&r->tail) {
+		t->found = -1; /* arrived before tracking began */
+		return 1;
+	}
+	if (__sync_val_compare_and_swap(&r->head, n, n + 1) != n)
+		return 0;
+	if (e.seq != n + 1) {
+		s = bpf_map_lookup_elem(&rx_spill, &key);
+		if (!s) {
+			t->found = -1; /* no room was left to note it */
+			return 1;
+		}
+		e.peer = s->peer;
+		e.dropped = s->dropped;
+		e.segs = s->segs;
+		bpf_map_delete_elem(&rx_spill, &key);
+	}
+	if (e.dropped || rx_ring_passed_over(r))
+		return 0;
+	t->peer = e.peer;
+	t->segs = e.segs;
+	t->found = 1;
+	return 1;
+}
+
+/* rx_take_step() as a bpf_loop() callback (5.17+; this backend needs 6.3). */
+static long rx_take_next(__u32 i, void *ctx)
+{
+	return rx_take_step(ctx);
+}
+
 /*
  * Takes the note of the datagram this receive consumed; true with its
  * sender in *p and the datagrams on the wire it was in *segs, false if it
  * was not noted (queued before tracking began, or no room to note it). A
- * note the kernel struck out (a drop after ingress) is passed over: that
- * datagram never reached the queue. `connected`: the socket has a peer, so
- * only a ring a coalesced datagram began is its (an older one holds the
- * notes of its unconnected days, read only by recv() without an address).
+ * note the kernel struck out (a drop after ingress) is passed over, as many
+ * in a row as there are: those datagrams never reached the queue. The first
+ * note is looked at here, the rest (struck ones, a race with another
+ * reader) in a loop. `connected`: the socket has a peer, so only a ring a
+ * coalesced datagram began is its (an older one holds the notes of its
+ * unconnected days, read only by recv() without an address).
  */
 static __always_inline bool rx_ring_take(struct sock *sk, struct udpi_peer *p, __u16 *segs, bool connected)
 {
 	__u64 skaddr = (__u64)sk;
+	struct rx_take t = {};
 	struct rx_ring *r;
 
 	if (connected && !*(volatile __u64 *)&gro_connected_rings)
@@ -162,46 +229,24 @@ static __always_inline bool rx_ring_take(struct sock *sk, struct udpi_peer *p, _
 		return false;
 	if (take_one(&r->skip))
 		return false;
-	for (int i = 0; i < 8; i++) {
-		const __u64 n = *(volatile __u64 *)&r->head;
-		struct rx_spill_key key = {skaddr, n};
-		struct rx_spilled *s;
-		struct rx_entry e;
-
+	t.r = r;
+	t.sk = skaddr;
+	if (!rx_take_step(&t))
+		bpf_loop(UDPI_RX_TAKE_STEPS, rx_take_next, &t, 0);
+	if (!t.found) {
 		/*
-		 * The slot is copied before head moves on: the producer reuses it
-		 * only once head has passed it. A slot that carries this arrival's
-		 * number is its note (written before the datagram was queued), so
-		 * the producer's counter, on the producer's cache line, is read
-		 * only when it does not. Two readers of one socket take turns
-		 * through the compare-and-swap.
+		 * Given up, the datagram's note still ahead (readers kept
+		 * winning the head): the next take passes over it, so the
+		 * notes stay in step with the queue.
 		 */
-		__builtin_memcpy(&e, &r->e[n % UDPI_RX_RING], sizeof(e));
-		if (e.seq != n + 1 && n >= *(volatile __u64 *)&r->tail)
-			return false; /* arrived before tracking began */
-		if (__sync_val_compare_and_swap(&r->head, n, n + 1) != n)
-			continue;
-		if (e.seq == n + 1) {
-			if (e.dropped || rx_ring_passed_over(r))
-				continue;
-			*p = e.peer;
-			*segs = e.segs;
-			return true;
-		}
-		s = bpf_map_lookup_elem(&rx_spill, &key);
-		if (!s)
-			return false; /* no room was left to note it */
-		e.peer = s->peer;
-		e.dropped = s->dropped;
-		e.segs = s->segs;
-		bpf_map_delete_elem(&rx_spill, &key);
-		if (e.dropped || rx_ring_passed_over(r))
-			continue;
-		*p = e.peer;
-		*segs = e.segs;
-		return true;
+		__sync_fetch_and_add(&r->discard, 1);
+		return false;
 	}
-	return false;
+	if (t.found < 0)
+		return false;
+	*p = t.peer;
+	*segs = t.segs;
+	return true;
 }
 
 /*
@@ -242,12 +287,42 @@ extern __u64 csum_drops_waiting;
  * lookup first: deleting a missing key (most sockets never had a ring)
  * takes the bucket's lock.
  */
+/* The spilled notes from seq on, up to end, forgotten one by one (a bpf_loop() callback). */
+struct rx_forget {
+	__u64 sk;
+	__u64 seq;
+	__u64 end;
+};
+
+static long rx_spill_forget_one(__u32 i, void *ctx)
+{
+	struct rx_forget *f = ctx;
+	struct rx_spill_key key = {f->sk, f->seq};
+
+	if (f->seq >= f->end)
+		return 1;
+	f->seq++;
+	if (bpf_map_lookup_elem(&rx_spill, &key))
+		bpf_map_delete_elem(&rx_spill, &key);
+	return 0;
+}
+
 static __always_inline void rx_ring_forget(__u64 skaddr)
 {
 	struct rx_ring *r = bpf_map_lookup_elem(&rx_rings, &skaddr);
+	struct rx_forget f = {skaddr};
 
 	if (!r)
 		return;
+	/*
+	 * Notes left beyond the ring's depth (datagrams never read, notes
+	 * struck) go too: a socket at the same address later must not find
+	 * them, nor may they fill rx_spill.
+	 */
+	f.seq = *(volatile __u64 *)&r->head;
+	f.end = *(volatile __u64 *)&r->tail;
+	if (f.end - f.seq > UDPI_RX_RING)
+		bpf_loop(UDPI_RX_TAKE_STEPS, rx_spill_forget_one, &f, 0);
 	/* Only the call that deleted it gives its mark back: a close may race a create's cleanup. */
 	if (r->gro_connected && !bpf_map_delete_elem(&rx_rings, &skaddr))
 		__sync_fetch_and_add(&gro_connected_rings, -1);

@@ -81,6 +81,7 @@ static __always_inline __u32 udpi_sk_netns(const struct sock *sk)
 
 #define UDPI_EEXIST 17
 #define UDPI_EBUSY 16
+#define UDPI_EFAULT 14
 
 /*
  * Inserts key -> value unless present; 0 or a negative errno.

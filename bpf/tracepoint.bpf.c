@@ -376,6 +376,8 @@ static __noinline int count_receive(struct sock *sk, const struct udpi_peer *p, 
 	return 0;
 }
 
+#define UDPI_RCV_SHUTDOWN 1
+
 /* sock_recvmsg_nosec(): trace_sock_recv_length(sk, ret, flags) after every receive. */
 SEC("raw_tp/sock_recv_length")
 int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
@@ -392,8 +394,24 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 	/* Also after an error: a receive that found only damaged datagrams fails. */
 	if (*(volatile __u64 *)&csum_drops_waiting)
 		settle_csum_drops(sk, have, connected);
-	if (ret < 0 || (flags & (UDPI_MSG_PEEK | UDPI_MSG_ERRQUEUE)))
-		return 0; /* errors, peeks and the error queue consume no datagram */
+	if (ret < 0 || (flags & (UDPI_MSG_PEEK | UDPI_MSG_ERRQUEUE))) {
+		/*
+		 * Errors, peeks and the error queue consume no datagram, but for
+		 * a copy to the application that failed: the kernel took that
+		 * datagram off the queue and dropped it, and its note goes too.
+		 */
+		if (ret == -UDPI_EFAULT && !(flags & (UDPI_MSG_PEEK | UDPI_MSG_ERRQUEUE)))
+			rx_ring_take(sk, &noted, &segs, connected);
+		return 0;
+	}
+	/*
+	 * A receive that returned no datagram: a reader woken by
+	 * shutdown(SHUT_RD) returns 0 (a zero-length datagram read with an
+	 * address leaves a stash; one read without, after the shutdown, is
+	 * taken for none).
+	 */
+	if (!ret && !have && (BPF_CORE_READ(sk, sk_shutdown) & UDPI_RCV_SHUTDOWN))
+		return 0;
 	/*
 	 * Every receive on an unconnected socket takes its note, named or not;
 	 * on a connected one, where coalesced datagrams gave it a ring. Also a

@@ -135,6 +135,14 @@ public:
 			(family(remote) == AF_INET ? checksum_drops4 : checksum_drops6) += n;
 		}
 	}
+	/// `n` datagrams from `remote` the kernel took off a socket's queue and
+	/// dropped because copying them to the application failed (EFAULT): in
+	/// InErrors and the socket's drops, in no flow's rx_drops.
+	void dropped_in_copy(const testutil::SockAddr &remote, std::uint64_t n)
+	{
+		(family(remote) == AF_INET ? drops4 : drops6) += n;
+		(family(remote) == AF_INET ? copy_drops4 : copy_drops6) += n;
+	}
 	/// The drops column of /proc/net/udp{,6} of a receiving socket, read before it closes.
 	void socket_dropped(std::uint64_t n) { socket_drops += n; }
 
@@ -145,6 +153,7 @@ public:
 	std::uint64_t in4 = 0, out4 = 0, in6 = 0, out6 = 0;
 	std::uint64_t drops4 = 0, drops6 = 0;                   ///< datagrams dropped, by the sender's family
 	std::uint64_t checksum_drops4 = 0, checksum_drops6 = 0; ///< of those, found by their checksum
+	std::uint64_t copy_drops4 = 0, copy_drops6 = 0;         ///< of those, a failed copy's (no flow's)
 	std::uint64_t socket_drops = 0;                         ///< what the sockets' drops columns said
 	Counts v4, v6;                                          ///< every flow's counters summed by family
 

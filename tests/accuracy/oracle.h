@@ -96,8 +96,10 @@ void run(Scenario scenario, MibCheck check = MibCheck::both_sides,
 			CHECK(traced.in4 == d4.in);
 			CHECK(traced.in6 == d6.in);
 		}
-		const std::uint64_t unseen4 = checksum_drops_unseen() ? ledger.checksum_drops4 : 0;
-		const std::uint64_t unseen6 = checksum_drops_unseen() ? ledger.checksum_drops6 : 0;
+		const std::uint64_t unseen4 =
+			(checksum_drops_unseen() ? ledger.checksum_drops4 : 0) + ledger.copy_drops4;
+		const std::uint64_t unseen6 =
+			(checksum_drops_unseen() ? ledger.checksum_drops6 : 0) + ledger.copy_drops6;
 		CHECK(traced.v4.in_errors + traced.v6.in_errors + unseen4 + unseen6 ==
 		      d4.in_errors + d6.in_errors);
 		CHECK(traced.v4.in_errors + unseen4 == ledger.drops4);

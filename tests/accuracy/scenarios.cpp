@@ -754,22 +754,26 @@ struct Flooded {
 	std::vector<std::uint64_t> sent, read;
 };
 
-// Reads what is queued on r without waiting, by sender.
-void drain(Ledger &l, Flooded &r)
+// Reads what is queued on r without waiting, by sender: with recvfrom(), or
+// with recv() (`with_address` false), the sender then known by the size it
+// sends (100 + its index).
+void drain(Ledger &l, Flooded &r, bool with_address)
 {
 	for (;;) {
 		char buf[2048];
 		SockAddr from;
 		from.len = sizeof(from.ss);
-		const ssize_t n = ::recvfrom(r.sock.fd(), buf, sizeof(buf), MSG_DONTWAIT,
-					     reinterpret_cast<sockaddr *>(&from.ss), &from.len);
+		const ssize_t n = with_address ? ::recvfrom(r.sock.fd(), buf, sizeof(buf), MSG_DONTWAIT,
+							    reinterpret_cast<sockaddr *>(&from.ss), &from.len)
+					       : ::recv(r.sock.fd(), buf, sizeof(buf), MSG_DONTWAIT);
 		if (n < 0) {
-			expect(errno == EAGAIN, "recvfrom until the queue is empty");
+			expect(errno == EAGAIN, "reading until the queue is empty");
 			errno = 0;
 			return;
 		}
 		std::size_t who = 0;
-		while (who < r.senders.size() && r.senders[who].local().port() != from.port())
+		while (who < r.senders.size() && (with_address ? r.senders[who].local().port() != from.port()
+							       : static_cast<std::size_t>(n) != 100 + who))
 			who++;
 		expect(who < r.senders.size(), "a queued datagram came from one of the senders");
 		l.received(r.sock.local(), r.senders[who].local(), static_cast<std::uint64_t>(n));
@@ -781,7 +785,10 @@ void drain(Ledger &l, Flooded &r)
 // senders each, the families interleaved, and read in between: each
 // sender's drops are what it sent less what was read from it. A third
 // sender sends only while the buffers are full: its flows are drops only.
-void rcvbuf_overflow(Ledger &l, Observer &o, const Fam &)
+// Read with recvfrom(), or with recv() (`with_address` false): then each
+// datagram's sender is known only from its arrival note, and those of the
+// dropped datagrams, hundreds in a row, are passed over.
+void rcvbuf_overflow_read(Ledger &l, Observer &o, bool with_address)
 {
 	const std::uint64_t softnet_before = testutil::softnet_dropped();
 	const accuracy::Mib before = accuracy::Mib::read();
@@ -818,11 +825,11 @@ void rcvbuf_overflow(Ledger &l, Observer &o, const Fam &)
 	flood(40, 2, 2); // the buffers are full: none of these gets in
 	testutil::loopback_barrier();
 	for (auto &r : rx)
-		drain(l, r);
+		drain(l, r, with_address);
 	flood(150, 0, 1);
 	testutil::loopback_barrier();
 	for (auto &r : rx)
-		drain(l, r);
+		drain(l, r, with_address);
 
 	std::uint64_t drops = 0;
 	for (auto &r : rx) {
@@ -841,6 +848,60 @@ void rcvbuf_overflow(Ledger &l, Observer &o, const Fam &)
 	       "no datagram was lost before reaching UDP (/proc/net/softnet_stat)");
 	for (auto &r : rx)
 		o.drops_only(r.sock.local(), r.senders[2].local());
+}
+
+// Receives that return no datagram, read with recv() on an unconnected
+// socket, so that each datagram's sender is known from its arrival note: a
+// copy to the application that fails (EFAULT: the kernel took the datagram
+// off the queue and dropped it), and receives after shutdown(SHUT_RD), which
+// return 0 once the queue is empty. A zero-length datagram is one.
+void no_datagram(Ledger &l, Observer &, const Fam &f)
+{
+	Udp rx = bound(f), a = bound(f), b = bound(f);
+	a.send_to(rx.local(), 10);
+	l.sent(a.local(), rx.local(), 10);
+	b.send_to(rx.local(), 20);
+	l.sent(b.local(), rx.local(), 20);
+	testutil::loopback_barrier();
+	errno = 0;
+	void *const unmapped = reinterpret_cast<void *>(4096);
+	expect(::recv(rx.fd(), unmapped, 100, 0) < 0 && errno == EFAULT,
+	       "a receive into an unmapped buffer fails with EFAULT");
+	errno = 0;
+	l.dropped_in_copy(a.local(), 1);
+	expect(rx.recv() == 20, "the next receive reads the second datagram");
+	l.received(rx.local(), b.local(), 20);
+
+	a.send_to(rx.local(), 0);
+	l.sent(a.local(), rx.local(), 0);
+	b.send_to(rx.local(), 30);
+	l.sent(b.local(), rx.local(), 30);
+	testutil::loopback_barrier();
+	expect(rx.recv() == 0, "a zero-length datagram");
+	l.received(rx.local(), a.local(), 0);
+	// ENOTCONN on an unconnected socket, and done all the same.
+	::shutdown(rx.fd(), SHUT_RD);
+	errno = 0;
+	expect(rx.recv() == 30, "what was queued is read after shutdown(SHUT_RD)");
+	l.received(rx.local(), b.local(), 30);
+	for (int i = 0; i < 3; i++)
+		expect(rx.recv() == 0, "a receive after shutdown(SHUT_RD) returns no datagram");
+	a.send_to(rx.local(), 40);
+	l.sent(a.local(), rx.local(), 40);
+	testutil::loopback_barrier();
+	expect(rx.recv() == 40, "a datagram that came after the shutdown is read");
+	l.received(rx.local(), a.local(), 40);
+	l.socket_dropped(testutil::socket_drops(rx.fd()));
+}
+
+void rcvbuf_overflow(Ledger &l, Observer &o, const Fam &)
+{
+	rcvbuf_overflow_read(l, o, true);
+}
+
+void rcvbuf_overflow_recv(Ledger &l, Observer &o, const Fam &)
+{
+	rcvbuf_overflow_read(l, o, false);
 }
 
 // A socket filter that drops everything (SO_ATTACH_FILTER), then none.
@@ -1098,6 +1159,13 @@ const std::vector<Scenario> &all()
 		 MibCheck::both_sides,
 		 false,
 		 rcvbuf_overflow},
+		{"receives that return no datagram count none: a failed copy, a shutdown(SHUT_RD)", kBoth,
+		 MibCheck::both_sides, false, no_datagram},
+		{"the same read with recv(): each datagram's sender known past hundreds of drops in a row",
+		 {kIpv4},
+		 MibCheck::both_sides,
+		 false,
+		 rcvbuf_overflow_recv},
 		{"a socket filter that drops everything: each sender's drops exact",
 		 {kIpv4},
 		 MibCheck::both_sides,

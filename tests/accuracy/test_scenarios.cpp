@@ -251,6 +251,19 @@ TEST_CASE("a small receive buffer flooded by two senders per family: every sende
 	run_scenario("a small receive buffer flooded by two senders per family: every sender's drops exact");
 }
 
+TEST_CASE("receives that return no datagram count none: a failed copy, a shutdown(SHUT_RD)",
+	  "[accuracy][recv]")
+{
+	run_scenario("receives that return no datagram count none: a failed copy, a shutdown(SHUT_RD)");
+}
+
+TEST_CASE("the same read with recv(): each datagram's sender known past hundreds of drops in a row",
+	  "[accuracy][drops][recv]")
+{
+	run_scenario(
+		"the same read with recv(): each datagram's sender known past hundreds of drops in a row");
+}
+
 TEST_CASE("a socket filter that drops everything: each sender's drops exact", "[accuracy][drops]")
 {
 	run_scenario("a socket filter that drops everything: each sender's drops exact");
