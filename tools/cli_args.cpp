@@ -366,6 +366,20 @@ ParseResult parse_args(std::span<const std::string_view> args)
 
 	bool options_end = false;
 	std::string metrics_option; // an option that means nothing without --metrics
+	// A filter given twice would keep only its last value, where either
+	// might have been meant (or both): refused.
+	constexpr std::array<std::string_view, 5> kFilters = {"pid", "uid", "port", "family", "cgroup"};
+	std::vector<std::string_view> filters_given;
+	const auto once = [&](const OptionSpec &spec,
+			      std::string_view spelled) -> std::optional<std::string> {
+		if (std::find(kFilters.begin(), kFilters.end(), spec.long_name) == kFilters.end())
+			return std::nullopt;
+		if (std::find(filters_given.begin(), filters_given.end(), spec.long_name) !=
+		    filters_given.end())
+			return fmt::format("option '{}' given twice: each filter takes one value", spelled);
+		filters_given.push_back(spec.long_name);
+		return std::nullopt;
+	};
 	for (std::size_t i = 0; i < args.size(); i++) {
 		const std::string_view arg = args[i];
 		if (options_end || arg.size() < 2 || arg[0] != '-')
@@ -384,6 +398,8 @@ ParseResult parse_args(std::span<const std::string_view> args)
 			const OptionSpec *spec = find_long(name);
 			if (!spec)
 				return usage_error(fmt::format("unknown option '--{}'", detail::quote(name)));
+			if (auto error = once(*spec, arg.substr(0, name.size() + 2)))
+				return usage_error(*error);
 			if (auto error = apply(*spec, arg.substr(0, name.size() + 2), value, i))
 				return usage_error(*error);
 			if (spec->long_name.starts_with("metrics-"))
@@ -400,6 +416,8 @@ ParseResult parse_args(std::span<const std::string_view> args)
 			std::optional<std::string_view> value;
 			if (spec->takes_value && k + 1 < arg.size())
 				value = arg.substr(k + 1);
+			if (auto error = once(*spec, spelled))
+				return usage_error(*error);
 			if (auto error = apply(*spec, spelled, value, i))
 				return usage_error(*error);
 			if (value)

@@ -126,9 +126,13 @@ MetricsServer::MetricsServer(const MetricsListen &listen, std::shared_ptr<Exposi
 	callbacks.log_message = log_message;
 	callbacks.init_thread = drop_capabilities;
 	try {
-		// Two threads: a scrape and a health probe at once; more only queue.
+		// A scrape and a health probe at once, and room for a few clients
+		// that connect and say nothing: each holds a thread until its
+		// request times out (civetweb's default, 30 s, let two of them
+		// shut out every scrape and probe for as long as they kept at it).
 		exposer_ = std::make_unique<prometheus::Exposer>(
-			std::vector<std::string>{"listening_ports", listen_.host_port(), "num_threads", "2"},
+			std::vector<std::string>{"listening_ports", listen_.host_port(), "num_threads", "8",
+						 "request_timeout_ms", "5000"},
 			&callbacks);
 	} catch (const std::exception &e) {
 		const std::lock_guard lock(g_log_mutex);

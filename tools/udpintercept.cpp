@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <fcntl.h>
 #include <memory>
 #include <poll.h>
 #include <string>
@@ -130,7 +132,8 @@ int run(const Config &cli)
 				std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
 			if (left.count() <= 0)
 				break;
-			timeout = static_cast<int>(left.count());
+			// A --duration past poll()'s range (24.8 days) waits in steps.
+			timeout = static_cast<int>(std::min<std::int64_t>(left.count(), INT_MAX));
 		}
 		if (metrics.server) {
 			if (now >= next_refresh) {
@@ -184,8 +187,21 @@ int run(const Config &cli)
 
 } // namespace
 
+// Standard descriptors the CLI was started without are opened on
+// /dev/null (in order, so each takes the lowest free number, its own): a
+// file it opens later (the signalfd, the BPF maps) must not become its
+// stdout, which would then get the output.
+void open_missing_std_fds()
+{
+	for (int fd = 0; fd <= 2; fd++)
+		if (fcntl(fd, F_GETFD) < 0 && errno == EBADF)
+			open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+	errno = 0;
+}
+
 int main(int argc, char **argv)
 {
+	open_missing_std_fds();
 	const std::vector<std::string_view> args(argv + (argc > 0 ? 1 : argc), argv + argc);
 	auto parsed = udpintercept::cli::parse_args(args);
 	switch (parsed.action) {

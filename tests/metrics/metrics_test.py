@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -286,6 +287,23 @@ def prometheus_sums(prom):
     return by_family, total
 
 
+def check_idle_clients(base):
+    """Clients that connect and say nothing shut out no scrape and no health probe."""
+    host, port = urllib.parse.urlsplit(base).hostname, urllib.parse.urlsplit(base).port
+    idle = [socket.create_connection((host, port), timeout=5) for _ in range(4)]
+    try:
+        time.sleep(0.2)
+        for path in ("/health", "/metrics"):
+            started = time.monotonic()
+            status, _ = http_get(base + path, timeout=3)
+            if status != 200:
+                raise Failure(f"{path} with 4 idle connections open: {status} after "
+                              f"{time.monotonic() - started:.1f} s")
+    finally:
+        for s in idle:
+            s.close()
+
+
 def test_prometheus(args):
     workdir = tempfile.mkdtemp(prefix="udpi-metrics-")
     cgroup = ContainerCgroup()
@@ -296,6 +314,7 @@ def test_prometheus(args):
         status, body = http_get(base + "/health")
         if status != 200 or body != "ok\n":
             raise Failure(f"/health while tracing: {status} {body!r}")
+        check_idle_clients(base)
         prom = Prometheus(args.prometheus, base[len("http://"):], workdir)
         wait_until("Prometheus's first scrape of the CLI", prom.last_scrape, 30)
 

@@ -108,6 +108,11 @@ TEST_CASE("bad usage is an error message naming the option and what it expects",
 		{{"--help", "--bogus"}, "unknown option"},
 		{{"--", "-j"}, "unexpected argument"},
 		{{"--port", "\xff\xfe"}, "\\xff\\xfe"},
+		{{"-P", "53", "--port", "5353"}, "'--port' given twice"},
+		{{"--pid=1", "-p2"}, "'-p' given twice"},
+		{{"-u", "0", "-u", "0"}, "given twice"},
+		{{"-f", "ipv4", "--family", "ipv6"}, "each filter takes one value"},
+		{{"--cgroup", "/a", "-c", "/b"}, "given twice"},
 	};
 	for (const auto &[args, expected] : cases) {
 		INFO(args.front());
