@@ -101,8 +101,8 @@ to deliver the datagram.
 
 Needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (run as root, or grant those
 three), and gives up those it no longer uses once attached. Exit status: 0
-after a clean stop, 1 on a runtime error (stdout closed or full included),
-2 for bad usage.
+after a clean stop, 1 on a runtime error (stdout closed or full included,
+or not read for 2 s once stopped), 2 for bad usage.
 )";
 
 // Applies an option's value; returns an error message, or nothing.

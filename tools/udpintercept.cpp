@@ -26,6 +26,7 @@
 #include "cli_args.h"
 #include "exposition.h"
 #include "metrics_server.h"
+#include "output.h"
 
 namespace {
 
@@ -57,6 +58,60 @@ struct Metrics {
 	}
 };
 
+// Output waiting for stdout past which the tracer is not read (see run()).
+constexpr std::size_t kOutputBacklog = 1 << 20;
+
+// A stopped CLI gives up its output after its reader took none for this long.
+constexpr auto kStalledReader = std::chrono::seconds(2);
+
+void take_signal(int sfd)
+{
+	signalfd_siginfo info;
+	while (read(sfd, &info, sizeof(info)) == static_cast<ssize_t>(sizeof(info))) {
+	}
+}
+
+/*
+ * The output still queued when the tracer stopped (its final snapshots
+ * among it) goes out as stdout takes it. Once a signal stopped the CLI, or
+ * one comes now, a reader that takes nothing for kStalledReader, or a
+ * second signal, ends the wait. Returns the lines left unwritten.
+ */
+std::size_t finish_output(udpintercept::cli::Output &out, int sfd, bool signalled)
+{
+	auto progress = std::chrono::steady_clock::now();
+	while (out.pending() && !out.error()) {
+		int timeout = -1;
+		if (signalled) {
+			const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+				progress + kStalledReader - std::chrono::steady_clock::now());
+			if (left.count() <= 0)
+				break;
+			timeout = static_cast<int>(left.count());
+		}
+		pollfd fds[2] = {{STDOUT_FILENO, POLLOUT, 0}, {sfd, POLLIN, 0}};
+		if (::poll(fds, 2, timeout) < 0 && errno != EINTR)
+			break;
+		if (fds[1].revents) {
+			take_signal(sfd);
+			if (signalled)
+				break;
+			signalled = true;
+			progress = std::chrono::steady_clock::now();
+		}
+		if (fds[0].revents & (POLLERR | POLLHUP)) {
+			out.add_error(EPIPE);
+			break;
+		}
+		const std::size_t before = out.pending();
+		if ((fds[0].revents & POLLOUT) && out.write_some() && out.pending() < before)
+			progress = std::chrono::steady_clock::now();
+	}
+	const std::size_t unwritten = out.error() ? 0 : out.pending_lines();
+	out.discard();
+	return unwritten;
+}
+
 int run(const Config &cli)
 {
 	// SIGINT and SIGTERM arrive through a signalfd in the same poll loop.
@@ -84,24 +139,14 @@ int run(const Config &cli)
 			   metrics.server->url());
 	}
 
-	// The first error writing stdout (EPIPE, ENOSPC, ...): nothing more is
-	// written, and the CLI stops with it.
-	int stdout_errno = 0;
-	const auto on_event = [&cli, &stdout_errno,
-			       flows = metrics.flows.get()](const udpintercept::Event &e) {
+	// stdout takes whole lines when it can; the first error writing it
+	// (EPIPE, ENOSPC, ...) stops the output, and the CLI with it.
+	udpintercept::cli::Output out(STDOUT_FILENO);
+	const auto on_event = [&cli, &out, flows = metrics.flows.get()](const udpintercept::Event &e) {
 		if (flows)
 			flows->add(e);
-		if (cli.quiet || stdout_errno)
-			return;
-		const std::string line = cli.json ? udpintercept::to_json(e) : udpintercept::to_text(e);
-		if (std::fwrite(line.data(), 1, line.size(), stdout) != line.size() ||
-		    std::fputc('\n', stdout) == EOF)
-			stdout_errno = errno ? errno : EIO;
-	};
-	const auto flush_stdout = [&stdout_errno] {
-		if (!stdout_errno && std::fflush(stdout) != 0)
-			stdout_errno = errno ? errno : EIO;
-		return stdout_errno == 0;
+		if (!cli.quiet)
+			out.add(cli.json ? udpintercept::to_json(e) : udpintercept::to_text(e));
 	};
 
 	udpintercept::Tracer tracer(cli.options, on_event);
@@ -116,11 +161,11 @@ int run(const Config &cli)
 	fmt::print(stderr, "udpintercept: tracing UDP with the {} backend ({}); Ctrl-C to stop\n", backend,
 		   tracer.backend_reason());
 	notify_systemd(fmt::format("READY=1\nSTATUS=Tracing UDP with the {} backend", backend));
-	if (!cli.json && !cli.quiet) {
-		std::fputs((udpintercept::text_header() + '\n').c_str(), stdout);
-		flush_stdout();
-	}
+	if (!cli.json && !cli.quiet)
+		out.add(udpintercept::text_header());
 
+	int stdout_errno = 0;
+	bool signalled = false;
 	const auto start = std::chrono::steady_clock::now();
 	const auto deadline = start + cli.duration;
 	auto next_refresh = start + kRefresh;
@@ -145,31 +190,47 @@ int run(const Config &cli)
 			const int wait = static_cast<int>(std::max<std::int64_t>(until.count(), 1));
 			timeout = timeout < 0 ? wait : std::min(timeout, wait);
 		}
-		// stdout too, for an error or a hang-up only: a pipe whose reader has
-		// gone (`| head -1`) ends the CLI at once, not at the next snapshot,
-		// which on a quiet machine may never come.
+		// stdout: for room when output waits, and for an error or a hang-up
+		// (a pipe whose reader has gone, `| head -1`, ends the CLI at once,
+		// not at the next snapshot, which on a quiet machine may never come).
+		// Past kOutputBacklog waiting, the tracer is not read until stdout
+		// takes some: its ring buffer then fills, and what it cannot take is
+		// counted (lost=), the counters staying exact.
+		const bool backlog = out.pending() >= kOutputBacklog;
 		pollfd fds[3] = {
-			{tracer.fd(), POLLIN, 0}, {sfd, POLLIN, 0}, {cli.quiet ? -1 : STDOUT_FILENO, 0, 0}};
+			{backlog ? -1 : tracer.fd(), POLLIN, 0},
+			{sfd, POLLIN, 0},
+			{cli.quiet ? -1 : STDOUT_FILENO, static_cast<short>(out.pending() ? POLLOUT : 0), 0}};
 		if (::poll(fds, 3, timeout) < 0 && errno != EINTR)
 			throw udpintercept::Error("poll", errno, "poll failed");
-		if (fds[1].revents)
+		if (fds[1].revents) {
+			take_signal(sfd);
+			signalled = true;
 			break;
+		}
 		if (fds[2].revents & (POLLERR | POLLHUP)) {
 			stdout_errno = EPIPE;
 			break;
 		}
-		if (tracer.process() > 0 && !flush_stdout())
+		if ((fds[2].revents & POLLOUT) && !out.write_some())
 			break;
-		if (stdout_errno)
-			break;
+		if (!backlog)
+			tracer.process();
 	}
 	notify_systemd("STOPPING=1");
 	if (metrics.server)
 		metrics.server->set_attached(false);
 	tracer.stop();
-	flush_stdout();
+	const std::size_t unwritten = stdout_errno ? 0 : finish_output(out, sfd, signalled);
+	if (!stdout_errno)
+		stdout_errno = out.error();
 	if (stdout_errno)
 		fmt::print(stderr, "udpintercept: cannot write to stdout: {}\n", std::strerror(stdout_errno));
+	else if (unwritten)
+		fmt::print(stderr,
+			   "udpintercept: {} lines of output not written: stdout's reader took none for {} s "
+			   "after the CLI was stopped\n",
+			   unwritten, kStalledReader.count());
 	if (metrics.server)
 		metrics.refresh(tracer, backend); // the final snapshots, for a scrape before the exit
 	const auto s = tracer.stats();
@@ -182,7 +243,7 @@ int run(const Config &cli)
 		s.untracked_bytes, s.sockets_untracked, s.peer_unknown, s.no_listener, s.program_misses,
 		s.expired, s.expired_early, backend);
 	close(sfd);
-	return stdout_errno ? 1 : 0;
+	return stdout_errno || unwritten ? 1 : 0;
 }
 
 } // namespace

@@ -79,3 +79,45 @@ TEST_CASE("a write error (stdout on /dev/full) exits 1 naming it, with the summa
 	CHECK_THAT(cli.err_text, Catch::Contains("cannot write to stdout: No space left on device"));
 	CHECK_THAT(cli.err_text, Catch::Contains("udpintercept: events="));
 }
+
+TEST_CASE("a stalled reader does not keep SIGTERM from stopping the CLI", "[faults][output]")
+{
+	CliProcess cli(g_cli_path, testutil::with_test_backend({"--json", "--interval", "0"}));
+	REQUIRE(cli.wait_stderr("tracing UDP", 120s));
+	cli.stall_stdout(true);
+	faults::exchange(20, 200, 64); // far more than the pipe holds
+	cli.signal(SIGTERM);
+	const auto sent = std::chrono::steady_clock::now();
+	const int status = cli.wait_exit(20s);
+	const double ms =
+		std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - sent).count();
+	std::printf("stalled reader, SIGTERM: the CLI exited %.0f ms after it\n", ms);
+	REQUIRE(status == 1); // its output is not all written
+	CHECK_THAT(cli.err_text, Catch::Contains("lines of output not written"));
+	CHECK_THAT(cli.err_text, Catch::Contains("udpintercept: events="));
+	// What it wrote before it gave up is whole lines.
+	cli.stall_stdout(false);
+	cli.wait_until([] { return false; }, 1s);
+	const auto lines = cli.lines();
+	CHECK(!lines.empty());
+	std::size_t invalid = 0;
+	for (const auto &line : lines)
+		invalid += !fuzzcheck::JsonCheck(line).valid();
+	CHECK(invalid == 0);
+	CHECK(cli.out_text.back() == '\n');
+}
+
+TEST_CASE("at the end of --duration a slow reader still gets every line", "[faults][output]")
+{
+	CliProcess cli(g_cli_path,
+		       testutil::with_test_backend({"--json", "--interval", "0", "--duration", "6"}));
+	REQUIRE(cli.wait_stderr("tracing UDP", 120s));
+	cli.stall_stdout(true);
+	const auto ledger = faults::exchange(20, 200, 64);
+	// Stalled past the end of the duration: the final snapshots wait for the reader.
+	cli.wait_until([] { return false; }, 8s);
+	cli.stall_stdout(false);
+	REQUIRE(cli.wait_exit(60s) == 0);
+	const auto lines = cli.lines();
+	CHECK(faults::of_ledger(faults::sums(lines, testutil::current_netns()), ledger) == ledger);
+}
