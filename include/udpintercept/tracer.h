@@ -71,7 +71,8 @@ struct Stats {
 
 /**
  * A running UDP tracer: loaded and attached when the constructor returns,
- * detached by the destructor. Move-only.
+ * detached by the destructor. Move-only: a Tracer moved from holds nothing,
+ * and may only be assigned to or destroyed.
  *
  * Snapshots reach the callback from poll(), process() and stop(), on the
  * calling thread. stop() sends the `final` snapshots; the destructor
@@ -139,7 +140,8 @@ public:
 	/// Why that backend was chosen, for logs.
 	const std::string &backend_reason() const noexcept;
 
-	/// The counters; cheap (no walk of the flow table) and safe from any thread.
+	/// The counters; cheap (no walk of the flow table) and safe from any
+	/// thread, while the Tracer exists and is not being moved or assigned.
 	Stats stats() const;
 
 private:
