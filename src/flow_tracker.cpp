@@ -164,17 +164,23 @@ void FlowTracker::add_operation(const udpi_flow_key &key, const udpi_flow &flow,
 		counters_.flows_inserted.fetch_add(1, std::memory_order_relaxed);
 		state.reported_changes = std::max<std::uint64_t>(state.reported_changes, entry.changes);
 		deliver(EventKind::update, key, entry);
-	} else {
+	} else if (auto current = kernel_.lookup(key)) {
 		state.extra.tx_bytes += flow.tx_bytes;
 		state.extra.tx_packets += flow.tx_packets;
 		state.extra.rx_bytes += flow.rx_bytes;
 		state.extra.rx_packets += flow.rx_packets;
 		state.extra.rx_drops += flow.rx_drops;
-		if (auto current = kernel_.lookup(key)) {
-			state.reported_changes =
-				std::max<std::uint64_t>(state.reported_changes, current->changes);
-			deliver(EventKind::update, key, *current);
-		}
+		state.reported_changes = std::max<std::uint64_t>(state.reported_changes, current->changes);
+		deliver(EventKind::update, key, *current);
+	} else {
+		// Neither in the table nor insertable (it filled meanwhile): no
+		// flow will carry these counts, so they are counted as untracked,
+		// as the kernel counts what its full table turns away.
+		counters_.untracked_operations.fetch_add(1, std::memory_order_relaxed);
+		counters_.untracked_packets.fetch_add(flow.tx_packets + flow.rx_packets + flow.rx_drops,
+						      std::memory_order_relaxed);
+		counters_.untracked_bytes.fetch_add(flow.tx_bytes + flow.rx_bytes, std::memory_order_relaxed);
+		forget(key);
 	}
 }
 

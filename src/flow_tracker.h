@@ -41,6 +41,11 @@ struct TrackerCounters {
 	std::atomic<std::uint64_t> expired{0};        ///< flows ended by `expire`, early ones included
 	std::atomic<std::uint64_t> expired_early{0};  ///< expired before their timeout: the table neared full
 	std::atomic<std::uint64_t> late_operations{0}; ///< operations that landed on a flow as it was expired
+	/// Operations handed over that no flow could take (the table had filled
+	/// meanwhile), and their datagrams and bytes: counted, as the kernel's.
+	std::atomic<std::uint64_t> untracked_operations{0};
+	std::atomic<std::uint64_t> untracked_packets{0};
+	std::atomic<std::uint64_t> untracked_bytes{0};
 };
 
 /// When a flow leaves the table without its socket closing.

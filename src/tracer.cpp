@@ -210,9 +210,9 @@ Stats Tracer::stats() const
 	s.records_received = d.records_received;
 	s.lost = k.sum[UDPI_STAT_RB_DROP_UPDATE];
 	s.closes_deferred = c.closes_deferred;
-	s.flows_untracked = k.sum[UDPI_STAT_FLOWS_UNTRACKED];
-	s.untracked_packets = k.sum[UDPI_STAT_UNTRACKED_PACKETS];
-	s.untracked_bytes = k.sum[UDPI_STAT_UNTRACKED_BYTES];
+	s.flows_untracked = k.sum[UDPI_STAT_FLOWS_UNTRACKED] + c.untracked_operations;
+	s.untracked_packets = k.sum[UDPI_STAT_UNTRACKED_PACKETS] + c.untracked_packets;
+	s.untracked_bytes = k.sum[UDPI_STAT_UNTRACKED_BYTES] + c.untracked_bytes;
 	s.sockets_untracked = k.sum[UDPI_STAT_SOCKS_UNTRACKED];
 	s.peer_unknown = k.sum[UDPI_STAT_PEER_UNKNOWN];
 	s.no_listener = k.sum[UDPI_STAT_NO_LISTENER];

@@ -39,6 +39,7 @@ public:
 	std::unordered_map<udpi_flow_key, udpi_flow, detail::FlowKeyHash, detail::FlowKeyEqual> table;
 	std::deque<Record> ring;          // records not yet consumed
 	std::size_t ring_room = SIZE_MAX; // records the ring buffer can still take
+	std::size_t capacity = SIZE_MAX;  // entries the flow table holds
 	bool full_sweep_wanted = false;   // .bss full_sweep_wanted
 	std::vector<std::pair<std::uint64_t, std::uint64_t>> closed_map;
 	std::size_t closed_room = SIZE_MAX; // entries the `closed` map can still take
@@ -123,7 +124,7 @@ public:
 	}
 	bool insert(const udpi_flow_key &key, const udpi_flow &flow) override
 	{
-		return table.emplace(key, flow).second;
+		return table.size() < capacity && table.emplace(key, flow).second;
 	}
 	bool erase(const udpi_flow_key &key) override { return table.erase(key) != 0; }
 	std::optional<udpi_flow> take(const udpi_flow_key &key) override
@@ -871,4 +872,25 @@ TEST_CASE("a crowd of flows going idle together is expired over a few sweeps", "
 	h.sweep();
 	CHECK(h.tracker.counters().expired == crowd);
 	CHECK(h.kernel.table.empty());
+}
+
+TEST_CASE("an operation handed over when the table has filled meanwhile is counted as untracked",
+	  "[tracker][deferred]")
+{
+	Harness h;
+	const auto held = key_of(7, 1), refused = key_of(8, 2);
+	h.kernel.send(held, 10);
+	h.consume();
+	h.kernel.capacity = h.kernel.table.size(); // full
+	h.tracker.on_record(h.kernel.deferred(refused, 33), h.kernel.now);
+	CHECK(h.tracker.counters().deferred_operations == 1);
+	CHECK(h.tracker.counters().untracked_operations == 1);
+	CHECK(h.tracker.counters().untracked_packets == 1);
+	CHECK(h.tracker.counters().untracked_bytes == 33);
+	CHECK(h.kernel.table.count(refused) == 0);
+	CHECK(h.tracker.flows() == 1);
+	for (const auto &d : h.out)
+		CHECK(!detail::FlowKeyEqual{}(d.key, refused));
+	h.tracker.stop(h.kernel.now);
+	CHECK(h.last(held).kind == EventKind::final);
 }
