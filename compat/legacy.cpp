@@ -84,6 +84,8 @@ Settings read_settings() noexcept
 			settings.flow_timeout = std::chrono::seconds(*s);
 		if (auto size = env_number("UDPEVENT_QUEUE_SIZE", kQueueSize))
 			settings.queue_size = static_cast<std::size_t>(*size);
+		if (auto flows = env_number("UDPEVENT_MAX_FLOWS", kMaxFlowsVar))
+			settings.max_flows = static_cast<std::uint32_t>(*flows);
 		const char *verbose = std::getenv("UDPEVENT_VERBOSE");
 		settings.verbose = verbose && *verbose && std::string_view(verbose) != "0";
 		if (auto backend = env_choice("UDPEVENT_BACKEND", detail::parse_backend_name))

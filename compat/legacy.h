@@ -23,12 +23,15 @@ inline constexpr std::uint16_t kLegacyInet6 = 10;
 inline constexpr std::size_t kDefaultQueueSize = 8192;
 inline constexpr std::size_t kMaxQueueSize = std::size_t{1} << 20;
 inline constexpr udpintercept::detail::Limit kQueueSize{"UDPEVENT_QUEUE_SIZE", 1, kMaxQueueSize};
+inline constexpr udpintercept::detail::Limit kMaxFlowsVar{
+	"UDPEVENT_MAX_FLOWS", udpintercept::detail::kMaxFlows.min, udpintercept::detail::kMaxFlows.max};
 
 /// Settings read from the environment when AddProbe() runs.
 struct Settings {
 	std::chrono::milliseconds interval{1000};   ///< UDPEVENT_INTERVAL_MS (0: a snapshot per operation)
 	std::chrono::seconds flow_timeout{300};     ///< UDPEVENT_FLOW_TIMEOUT_S (0: never)
 	std::size_t queue_size = kDefaultQueueSize; ///< UDPEVENT_QUEUE_SIZE
+	std::optional<std::uint32_t> max_flows;     ///< UDPEVENT_MAX_FLOWS: the flow table's size
 	bool verbose = false; ///< UDPEVENT_VERBOSE: the core's backend decisions on stderr
 	udpintercept::Backend backend = udpintercept::Backend::automatic; ///< UDPEVENT_BACKEND
 

@@ -86,6 +86,7 @@ private:
 	// The poller's own loss bookkeeping.
 	std::uint64_t reported_shed_ = 0;
 	std::uint64_t reported_lost_ = 0;
+	std::uint64_t reported_untracked_ = 0, reported_untracked_packets_ = 0, reported_untracked_bytes_ = 0;
 	std::chrono::steady_clock::time_point last_report_{};
 };
 
@@ -188,6 +189,7 @@ void Shim::start(const Settings &settings)
 	queue_.reopen(settings.queue_size);
 	reported_shed_ = queue_.shed();
 	reported_lost_ = 0;
+	reported_untracked_ = reported_untracked_packets_ = reported_untracked_bytes_ = 0;
 	attach_error_.clear();
 	attach_done_.store(false);
 
@@ -226,6 +228,8 @@ void Shim::run(Settings settings) noexcept
 		options.backend = settings.backend;
 		options.interval = settings.interval;
 		options.flow_timeout = settings.flow_timeout;
+		if (settings.max_flows)
+			options.max_flows = *settings.max_flows;
 		options.pid = settings.pid;
 		options.uid = settings.uid;
 		options.port = settings.port;
@@ -304,8 +308,10 @@ void Shim::report_losses(udpintercept::Tracer &tracer, std::size_t queue_size)
 		return;
 	last_report_ = now;
 	const std::uint64_t shed = queue_.shed();
-	const std::uint64_t lost = tracer.stats().lost;
-	if (shed == reported_shed_ && lost == reported_lost_)
+	const udpintercept::Stats stats = tracer.stats();
+	const std::uint64_t lost = stats.lost;
+	const std::uint64_t untracked = stats.flows_untracked;
+	if (shed == reported_shed_ && lost == reported_lost_ && untracked == reported_untracked_)
 		return;
 	std::string line;
 	if (shed != reported_shed_)
@@ -316,9 +322,18 @@ void Shim::report_losses(udpintercept::Tracer &tracer, std::size_t queue_size)
 		line += std::string(line.empty() ? "" : "; ") + "the kernel's ring buffer dropped " +
 			std::to_string(lost - reported_lost_) +
 			" snapshots (later snapshots of the same flows still carry exact totals)";
+	if (untracked != reported_untracked_)
+		line += std::string(line.empty() ? "" : "; ") +
+			std::to_string(untracked - reported_untracked_) + " operations (" +
+			std::to_string(stats.untracked_packets - reported_untracked_packets_) +
+			" datagrams, " + std::to_string(stats.untracked_bytes - reported_untracked_bytes_) +
+			" bytes) counted in no flow: the flow table was full; raise UDPEVENT_MAX_FLOWS";
 	std::fprintf(stderr, "libudpEvent: %s\n", line.c_str());
 	reported_shed_ = shed;
 	reported_lost_ = lost;
+	reported_untracked_ = untracked;
+	reported_untracked_packets_ = stats.untracked_packets;
+	reported_untracked_bytes_ = stats.untracked_bytes;
 }
 
 unsigned Shim::status() const noexcept

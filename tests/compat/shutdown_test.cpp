@@ -14,11 +14,13 @@
 //              and getStatus() stays 0
 //   shed       (root) a full queue sheds the oldest events, counts them and
 //              says so on stderr at most once a second
+//   untracked  (root) traffic a full flow table turns away is counted and
+//              said on stderr
 //
 // With "attached", blocked, signal and exit run with the tracer attached
 // (root).
 //
-// usage: compat_shutdown LIBUDPEVENT_SO blocked|signal|exit|error|shed [attached]
+// usage: compat_shutdown LIBUDPEVENT_SO blocked|signal|exit|error|shed|untracked [attached]
 #include <arpa/inet.h>
 #include <atomic>
 #include <chrono>
@@ -428,6 +430,88 @@ int shed(const char *path)
 	return failures ? 1 : 0;
 }
 
+// ---- a full flow table, said ----
+
+// One socket sending to more ports than the table holds flows: those it
+// cannot admit are counted in no flow, and the library says so on stderr.
+int untracked(const char *path)
+{
+	testutil::require_root_or_skip("compat untracked");
+	constexpr int kPorts = 200;
+	int err_pipe[2];
+	if (pipe(err_pipe) != 0)
+		return 1;
+	const pid_t child = fork();
+	if (child == 0) {
+		dup2(err_pipe[1], STDERR_FILENO);
+		close(err_pipe[0]);
+		try {
+			testutil::enter_fresh_netns();
+		} catch (const std::exception &e) {
+			std::fprintf(stderr, "%s\n", e.what());
+			std::_Exit(3);
+		}
+		setenv("UDPEVENT_MAX_FLOWS", "16", 1);
+		// Only this process's flows: the host's own cannot fill the table.
+		setenv("UDPEVENT_PID", std::to_string(getpid()).c_str(), 1);
+		Library lib = load(path);
+		attach(lib);
+		const int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		sockaddr_in to{};
+		to.sin_family = AF_INET;
+		to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		char buf[16] = {};
+		for (int i = 0; i < kPorts; i++) {
+			to.sin_port = htons(static_cast<std::uint16_t>(40000 + i));
+			if (sendto(s, buf, sizeof(buf), 0, reinterpret_cast<sockaddr *>(&to), sizeof(to)) !=
+			    sizeof(buf))
+				std::_Exit(4);
+		}
+		// The library reports at most once a second.
+		std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+		close(s);
+		lib.cleanup();
+		std::fflush(stderr);
+		std::_Exit(0);
+	}
+	close(err_pipe[1]);
+	std::string err;
+	char buf[4096];
+	ssize_t n;
+	while ((n = read(err_pipe[0], buf, sizeof(buf))) > 0)
+		err.append(buf, static_cast<size_t>(n));
+	int st = 0;
+	waitpid(child, &st, 0);
+	std::fprintf(stderr, "child stderr:\n%s", err.c_str());
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d (3: unshare, 4: traffic)",
+	      WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st));
+	const auto at = err.find("counted in no flow: the flow table was full; raise UDPEVENT_MAX_FLOWS");
+	CHECK(at != std::string::npos, "no report of the traffic the full table turned away");
+	// The datagrams of the operations it could not admit: one each, 16 bytes.
+	std::uint64_t ops = 0, datagrams = 0, bytes = 0;
+	for (size_t from = 0; (from = err.find("libudpEvent: ", from)) != std::string::npos; from++) {
+		const auto line = err.substr(from, err.find('\n', from) - from);
+		const auto o = line.find(" operations (");
+		if (o == std::string::npos)
+			continue;
+		const auto start = line.rfind(' ', o - 1) + 1;
+		unsigned long long a = 0, d = 0, b = 0;
+		if (std::sscanf(line.c_str() + start, "%llu operations (%llu datagrams, %llu bytes)", &a, &d,
+				&b) == 3) {
+			ops += a;
+			datagrams += d;
+			bytes += b;
+		}
+	}
+	CHECK(ops > 0 && datagrams == ops && bytes == 16 * ops && ops <= kPorts,
+	      "reported %llu operations, %llu datagrams, %llu bytes", static_cast<unsigned long long>(ops),
+	      static_cast<unsigned long long>(datagrams), static_cast<unsigned long long>(bytes));
+	if (!failures)
+		std::printf("ok: %llu operations the full table turned away were said on stderr\n",
+			    static_cast<unsigned long long>(ops));
+	return failures ? 1 : 0;
+}
+
 // ---- a failed attach ----
 
 int attach_error(const char *path)
@@ -496,7 +580,8 @@ int attach_error(const char *path)
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
-		std::fprintf(stderr, "usage: %s LIBUDPEVENT_SO blocked|signal|exit|error|shed [attached]\n",
+		std::fprintf(stderr,
+			     "usage: %s LIBUDPEVENT_SO blocked|signal|exit|error|shed|untracked [attached]\n",
 			     argv[0]);
 		return 2;
 	}
@@ -516,6 +601,8 @@ int main(int argc, char **argv)
 		return attach_error(argv[1]);
 	if (mode == "shed")
 		return shed(argv[1]);
+	if (mode == "untracked")
+		return untracked(argv[1]);
 	std::fprintf(stderr, "unknown mode %s\n", argv[2]);
 	return 2;
 }
