@@ -244,17 +244,17 @@ void mapped(Ledger &l, Observer &, const Fam &)
 	}
 }
 
-void gso(Ledger &l, Observer &, const Fam &f)
+// A GSO send of `bytes` in segments of `segment`, through a control message.
+void gso_send(Udp &tx, const SockAddr *to, std::size_t bytes, std::uint16_t segment)
 {
-	Udp rx = bound(f), tx = bound(f);
-	// Per call, through a control message...
-	std::vector<char> payload(1000, 'g');
+	std::vector<char> payload(bytes, 'c');
 	iovec iov{payload.data(), payload.size()};
 	char control[CMSG_SPACE(sizeof(std::uint16_t))] = {};
 	msghdr msg{};
-	const SockAddr to = rx.local();
-	msg.msg_name = const_cast<sockaddr *>(to.sa());
-	msg.msg_namelen = to.len;
+	if (to) {
+		msg.msg_name = const_cast<sockaddr *>(to->sa());
+		msg.msg_namelen = to->len;
+	}
 	msg.msg_iov = &iov;
 	msg.msg_iovlen = 1;
 	msg.msg_control = control;
@@ -262,10 +262,17 @@ void gso(Ledger &l, Observer &, const Fam &f)
 	cmsghdr *cm = CMSG_FIRSTHDR(&msg);
 	cm->cmsg_level = SOL_UDP;
 	cm->cmsg_type = UDP_SEGMENT;
-	cm->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
-	const std::uint16_t seg = 100;
-	std::memcpy(CMSG_DATA(cm), &seg, sizeof(seg));
-	expect(sendmsg(tx.fd(), &msg, 0) == 1000, "a UDP_SEGMENT send of 1000 bytes");
+	cm->cmsg_len = CMSG_LEN(sizeof(segment));
+	std::memcpy(CMSG_DATA(cm), &segment, sizeof(segment));
+	expect(sendmsg(tx.fd(), &msg, 0) == static_cast<ssize_t>(bytes), "a UDP_SEGMENT send");
+}
+
+void gso(Ledger &l, Observer &, const Fam &f)
+{
+	Udp rx = bound(f), tx = bound(f);
+	// Per call, through a control message...
+	const SockAddr to = rx.local();
+	gso_send(tx, &to, 1000, 100);
 	l.sent(tx.local(), rx.local(), 1000, 10);
 	// ...and for the socket, with a short last segment.
 	const int sock_seg = 300;
@@ -311,28 +318,6 @@ std::size_t gro_receive(Udp &rx, bool with_address, SockAddr &from, std::uint16_
 	return static_cast<std::size_t>(n);
 }
 
-// A GSO send of `bytes` in segments of `segment`, through a control message.
-void gso_send(Udp &tx, const SockAddr *to, std::size_t bytes, std::uint16_t segment)
-{
-	std::vector<char> payload(bytes, 'c');
-	iovec iov{payload.data(), payload.size()};
-	char control[CMSG_SPACE(sizeof(std::uint16_t))] = {};
-	msghdr msg{};
-	if (to) {
-		msg.msg_name = const_cast<sockaddr *>(to->sa());
-		msg.msg_namelen = to->len;
-	}
-	msg.msg_iov = &iov;
-	msg.msg_iovlen = 1;
-	msg.msg_control = control;
-	msg.msg_controllen = sizeof(control);
-	cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-	cm->cmsg_level = SOL_UDP;
-	cm->cmsg_type = UDP_SEGMENT;
-	cm->cmsg_len = CMSG_LEN(sizeof(segment));
-	std::memcpy(CMSG_DATA(cm), &segment, sizeof(segment));
-	expect(sendmsg(tx.fd(), &msg, 0) == static_cast<ssize_t>(bytes), "a UDP_SEGMENT send");
-}
 
 // A socket with UDP_GRO set receives a GSO send's segments as one datagram
 // where loopback keeps them together (6.x; a NIC's GRO coalesces them

@@ -358,22 +358,55 @@ bool shed_traffic()
 	return true;
 }
 
-int shed(const char *path)
+// Runs `body` in a child with its stderr captured (in a network namespace
+// of its own if `fresh_netns`; exit 3 if none can be made): the child's exit
+// status (minus its signal if one ended it) and its stderr, also copied to
+// this process's.
+struct ChildRun {
+	int status = -1;
+	std::string err;
+	bool ok() const { return status == 0; }
+};
+
+template <typename Body> ChildRun run_child(bool fresh_netns, Body body)
 {
-	testutil::require_root_or_skip("compat shed");
+	ChildRun run;
 	int err_pipe[2];
 	if (pipe(err_pipe) != 0)
-		return 1;
+		return run;
 	const pid_t child = fork();
 	if (child == 0) {
 		dup2(err_pipe[1], STDERR_FILENO);
 		close(err_pipe[0]);
-		try {
-			testutil::enter_fresh_netns();
-		} catch (const std::exception &e) {
-			std::fprintf(stderr, "%s\n", e.what());
-			std::_Exit(3);
+		if (fresh_netns) {
+			try {
+				testutil::enter_fresh_netns();
+			} catch (const std::exception &e) {
+				std::fprintf(stderr, "%s\n", e.what());
+				std::_Exit(3);
+			}
 		}
+		const int rc = body();
+		std::fflush(stderr);
+		std::_Exit(rc);
+	}
+	close(err_pipe[1]);
+	char buf[4096];
+	ssize_t n;
+	while ((n = read(err_pipe[0], buf, sizeof(buf))) > 0)
+		run.err.append(buf, static_cast<size_t>(n));
+	close(err_pipe[0]);
+	int st = 0;
+	waitpid(child, &st, 0);
+	run.status = WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+	std::fprintf(stderr, "child stderr:\n%s", run.err.c_str());
+	return run;
+}
+
+int shed(const char *path)
+{
+	testutil::require_root_or_skip("compat shed");
+	const ChildRun run = run_child(true, [path] {
 		setenv("UDPEVENT_INTERVAL_MS", "0", 1);
 		setenv("UDPEVENT_QUEUE_SIZE", "4", 1);
 		// Only this test's flows: a busy host must not decide what is shed.
@@ -382,7 +415,7 @@ int shed(const char *path)
 		Library lib = load(path);
 		attach(lib);
 		if (!shed_traffic())
-			std::_Exit(4);
+			return 4;
 		auto shed_count =
 			reinterpret_cast<unsigned long long (*)()>(dlsym(lib.handle, "udpEvent_shedCount"));
 		// Nothing was dequeued: the queue holds the newest four snapshots,
@@ -402,21 +435,12 @@ int shed(const char *path)
 			std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
 		std::fprintf(stderr, "shed=%llu last_tx=%u elapsed_ms=%lld\n", shed_count(), last_tx,
 			     static_cast<long long>(ms));
-		std::fflush(stderr);
-		std::_Exit(shed_count() > 0 && last_tx == kShedBursts * kShedBurst && !older ? 0 : 5);
-	}
-	close(err_pipe[1]);
-	std::string err;
-	char buf[4096];
-	ssize_t n;
-	while ((n = read(err_pipe[0], buf, sizeof(buf))) > 0)
-		err.append(buf, static_cast<size_t>(n));
-	int st = 0;
-	waitpid(child, &st, 0);
-	std::fprintf(stderr, "child stderr:\n%s", err.c_str());
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		return shed_count() > 0 && last_tx == kShedBursts * kShedBurst && !older ? 0 : 5;
+	});
+	const std::string &err = run.err;
+	CHECK(run.ok(),
 	      "child status %d (3: unshare, 4: traffic, 5: nothing shed, or the queue kept old events)",
-	      WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st));
+	      run.status);
 	size_t reports = 0;
 	for (size_t at = 0; (at = err.find("libudpEvent: shed ", at)) != std::string::npos; at++)
 		reports++;
@@ -438,19 +462,7 @@ int untracked(const char *path)
 {
 	testutil::require_root_or_skip("compat untracked");
 	constexpr int kPorts = 200;
-	int err_pipe[2];
-	if (pipe(err_pipe) != 0)
-		return 1;
-	const pid_t child = fork();
-	if (child == 0) {
-		dup2(err_pipe[1], STDERR_FILENO);
-		close(err_pipe[0]);
-		try {
-			testutil::enter_fresh_netns();
-		} catch (const std::exception &e) {
-			std::fprintf(stderr, "%s\n", e.what());
-			std::_Exit(3);
-		}
+	const ChildRun run = run_child(true, [path] {
 		setenv("UDPEVENT_MAX_FLOWS", "16", 1);
 		// Only this process's flows: the host's own cannot fill the table.
 		setenv("UDPEVENT_PID", std::to_string(getpid()).c_str(), 1);
@@ -465,26 +477,16 @@ int untracked(const char *path)
 			to.sin_port = htons(static_cast<std::uint16_t>(40000 + i));
 			if (sendto(s, buf, sizeof(buf), 0, reinterpret_cast<sockaddr *>(&to), sizeof(to)) !=
 			    sizeof(buf))
-				std::_Exit(4);
+				return 4;
 		}
 		// The library reports at most once a second.
 		std::this_thread::sleep_for(std::chrono::milliseconds(2500));
 		close(s);
 		lib.cleanup();
-		std::fflush(stderr);
-		std::_Exit(0);
-	}
-	close(err_pipe[1]);
-	std::string err;
-	char buf[4096];
-	ssize_t n;
-	while ((n = read(err_pipe[0], buf, sizeof(buf))) > 0)
-		err.append(buf, static_cast<size_t>(n));
-	int st = 0;
-	waitpid(child, &st, 0);
-	std::fprintf(stderr, "child stderr:\n%s", err.c_str());
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d (3: unshare, 4: traffic)",
-	      WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st));
+		return 0;
+	});
+	const std::string &err = run.err;
+	CHECK(run.ok(), "child status %d (3: unshare, 4: traffic)", run.status);
 	const auto at = err.find("counted in no flow: the flow table was full; raise UDPEVENT_MAX_FLOWS");
 	CHECK(at != std::string::npos, "no report of the traffic the full table turned away");
 	// The datagrams of the operations it could not admit: one each, 16 bytes.
@@ -516,18 +518,13 @@ int untracked(const char *path)
 
 int attach_error(const char *path)
 {
-	int err_pipe[2];
-	if (pipe(err_pipe) != 0)
-		return 1;
-	const pid_t child = fork();
-	if (child == 0) {
-		dup2(err_pipe[1], STDERR_FILENO);
-		close(err_pipe[0]);
+	const auto t0 = Clock::now();
+	const ChildRun run = run_child(false, [path] {
 		Library lib = load(path);
 		// As root, become nobody: the tracer cannot attach without privileges.
 		if (geteuid() == 0 && (setgroups(0, nullptr) != 0 || setresgid(65534, 65534, 65534) != 0 ||
 				       setresuid(65534, 65534, 65534) != 0))
-			std::_Exit(3);
+			return 3;
 		lib.add_probe();
 		int rc = 0;
 		if (lib.status() != 0)
@@ -540,25 +537,15 @@ int attach_error(const char *path)
 		lib.cleanup();
 		if (!zeroed(lib.dequeue()))
 			rc = 6;
-		std::fflush(stderr);
-		std::_Exit(rc);
-	}
-	close(err_pipe[1]);
-	std::string err;
-	char buf[4096];
-	ssize_t n;
-	const auto t0 = Clock::now();
-	while ((n = read(err_pipe[0], buf, sizeof(buf))) > 0)
-		err.append(buf, static_cast<size_t>(n));
-	int st = 0;
-	waitpid(child, &st, 0);
+		return rc;
+	});
 	const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
-	std::fprintf(stderr, "child stderr:\n%s", err.c_str());
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	const std::string &err = run.err;
+	CHECK(run.ok(),
 	      "child status %d (3: cannot drop privileges, 4: getStatus() not 0, 5: no udpEvent_lastError(), "
 	      "6: "
 	      "not zeroed after cleanup())",
-	      WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st));
+	      run.status);
 	CHECK(err.find("libudpEvent: AddProbe failed: ") != std::string::npos,
 	      "AddProbe() did not say on stderr why it failed");
 	const auto at = err.find("lastError=");
