@@ -318,7 +318,6 @@ std::size_t gro_receive(Udp &rx, bool with_address, SockAddr &from, std::uint16_
 	return static_cast<std::size_t>(n);
 }
 
-
 // A socket with UDP_GRO set receives a GSO send's segments as one datagram
 // where loopback keeps them together (6.x; a NIC's GRO coalesces them
 // likewise): one receive returns them all, and they count as the datagrams on
