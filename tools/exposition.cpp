@@ -121,6 +121,10 @@ std::vector<MetricFamily> Exposition::Collect() const
 		       "Snapshots the ring buffer had no room for (counters stay exact: later snapshots "
 		       "are cumulative)",
 		       MetricType::Counter, st.lost));
+	out.push_back(single("udpintercept_closes_deferred_total",
+			     "Socket closes that missed the ring buffer, collected from the kernel "
+			     "afterwards (their flows' close snapshots came late, not lost)",
+			     MetricType::Counter, st.closes_deferred));
 	out.push_back(single("udpintercept_untracked_flows_total",
 			     "Operations on flows the full flow table could not admit (not in the flow "
 			     "counters)",

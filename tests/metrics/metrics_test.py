@@ -370,6 +370,7 @@ def test_prometheus(args):
         if len(info) != 1 or not info[0]["metric"].get("backend") or value(info[0]) != 1:
             raise Failure(f"udpintercept_build_info: {info}")
         for name in ("udpintercept_flows_active", "udpintercept_snapshots_lost_total",
+                     "udpintercept_closes_deferred_total",
                      "udpintercept_untracked_flows_total", "udpintercept_untracked_datagrams_total",
                      "udpintercept_untracked_bytes_total", "udpintercept_peer_unknown_total",
                      "udpintercept_no_listener_datagrams_total", "udpintercept_series_overflow_total",
