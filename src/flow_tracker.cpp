@@ -6,6 +6,17 @@
 
 namespace udpintercept::detail {
 
+namespace {
+
+// Time from `then` to `now`; 0 for a time after now (the kernel's clock, read
+// by an operation while a sweep that read `now` runs, is ahead of it).
+std::uint64_t elapsed(std::uint64_t now, std::uint64_t then) noexcept
+{
+	return now > then ? now - then : 0;
+}
+
+} // namespace
+
 std::size_t FlowKeyHash::operator()(const udpi_flow_key &k) const noexcept
 {
 	std::uint64_t h = k.sock_id * 0x9e3779b97f4a7c15ULL;
@@ -37,7 +48,9 @@ FlowTracker::FlowState &FlowTracker::remember(const udpi_flow_key &key, std::uin
 	auto [it, added] = flows_.try_emplace(key);
 	FlowState &state = it->second;
 	if (added) {
-		flows_of_socket_[key.sock_id].push_back(key);
+		auto &of_socket = flows_of_socket_[key.sock_id];
+		state.socket_pos = of_socket.size();
+		of_socket.push_back(key);
 		state.idle_pos = idle_.insert(idle_.end(), key);
 	} else {
 		idle_.splice(idle_.end(), idle_, state.idle_pos);
@@ -46,18 +59,30 @@ FlowTracker::FlowState &FlowTracker::remember(const udpi_flow_key &key, std::uin
 	return state;
 }
 
+// Constant time, whatever the socket's number of flows. A socket that
+// close_socket() is ending has left flows_of_socket_ already.
 void FlowTracker::forget(const udpi_flow_key &key)
 {
-	if (auto it = flows_.find(key); it != flows_.end()) {
-		idle_.erase(it->second.idle_pos);
-		flows_.erase(it);
-	}
 	pending_.erase(key);
-	if (auto it = flows_of_socket_.find(key.sock_id); it != flows_of_socket_.end()) {
-		std::erase_if(it->second, [&](const udpi_flow_key &k) { return FlowKeyEqual{}(k, key); });
-		if (it->second.empty())
-			flows_of_socket_.erase(it);
+	const auto it = flows_.find(key);
+	if (it == flows_.end())
+		return;
+	idle_.erase(it->second.idle_pos);
+	if (auto s = flows_of_socket_.find(key.sock_id); s != flows_of_socket_.end()) {
+		std::vector<udpi_flow_key> &keys = s->second;
+		const std::size_t pos = it->second.socket_pos;
+		if (pos < keys.size() && FlowKeyEqual{}(keys[pos], key)) {
+			if (pos + 1 != keys.size()) {
+				keys[pos] = keys.back();
+				if (auto moved = flows_.find(keys[pos]); moved != flows_.end())
+					moved->second.socket_pos = pos;
+			}
+			keys.pop_back();
+			if (keys.empty())
+				flows_of_socket_.erase(s);
+		}
 	}
+	flows_.erase(it);
 }
 
 void FlowTracker::deliver(EventKind kind, const udpi_flow_key &key, const udpi_flow &kernel_flow)
@@ -303,7 +328,7 @@ void FlowTracker::full_sweep(std::uint64_t now_ns)
 void FlowTracker::flush_due(std::uint64_t now_ns)
 {
 	for (auto it = pending_.begin(); it != pending_.end();) {
-		if (now_ns - it->second < interval_ns_) {
+		if (elapsed(now_ns, it->second) < interval_ns_) {
 			++it;
 			continue;
 		}
@@ -339,7 +364,8 @@ FlowTracker::Expiry FlowTracker::expire(const udpi_flow_key &key, std::uint64_t 
 		forget(key);
 		return Expiry::gone;
 	}
-	if (now_ns - flow->last_ns < min_idle_ns || now_ns - flow->last_emit_ns < interval_ns_) {
+	if (elapsed(now_ns, flow->last_ns) < min_idle_ns ||
+	    elapsed(now_ns, flow->last_emit_ns) < interval_ns_) {
 		remember(key, now_ns);
 		return Expiry::active;
 	}
@@ -362,7 +388,7 @@ void FlowTracker::expire_idle(std::uint64_t now_ns)
 {
 	for (std::size_t n = 0; n < kExpiryBatch && !idle_.empty(); n++) {
 		const udpi_flow_key key = idle_.front();
-		if (now_ns - flows_.at(key).heard_ns < expiry_.timeout_ns)
+		if (elapsed(now_ns, flows_.at(key).heard_ns) < expiry_.timeout_ns)
 			return;
 		expire(key, expiry_.timeout_ns, now_ns);
 	}
@@ -380,7 +406,7 @@ void FlowTracker::expire_early(std::uint64_t now_ns)
 	for (std::size_t visits = std::min(flows_.size(), kExpiryBatch); visits > 0 && flows_.size() > low;
 	     visits--) {
 		const udpi_flow_key key = idle_.front();
-		if (now_ns - flows_.at(key).heard_ns < min_idle)
+		if (elapsed(now_ns, flows_.at(key).heard_ns) < min_idle)
 			return;
 		if (expire(key, min_idle, now_ns) == Expiry::expired)
 			counters_.expired_early.fetch_add(1, std::memory_order_relaxed);
@@ -400,10 +426,11 @@ void FlowTracker::sweep(std::uint64_t now_ns)
 	}
 	// Records of a closed socket still on their way arrive within moments,
 	// and a lost one sets off a full sweep at the next sweep, well before.
-	std::erase_if(closed_, [&](const auto &kv) { return now_ns - kv.second > kClosedMemoryNs; });
+	std::erase_if(closed_, [&](const auto &kv) { return elapsed(now_ns, kv.second) > kClosedMemoryNs; });
 	if (!expired_.empty())
-		std::erase_if(expired_,
-			      [&](const auto &kv) { return now_ns - kv.second.when_ns > kExpiredMemoryNs; });
+		std::erase_if(expired_, [&](const auto &kv) {
+			return elapsed(now_ns, kv.second.when_ns) > kExpiredMemoryNs;
+		});
 }
 
 void FlowTracker::stop(std::uint64_t now_ns)

@@ -100,6 +100,13 @@ public:
 	/// Flows user space knows (in the kernel's table, but for births still on their way).
 	std::size_t flows() const noexcept { return flows_.size(); }
 
+	/// Of those, the socket's (what its close would end).
+	std::size_t flows_of_socket(std::uint64_t sock_id) const
+	{
+		const auto it = flows_of_socket_.find(sock_id);
+		return it == flows_of_socket_.end() ? 0 : it->second.size();
+	}
+
 	/// How long a closed socket's id is remembered, for records of it still on their way.
 	static constexpr std::uint64_t kClosedMemoryNs = 2'000'000'000;
 
@@ -120,6 +127,7 @@ private:
 		Counts extra; // operations the busy kernel table handed to user space after the flow existed
 		std::uint64_t heard_ns = 0;                  // when a record of the flow last arrived
 		std::list<udpi_flow_key>::iterator idle_pos; // its place in idle_
+		std::size_t socket_pos = 0;                  // its place in flows_of_socket_[sock_id]
 	};
 	enum class Expiry { expired, active, gone };
 
@@ -147,6 +155,8 @@ private:
 	TrackerCounters counters_;
 
 	std::unordered_map<udpi_flow_key, FlowState, FlowKeyHash, FlowKeyEqual> flows_;
+	// A socket's flows, in no order: a flow leaves by swapping with the last
+	// (a server socket has one per peer, hundreds of thousands of them).
 	std::unordered_map<std::uint64_t, std::vector<udpi_flow_key>> flows_of_socket_;
 	// Closed sockets: id -> when user space learnt of the close.
 	std::unordered_map<std::uint64_t, std::uint64_t> closed_;

@@ -648,6 +648,82 @@ TEST_CASE("a flow the kernel saw after user space last heard of it is not expire
 	CHECK(h.last(k).flow.tx_bytes == 11);
 }
 
+TEST_CASE("a flow the kernel touched after the sweep read the clock is not expired", "[tracker][expiry]")
+{
+	Harness h({kTimeout, 0});
+	const auto k = key_of(2, 99);
+	h.kernel.send(k, 100);
+	h.consume();
+	h.kernel.now += kTimeout + kS;
+	const std::uint64_t sweep_now = h.kernel.now; // read before the sweep
+	h.kernel.now += 3 * kMs;
+	h.kernel.send(k, 5); // lands while the sweep runs: due, its last_ns ahead of sweep_now
+	// A second operation that found the entry then, landing as it is removed
+	// (not due: the first one's snapshot has just gone).
+	bool raced = false;
+	h.kernel.late_operation = [&](const udpi_flow_key &key, udpi_flow &removed) {
+		raced = true;
+		h.kernel.count(key, removed, 7, false);
+	};
+	h.tracker.sweep(sweep_now);
+	CHECK_FALSE(raced);
+	CHECK(h.tracker.counters().expired == 0);
+	h.kernel.late_operation = nullptr;
+	if (!raced)
+		h.kernel.send(k, 7);
+	h.consume();
+	h.kernel.now += kTimeout + kS;
+	h.sweep(); // the held-back 7 bytes go out: heard of then, expired a timeout later
+	h.kernel.now += kTimeout + kS;
+	h.sweep();
+	CHECK(h.last(k).kind == EventKind::expire);
+	CHECK(tx_bytes_of(h.out, k) == 112);
+	CHECK(h.tracker.counters().expired == 1);
+}
+
+// A server socket has one flow per peer: each flow leaves its socket's list
+// on its own (expiry, a gone entry), in any order, and the socket's close
+// then ends exactly the flows it still has.
+TEST_CASE("a socket's flows leave its list one by one in any order; its close ends the rest",
+	  "[tracker][expiry]")
+{
+	Harness h({kTimeout, 0});
+	constexpr std::uint16_t kPeers = 1000;
+	for (std::uint16_t p = 1; p <= kPeers; p++)
+		h.kernel.send(key_of(7, p), p);
+	h.kernel.send(key_of(8, 1), 1); // another socket's flow
+	h.consume();
+	h.kernel.now += kTimeout / 2;
+	// Every third peer talks again: the others go idle first.
+	for (std::uint16_t p = 3; p <= kPeers; p += 3)
+		h.kernel.send(key_of(7, p), 1);
+	h.consume();
+	h.kernel.now += kTimeout / 2 + kS;
+	for (int i = 0; i < 3; i++) {
+		h.sweep();
+		h.kernel.now += kS;
+	}
+	const std::uint64_t expired = h.tracker.counters().expired;
+	CHECK(expired == kPeers - kPeers / 3 + 1);
+	CHECK(h.tracker.flows() == kPeers / 3);
+	CHECK(h.tracker.flows_of_socket(7) == kPeers / 3);
+	CHECK(h.tracker.flows_of_socket(8) == 0);
+	h.kernel.close_socket(7);
+	h.consume();
+	std::unordered_map<std::uint16_t, int> closes;
+	for (const auto &d : h.out)
+		if (d.kind == EventKind::close) {
+			CHECK(d.key.sock_id == 7);
+			CHECK(d.key.rport % 3 == 0);
+			closes[d.key.rport]++;
+		}
+	CHECK(closes.size() == kPeers / 3);
+	for (const auto &[port, n] : closes)
+		CHECK(n == 1);
+	CHECK(h.tracker.flows() == 0);
+	CHECK(h.kernel.table.empty());
+}
+
 TEST_CASE("an operation landing on a flow as it is expired starts the next flow, nothing lost",
 	  "[tracker][expiry]")
 {
