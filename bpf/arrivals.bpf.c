@@ -39,6 +39,12 @@ static __always_inline struct rx_ring *rx_ring_get(struct sock *sk, bool connect
 		return connected && !r->gro_connected ? NULL : r;
 	if (connected && !coalesced)
 		return NULL;
+	/*
+	 * A kernel socket (sunrpc's, say) is read inside the kernel, past
+	 * sock_recv_length: nothing would ever take its notes.
+	 */
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_kern_sock))
+		return NULL;
 	r = bpf_map_lookup_elem(&rx_ring_zero, &zero);
 	if (!r)
 		return NULL;
@@ -160,7 +166,14 @@ no_note:
 	return 1;
 }
 
-/* The datagram's note, noted last on this CPU, is struck out: it never reached the queue. */
+/*
+ * The datagram's note, noted last on this CPU, is struck out: it never
+ * reached the queue. Still the socket's newest note (no CPU noted one since),
+ * it is taken back whole: the next arrival reuses its number. So a socket
+ * whose reader has stopped keeps no note per datagram it drops, where
+ * struck notes would pile up until a receive passed over them and fill
+ * rx_spill for every socket. A note with newer ones after it stays, struck.
+ */
 static __always_inline void strike_note(struct rx_last *last)
 {
 	struct rx_spill_key key = {last->sk, last->seq};
@@ -171,12 +184,30 @@ static __always_inline void strike_note(struct rx_last *last)
 	if (!r)
 		return;
 	if (r->e[key.seq % UDPI_RX_RING].seq == key.seq + 1) {
+		/*
+		 * Struck first: should the take-back fail, it stays struck; once
+		 * it succeeds, the next arrival rewrites the slot, its number
+		 * last, before its datagram is queued.
+		 */
 		r->e[key.seq % UDPI_RX_RING].dropped = 1;
+		__sync_val_compare_and_swap(&r->tail, key.seq + 1, key.seq);
 		return;
 	}
 	s = bpf_map_lookup_elem(&rx_spill, &key);
-	if (s)
-		s->dropped = 1;
+	if (!s)
+		return;
+	s->dropped = 1;
+	/*
+	 * Out of the map before the take-back, so that the arrival reusing the
+	 * number finds its key free; put back, struck, if a newer note came.
+	 */
+	if (bpf_map_delete_elem(&rx_spill, &key))
+		return;
+	if (__sync_val_compare_and_swap(&r->tail, key.seq + 1, key.seq) != key.seq + 1) {
+		struct rx_spilled struck = {.dropped = 1};
+
+		bpf_map_update_elem(&rx_spill, &key, &struck, BPF_NOEXIST);
+	}
 }
 
 /*

@@ -888,6 +888,48 @@ void no_datagram(Ledger &l, Observer &, const Fam &f)
 	l.socket_dropped(testutil::socket_drops(rx.fd()));
 }
 
+// A socket whose reader has stopped, flooded with more datagrams than the
+// notes spilled beyond a ring can number (65,536) while it drops nearly all
+// of them; then another socket's queue, deeper than a ring, read with
+// recv(): each datagram's sender is still known from its note.
+void stopped_reader(Ledger &l, Observer &o, const Fam &f)
+{
+	const std::uint64_t softnet_before = testutil::softnet_dropped();
+	Udp stuck = bound(f), flooder = bound(f);
+	const int small = 4096;
+	expect(setsockopt(stuck.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) == 0, "SO_RCVBUF");
+	// Read once before it stopped: its drops have an owner.
+	flooder.send_to(stuck.local(), 8);
+	l.sent(flooder.local(), stuck.local(), 8);
+	l.received(stuck.local(), flooder.local(), stuck.recv());
+	constexpr int kFlood = 70'000;
+	for (int i = 0; i < kFlood; i++) {
+		flooder.send_to(stuck.local(), 8);
+		l.sent(flooder.local(), stuck.local(), 8);
+	}
+	testutil::loopback_barrier();
+
+	deep_queue(l, o, f); // another socket's 2,000 datagrams, 1,936 notes beyond its ring
+
+	std::uint64_t read = 0;
+	for (;;) {
+		char buf[64];
+		const ssize_t n = ::recv(stuck.fd(), buf, sizeof(buf), MSG_DONTWAIT);
+		if (n < 0) {
+			expect(errno == EAGAIN, "reading until the queue is empty");
+			errno = 0;
+			break;
+		}
+		l.received(stuck.local(), flooder.local(), static_cast<std::uint64_t>(n));
+		read++;
+	}
+	expect(read > 0 && read < kFlood / 100, "the small buffer queued a few datagrams, dropped the rest");
+	l.dropped(stuck.local(), flooder.local(), kFlood - read);
+	l.socket_dropped(testutil::socket_drops(stuck.fd()));
+	expect(testutil::softnet_dropped() == softnet_before,
+	       "no datagram was lost before reaching UDP (/proc/net/softnet_stat)");
+}
+
 void rcvbuf_overflow(Ledger &l, Observer &o, const Fam &)
 {
 	rcvbuf_overflow_read(l, o, true);
@@ -1160,6 +1202,12 @@ const std::vector<Scenario> &all()
 		 MibCheck::both_sides,
 		 false,
 		 rcvbuf_overflow_recv},
+		{"a socket whose reader stopped drops 70,000 datagrams; another's deep queue read with "
+		 "recv() stays exact",
+		 {kIpv4},
+		 MibCheck::both_sides,
+		 false,
+		 stopped_reader},
 		{"a socket filter that drops everything: each sender's drops exact",
 		 {kIpv4},
 		 MibCheck::both_sides,

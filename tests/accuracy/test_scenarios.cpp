@@ -264,6 +264,14 @@ TEST_CASE("the same read with recv(): each datagram's sender known past hundreds
 		"the same read with recv(): each datagram's sender known past hundreds of drops in a row");
 }
 
+TEST_CASE("a socket whose reader stopped drops 70,000 datagrams; another's deep queue read with recv() "
+	  "stays exact",
+	  "[accuracy][drops][recv]")
+{
+	run_scenario("a socket whose reader stopped drops 70,000 datagrams; another's deep queue read with "
+		     "recv() stays exact");
+}
+
 TEST_CASE("a socket filter that drops everything: each sender's drops exact", "[accuracy][drops]")
 {
 	run_scenario("a socket filter that drops everything: each sender's drops exact");
