@@ -196,18 +196,17 @@ static __always_inline void strike_note(struct rx_last *last)
 	s = bpf_map_lookup_elem(&rx_spill, &key);
 	if (!s)
 		return;
-	s->dropped = 1;
 	/*
-	 * Out of the map before the take-back, so that the arrival reusing the
-	 * number finds its key free; put back, struck, if a newer note came.
+	 * Taken back first: an arrival that reuses the number before the
+	 * delete finds its key taken and goes unnoted, so that its datagram
+	 * counts in peer_unknown (a note struck first and deleted after a
+	 * failed take-back could be missed by a reader passing, which would
+	 * shift every sender after it).
 	 */
-	if (bpf_map_delete_elem(&rx_spill, &key))
-		return;
-	if (__sync_val_compare_and_swap(&r->tail, key.seq + 1, key.seq) != key.seq + 1) {
-		struct rx_spilled struck = {.dropped = 1};
-
-		bpf_map_update_elem(&rx_spill, &key, &struck, BPF_NOEXIST);
-	}
+	if (__sync_val_compare_and_swap(&r->tail, key.seq + 1, key.seq) == key.seq + 1)
+		bpf_map_delete_elem(&rx_spill, &key);
+	else
+		s->dropped = 1;
 }
 
 /*
