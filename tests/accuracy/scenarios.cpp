@@ -891,7 +891,9 @@ void no_datagram(Ledger &l, Observer &, const Fam &f)
 // A socket whose reader has stopped, flooded with more datagrams than the
 // notes spilled beyond a ring can number (65,536) while it drops nearly all
 // of them; then another socket's queue, deeper than a ring, read with
-// recv(): each datagram's sender is still known from its note.
+// recv(): each datagram's sender is still known from its note. A tracer
+// that takes senders from the datagrams themselves needs no such flood
+// (it costs the kernel matrix's emulated guests seconds per backend).
 void stopped_reader(Ledger &l, Observer &o, const Fam &f)
 {
 	const std::uint64_t softnet_before = testutil::softnet_dropped();
@@ -902,7 +904,7 @@ void stopped_reader(Ledger &l, Observer &o, const Fam &f)
 	flooder.send_to(stuck.local(), 8);
 	l.sent(flooder.local(), stuck.local(), 8);
 	l.received(stuck.local(), flooder.local(), stuck.recv());
-	constexpr int kFlood = 70'000;
+	const int kFlood = o.notes_arrivals() ? 70'000 : 5'000;
 	for (int i = 0; i < kFlood; i++) {
 		flooder.send_to(stuck.local(), 8);
 		l.sent(flooder.local(), stuck.local(), 8);
@@ -1202,7 +1204,7 @@ const std::vector<Scenario> &all()
 		 MibCheck::both_sides,
 		 false,
 		 rcvbuf_overflow_recv},
-		{"a socket whose reader stopped drops 70,000 datagrams; another's deep queue read with "
+		{"a socket whose reader stopped is flooded; another's deep queue read with "
 		 "recv() stays exact",
 		 {kIpv4},
 		 MibCheck::both_sides,

@@ -39,6 +39,8 @@ public:
 	virtual void storm_closed() {}
 	/// Every datagram from `remote` to `local` was dropped; this process had used `local` before.
 	virtual void drops_only(const testutil::SockAddr &, const testutil::SockAddr &) {}
+	/// Whether the tracer notes each arriving datagram's sender (the tracepoint backend's recv() path).
+	virtual bool notes_arrivals() const { return true; }
 };
 
 /// A family and its loopback address.
