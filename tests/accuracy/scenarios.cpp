@@ -904,8 +904,8 @@ void stopped_reader(Ledger &l, Observer &o, const Fam &f)
 	flooder.send_to(stuck.local(), 8);
 	l.sent(flooder.local(), stuck.local(), 8);
 	l.received(stuck.local(), flooder.local(), stuck.recv());
-	const int kFlood = o.notes_arrivals() ? 70'000 : 5'000;
-	for (int i = 0; i < kFlood; i++) {
+	const std::uint64_t kFlood = o.notes_arrivals() ? 70'000 : 5'000;
+	for (std::uint64_t i = 0; i < kFlood; i++) {
 		flooder.send_to(stuck.local(), 8);
 		l.sent(flooder.local(), stuck.local(), 8);
 	}
