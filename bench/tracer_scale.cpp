@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // Startup time (constructor to attached) and where it goes, the memory of
 // many flows map by map, and what they cost once quiet: a library user's idle
-// CPU and stats() latency, and, with --cli, the command-line tracer's idle
-// CPU and its final snapshots.
+// CPU and stats() latency, how soon they expire once idle together, and,
+// with --cli, the command-line tracer's idle CPU and its final snapshots.
 //   tracer_scale [--flows N] [--max-flows N] [--starts N] [--idle S] [--cli PATH]
 //                [--backend auto|fentry|kprobe|tracepoint]
 // Without --max-flows, the flows' memory is measured with the table sized
@@ -106,6 +106,42 @@ std::vector<int> make_flows(std::uint32_t flows, const std::function<void()> &ev
 			every_4096();
 	}
 	return socks;
+}
+
+struct ExpiryFigures {
+	std::uint64_t expired = 0;
+	double last_s = 0; // from the last flow made to the last expired
+	double cpu_s = 0;  // this process's CPU time meanwhile
+};
+
+// `flows` flows of this process made at once, then quiet, with a flow timeout
+// of a second: when the last of them is expired (a sweep expires 4096; the
+// next follows a wake-up window later while flows are due).
+ExpiryFigures measure_expiry(const udpintercept::Options &base, std::uint32_t flows)
+{
+	using clock = std::chrono::steady_clock;
+	udpintercept::Options o = base;
+	o.flow_timeout = std::chrono::seconds(1);
+	o.pid = static_cast<std::uint32_t>(getpid());
+	ExpiryFigures out;
+	clock::time_point last{};
+	udpintercept::Tracer t(o, [&](const udpintercept::Event &e) {
+		if (e.kind == udpintercept::EventKind::expire) {
+			out.expired++;
+			last = clock::now();
+		}
+	});
+	const auto socks = make_flows(flows, [&] { t.process(); });
+	const auto made = clock::now();
+	const double cpu0 = own_cpu_s();
+	const auto deadline = made + std::chrono::seconds(120);
+	while (out.expired < flows && clock::now() < deadline)
+		t.poll(std::chrono::milliseconds(100));
+	out.cpu_s = own_cpu_s() - cpu0;
+	out.last_s = std::chrono::duration<double>(last - made).count();
+	for (int fd : socks)
+		close(fd);
+	return out;
 }
 
 struct CliFigures {
@@ -530,6 +566,8 @@ int main(int argc, char **argv)
 		for (int fd : socks)
 			close(fd);
 
+		const ExpiryFigures expiry = measure_expiry(options, flows);
+
 		CliFigures c;
 		if (!cli.empty())
 			c = measure_cli(cli, flows, options.max_flows, idle_s);
@@ -566,6 +604,10 @@ int main(int argc, char **argv)
 		std::printf("%-44s %12.1f\n", "library, stats() max us", stats_us.back());
 		std::printf("%-44s %12llu\n", "library, final snapshots at stop()",
 			    static_cast<unsigned long long>(finals));
+		std::printf("%-44s %12llu\n", "expiry (timeout 1 s): flows expired",
+			    static_cast<unsigned long long>(expiry.expired));
+		std::printf("%-44s %12.2f\n", "expiry: last expired, s after the last made", expiry.last_s);
+		std::printf("%-44s %12.2f\n", "expiry: library CPU s meanwhile", expiry.cpu_s);
 		if (c.ran) {
 			std::printf("%-44s %12.2f\n", "CLI, idle CPU % of a core", c.idle_cpu_percent);
 			std::printf("%-44s %12llu\n", "CLI, lines before SIGINT",
@@ -577,7 +619,10 @@ int main(int argc, char **argv)
 		print_startup(start_figures);
 		print_memory(memory, flows);
 		const bool cli_ok = !c.ran || (c.finals >= flows && c.status == 0);
-		return s.flows_active >= flows && s.flows_untracked == 0 && finals >= flows && cli_ok ? 0 : 1;
+		return s.flows_active >= flows && s.flows_untracked == 0 && finals >= flows &&
+				       expiry.expired == flows && cli_ok
+			       ? 0
+			       : 1;
 	} catch (const std::exception &e) {
 		std::fprintf(stderr, "tracer_scale: %s\n", e.what());
 		return 1;

@@ -157,10 +157,19 @@ void EventLoop::disarm() noexcept
 bool EventLoop::take_sweep(std::uint64_t now_ns)
 {
 	const bool fired = drain(timer_.get());
-	if (!fired && now_ns - last_sweep_ns_ < sweep_period_ns_)
+	if (!fired && !sweep_soon_ && now_ns - last_sweep_ns_ < sweep_period_ns_)
 		return false;
 	last_sweep_ns_ = now_ns;
+	sweep_soon_ = false;
 	return true;
+}
+
+// The follow-up timer makes fd() readable; the read it leads to finds the
+// sweep due. The ring buffer is read before it, as after every sweep.
+void EventLoop::sweep_soon()
+{
+	sweep_soon_ = true;
+	arm_follow_up();
 }
 
 } // namespace udpintercept::detail

@@ -42,8 +42,14 @@ public:
 	/// An exception on_record threw comes out here, after the records before it.
 	int consume();
 
-	/// Whether a sweep is due at `now_ns` (a sweep period since the last one); if so, it counts as done.
+	/// Whether a sweep is due at `now_ns` (a sweep period since the last one,
+	/// or asked for by sweep_soon()); if so, it counts as done.
 	bool take_sweep(std::uint64_t now_ns);
+
+	/// Makes the next sweep due a wake-up window from now, not a period: for
+	/// a sweep that stopped at a batch limit with more to do. fd() becomes
+	/// readable then.
+	void sweep_soon();
 
 	std::uint64_t sweep_period_ns() const noexcept { return sweep_period_ns_; }
 
@@ -67,6 +73,7 @@ private:
 	int ring_map_fd_;
 	std::uint64_t sweep_period_ns_;
 	std::uint64_t last_sweep_ns_ = 0;
+	bool sweep_soon_ = false;
 	int consumed_ = 0;
 	std::exception_ptr error_;
 };

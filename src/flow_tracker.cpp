@@ -384,45 +384,58 @@ FlowTracker::Expiry FlowTracker::expire(const udpi_flow_key &key, std::uint64_t 
 
 // At most kExpiryBatch flows a sweep, so that a crowd going idle together
 // is expired over a few sweeps while the ring buffer keeps being read.
-void FlowTracker::expire_idle(std::uint64_t now_ns)
+bool FlowTracker::expire_idle(std::uint64_t now_ns)
 {
-	for (std::size_t n = 0; n < kExpiryBatch && !idle_.empty(); n++) {
+	for (std::size_t n = 0; n < kExpiryBatch; n++) {
+		if (idle_.empty())
+			return false;
 		const udpi_flow_key key = idle_.front();
 		if (elapsed(now_ns, flows_.at(key).heard_ns) < expiry_.timeout_ns)
-			return;
+			return false;
 		expire(key, expiry_.timeout_ns, now_ns);
 	}
+	return !idle_.empty() && elapsed(now_ns, flows_.at(idle_.front()).heard_ns) >= expiry_.timeout_ns;
 }
 
-// Past 90 % of the table, the longest-idle flows go early, down to 80 %, so
-// that new flows find room; a flow heard from within two intervals (at least
-// a second) counts as active and stays.
-void FlowTracker::expire_early(std::uint64_t now_ns)
+// Past 90 % of the table, the longest-idle flows go early, down to 80 %
+// (over as many sweeps as the batch limit makes it), so that new flows find
+// room; a flow heard from within two intervals (at least a second) counts as
+// active and stays.
+bool FlowTracker::expire_early(std::uint64_t now_ns)
 {
 	const std::uint64_t high = expiry_.max_flows * 9 / 10, low = expiry_.max_flows * 8 / 10;
-	if (flows_.size() < high)
-		return;
+	if (flows_.size() >= high)
+		shedding_ = true;
+	if (!shedding_)
+		return false;
 	const std::uint64_t min_idle = std::max<std::uint64_t>(2 * interval_ns_, 1'000'000'000);
-	for (std::size_t visits = std::min(flows_.size(), kExpiryBatch); visits > 0 && flows_.size() > low;
-	     visits--) {
-		const udpi_flow_key key = idle_.front();
-		if (elapsed(now_ns, flows_.at(key).heard_ns) < min_idle)
-			return;
+	const auto due = [&] {
+		return flows_.size() > low && elapsed(now_ns, flows_.at(idle_.front()).heard_ns) >= min_idle;
+	};
+	for (std::size_t visits = std::min(flows_.size(), kExpiryBatch); visits > 0; visits--) {
+		if (!due()) {
+			shedding_ = false; // down to 80 %, or every flow left is active
+			return false;
+		}
+		const udpi_flow_key key = idle_.front(); // a copy: the expiry erases its node
 		if (expire(key, min_idle, now_ns) == Expiry::expired)
 			counters_.expired_early.fetch_add(1, std::memory_order_relaxed);
 	}
+	shedding_ = due();
+	return shedding_;
 }
 
-void FlowTracker::sweep(std::uint64_t now_ns)
+bool FlowTracker::sweep(std::uint64_t now_ns)
 {
 	collect_closed(now_ns);
 	if (kernel_.take_full_sweep_request())
 		full_sweep(now_ns);
 	flush_due(now_ns);
+	bool more = false;
 	if (expiry_.timeout_ns) {
-		expire_idle(now_ns);
+		more = expire_idle(now_ns);
 		if (expiry_.max_flows)
-			expire_early(now_ns);
+			more = expire_early(now_ns) || more;
 	}
 	// Records of a closed socket still on their way arrive within moments,
 	// and a lost one sets off a full sweep at the next sweep, well before.
@@ -431,6 +444,7 @@ void FlowTracker::sweep(std::uint64_t now_ns)
 		std::erase_if(expired_, [&](const auto &kv) {
 			return elapsed(now_ns, kv.second.when_ns) > kExpiredMemoryNs;
 		});
+	return more;
 }
 
 void FlowTracker::stop(std::uint64_t now_ns)

@@ -86,8 +86,9 @@ public:
 	void on_record(const Record &record, std::uint64_t now_ns);
 
 	/// Closes, full sweeps the kernel asked for, the pending flows that are
-	/// due, and the expiry of idle flows.
-	void sweep(std::uint64_t now_ns);
+	/// due, and the expiry of idle flows. True when a batch limit left flows
+	/// due for expiry: the next sweep should come soon, not a period later.
+	[[nodiscard]] bool sweep(std::uint64_t now_ns);
 
 	/// Every flow still in the kernel's table: `close` if its socket closed, else `final`.
 	void stop(std::uint64_t now_ns);
@@ -111,7 +112,8 @@ public:
 	static constexpr std::uint64_t kClosedMemoryNs = 2'000'000'000;
 
 	/// Flows a sweep expires at most (idle, and again early), a few
-	/// milliseconds of system calls.
+	/// milliseconds of system calls; a sweep that stops there asks for the
+	/// next one soon (see sweep()).
 	static constexpr std::size_t kExpiryBatch = 4096;
 
 	/// How long an expired flow's last state is remembered, for an
@@ -136,8 +138,9 @@ private:
 	bool late_operation(const Record &record, std::uint64_t now_ns);
 	void add_operation(const udpi_flow_key &key, const udpi_flow &flow, std::uint64_t now_ns);
 	Expiry expire(const udpi_flow_key &key, std::uint64_t min_idle_ns, std::uint64_t now_ns);
-	void expire_idle(std::uint64_t now_ns);
-	void expire_early(std::uint64_t now_ns);
+	// Each true when its batch limit stopped it with more flows due.
+	bool expire_idle(std::uint64_t now_ns);
+	bool expire_early(std::uint64_t now_ns);
 	void deliver(EventKind kind, const udpi_flow_key &key, const udpi_flow &flow);
 	void on_snapshot(EventKind kind, const udpi_flow_key &key, const udpi_flow &flow,
 			 std::uint64_t now_ns);
@@ -151,6 +154,7 @@ private:
 	KernelFlows &kernel_;
 	std::uint64_t interval_ns_;
 	ExpiryPolicy expiry_;
+	bool shedding_ = false; // expiring early: past 90 % of the table, until 80 %
 	Deliver deliver_;
 	TrackerCounters counters_;
 

@@ -122,8 +122,9 @@ struct __attribute__((visibility("hidden"))) Tracer::Impl {
 		const std::uint64_t now = detail::monotonic_ns();
 		if (loop.take_sweep(now)) {
 			clock.calibrate();
-			tracker.sweep(now);
-			loop.consume(); // what the sweep's flushes sent
+			if (tracker.sweep(now))
+				loop.sweep_soon(); // flows a batch limit left due
+			loop.consume();            // what the sweep's flushes sent
 		}
 		rethrow_callback_error();
 		return delivered;

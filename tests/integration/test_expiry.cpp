@@ -3,8 +3,13 @@
 // flow timeout with their totals, removed from the kernel's table, and
 // begun anew when the same socket and peer talk again; a table near full
 // makes room by expiring its longest-idle flows.
+#include <bpf/bpf.h>
 #include <catch2/catch.hpp>
+#include <poll.h>
+#include <unistd.h>
 
+#include "clock.h"
+#include "event_loop.h"
 #include "recorder.h"
 
 using namespace udpintercept;
@@ -115,4 +120,27 @@ TEST_CASE("a table near full expires its longest-idle flows early and new flows 
 	CHECK(received == 36);
 	std::printf("table of 64: %llu flows expired early\n",
 		    static_cast<unsigned long long>(stats.expired_early));
+}
+
+// A sweep that stopped at its batch limit (thousands of flows idle at once)
+// asks for the next one a wake-up window later: the tracer's fd becomes
+// readable and the sweep is due then, not a sweep period (an hour here) later.
+TEST_CASE("a sweep asked for soon makes the tracer's fd readable and is due within a wake-up window",
+	  "[flows][expiry]")
+{
+	const int ring = bpf_map_create(BPF_MAP_TYPE_RINGBUF, "sweep_soon", 0, 0, 4096, nullptr);
+	REQUIRE(ring >= 0);
+	{
+		detail::EventLoop loop(ring, std::chrono::hours(1), [](std::span<const std::byte>) {});
+		pollfd p{loop.fd(), POLLIN, 0};
+		CHECK(::poll(&p, 1, 100) == 0);
+		CHECK_FALSE(loop.take_sweep(detail::monotonic_ns()));
+		loop.sweep_soon();
+		CHECK(::poll(&p, 1, 5000) == 1);
+		loop.consume();
+		CHECK(loop.take_sweep(detail::monotonic_ns()));
+		CHECK_FALSE(loop.take_sweep(detail::monotonic_ns())); // once
+		CHECK(::poll(&p, 1, 100) == 0);
+	}
+	close(ring);
 }

@@ -238,13 +238,15 @@ struct Harness {
 			tracker.on_record(r, kernel.now);
 		}
 	}
-	void sweep()
+	// Whether the sweep left flows due for the next one (a batch limit).
+	bool sweep()
 	{
-		tracker.sweep(kernel.now);
+		const bool more = tracker.sweep(kernel.now);
 		consume();
+		return more;
 	}
 	// A sweep with records still in the ring buffer (another CPU's, not yet read).
-	void sweep_without_consuming() { tracker.sweep(kernel.now); }
+	void sweep_without_consuming() { CHECK_FALSE(tracker.sweep(kernel.now)); }
 	// The newest delivered snapshot of the flow.
 	const Delivered &last(const udpi_flow_key &key) const
 	{
@@ -546,7 +548,7 @@ TEST_CASE("a per-operation tracker (interval 0) flushes what a full ring lost at
 	f.tx_bytes = 44;
 	kernel.table.emplace(k, f); // changes the kernel could not send
 	kernel.full_sweep_wanted = true;
-	tracker.sweep(kernel.now);
+	CHECK_FALSE(tracker.sweep(kernel.now));
 	REQUIRE(kernel.ring.size() == 1);
 	tracker.on_record(kernel.ring.front(), kernel.now);
 	REQUIRE(out.size() == 1);
@@ -665,7 +667,7 @@ TEST_CASE("a flow the kernel touched after the sweep read the clock is not expir
 		raced = true;
 		h.kernel.count(key, removed, 7, false);
 	};
-	h.tracker.sweep(sweep_now);
+	CHECK_FALSE(h.tracker.sweep(sweep_now));
 	CHECK_FALSE(raced);
 	CHECK(h.tracker.counters().expired == 0);
 	h.kernel.late_operation = nullptr;
@@ -932,7 +934,8 @@ TEST_CASE("a socket's close after its flow expired ends nothing twice", "[tracke
 	CHECK(h.kernel.table.empty());
 }
 
-TEST_CASE("a crowd of flows going idle together is expired over a few sweeps", "[tracker][expiry]")
+TEST_CASE("a crowd of flows going idle together is expired over a few sweeps, each asking for the next",
+	  "[tracker][expiry]")
 {
 	Harness h({kTimeout, 0});
 	const std::size_t crowd = detail::FlowTracker::kExpiryBatch * 2 + 10;
@@ -940,14 +943,50 @@ TEST_CASE("a crowd of flows going idle together is expired over a few sweeps", "
 		h.kernel.send(key_of(30 + i / 60000, static_cast<std::uint16_t>(1 + i % 60000)), 1);
 	h.consume();
 	h.kernel.now += kTimeout + kS;
-	h.sweep();
+	CHECK(h.sweep()); // a batch, and more are due
 	CHECK(h.tracker.counters().expired == detail::FlowTracker::kExpiryBatch);
-	h.kernel.now += 250 * kMs;
-	h.sweep();
-	h.kernel.now += 250 * kMs;
-	h.sweep();
+	CHECK(h.sweep()); // at once, with no time passed
+	CHECK(h.tracker.counters().expired == 2 * detail::FlowTracker::kExpiryBatch);
+	CHECK_FALSE(h.sweep());
 	CHECK(h.tracker.counters().expired == crowd);
 	CHECK(h.kernel.table.empty());
+	CHECK_FALSE(h.sweep());
+}
+
+TEST_CASE(
+	"a batch that expires the last due flow asks for no sweep; one that leaves flows not yet due neither",
+	"[tracker][expiry]")
+{
+	Harness h({kTimeout, 0});
+	for (std::size_t i = 0; i < detail::FlowTracker::kExpiryBatch; i++)
+		h.kernel.send(key_of(30, static_cast<std::uint16_t>(1 + i)), 1);
+	h.consume();
+	h.kernel.now += 2 * kS;
+	h.kernel.send(key_of(31, 1), 1); // idle two seconds less than the rest
+	h.consume();
+	h.kernel.now += kTimeout - kS;
+	CHECK_FALSE(h.sweep()); // exactly a batch was due
+	CHECK(h.tracker.counters().expired == detail::FlowTracker::kExpiryBatch);
+	CHECK(h.kernel.table.size() == 1);
+}
+
+TEST_CASE("a table past 90 % sheds its idle flows early over a few sweeps, each asking for the next",
+	  "[tracker][expiry]")
+{
+	const std::size_t max_flows = 50'000;
+	Harness h({3600 * kS, max_flows});
+	const std::size_t n = max_flows - 1;
+	for (std::size_t i = 0; i < n; i++)
+		h.kernel.send(key_of(40 + i / 60000, static_cast<std::uint16_t>(1 + i % 60000)), 1);
+	h.consume();
+	h.kernel.now += 3 * kS; // idle beyond the early expiry's two intervals, far from the timeout
+	CHECK(h.sweep());
+	CHECK(h.tracker.counters().expired_early == detail::FlowTracker::kExpiryBatch);
+	CHECK(h.sweep());
+	CHECK_FALSE(h.sweep()); // down to 80 %
+	CHECK(h.tracker.counters().expired_early == n - max_flows * 8 / 10);
+	CHECK(h.tracker.flows() == max_flows * 8 / 10);
+	CHECK_FALSE(h.sweep());
 }
 
 TEST_CASE("an operation handed over when the table has filled meanwhile is counted as untracked",
