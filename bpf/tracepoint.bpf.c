@@ -112,10 +112,13 @@ static __always_inline bool take_stash(bool send, struct sock *sk, struct udpi_p
  * UDP_SEGMENT sends: sock_send_length tells the bytes, not the segment size
  * (a control message sets it per call, out of sight of this backend). The
  * GSO skb passes __dev_queue_xmit() in the sender's context before the send
- * returns, carrying gso_segs: the datagrams it leaves as.
+ * returns, carrying gso_segs: the datagrams it leaves as. On stacked devices
+ * (a bridge and its port, a VLAN, a tunnel) the same skb passes it once per
+ * device: only its first pass counts.
  */
 struct gso_note {
 	__u64 sk;
+	__u64 skb;   /* the last skb counted */
 	__u64 extra; /* datagrams beyond one per send */
 };
 
@@ -154,10 +157,14 @@ int BPF_PROG(tp_net_dev_queue, struct sk_buff *skb)
 	tid = bpf_get_current_pid_tgid();
 	n = bpf_map_lookup_elem(&gso_notes, &tid);
 	if (n && n->sk == (__u64)sk) {
-		n->extra += segs - 1;
+		if (n->skb != (__u64)skb) {
+			n->skb = (__u64)skb;
+			n->extra += segs - 1;
+		}
 		return 0;
 	}
 	fresh.sk = (__u64)sk;
+	fresh.skb = (__u64)skb;
 	fresh.extra = segs - 1;
 	if (!bpf_map_update_elem(&gso_notes, &tid, &fresh, BPF_ANY)) {
 		__u32 zero = 0;

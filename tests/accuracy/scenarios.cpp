@@ -244,29 +244,6 @@ void mapped(Ledger &l, Observer &, const Fam &)
 	}
 }
 
-// A GSO send of `bytes` in segments of `segment`, through a control message.
-void gso_send(Udp &tx, const SockAddr *to, std::size_t bytes, std::uint16_t segment)
-{
-	std::vector<char> payload(bytes, 'c');
-	iovec iov{payload.data(), payload.size()};
-	char control[CMSG_SPACE(sizeof(std::uint16_t))] = {};
-	msghdr msg{};
-	if (to) {
-		msg.msg_name = const_cast<sockaddr *>(to->sa());
-		msg.msg_namelen = to->len;
-	}
-	msg.msg_iov = &iov;
-	msg.msg_iovlen = 1;
-	msg.msg_control = control;
-	msg.msg_controllen = sizeof(control);
-	cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-	cm->cmsg_level = SOL_UDP;
-	cm->cmsg_type = UDP_SEGMENT;
-	cm->cmsg_len = CMSG_LEN(sizeof(segment));
-	std::memcpy(CMSG_DATA(cm), &segment, sizeof(segment));
-	expect(sendmsg(tx.fd(), &msg, 0) == static_cast<ssize_t>(bytes), "a UDP_SEGMENT send");
-}
-
 void gso(Ledger &l, Observer &, const Fam &f)
 {
 	Udp rx = bound(f), tx = bound(f);
@@ -1119,6 +1096,29 @@ void damaged_both(Ledger &l, Observer &o, const Fam &)
 }
 
 } // namespace
+
+// A GSO send of `bytes` in segments of `segment`, through a control message.
+void gso_send(Udp &tx, const SockAddr *to, std::size_t bytes, std::uint16_t segment)
+{
+	std::vector<char> payload(bytes, 'c');
+	iovec iov{payload.data(), payload.size()};
+	char control[CMSG_SPACE(sizeof(std::uint16_t))] = {};
+	msghdr msg{};
+	if (to) {
+		msg.msg_name = const_cast<sockaddr *>(to->sa());
+		msg.msg_namelen = to->len;
+	}
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = control;
+	msg.msg_controllen = sizeof(control);
+	cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+	cm->cmsg_level = SOL_UDP;
+	cm->cmsg_type = UDP_SEGMENT;
+	cm->cmsg_len = CMSG_LEN(sizeof(segment));
+	std::memcpy(CMSG_DATA(cm), &segment, sizeof(segment));
+	expect(sendmsg(tx.fd(), &msg, 0) == static_cast<ssize_t>(bytes), "a UDP_SEGMENT send");
+}
 
 Udp bound(const Fam &f)
 {

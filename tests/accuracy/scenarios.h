@@ -54,6 +54,10 @@ inline constexpr Fam kIpv6{AF_INET6, "::1"};
 /// A UDP socket bound to the family's loopback address, on a free port.
 testutil::Udp bound(const Fam &f);
 
+/// A GSO send of `bytes` in segments of `segment`, through a control message
+/// (to `to`, or the socket's peer if null); throws Failure if refused.
+void gso_send(testutil::Udp &tx, const testutil::SockAddr *to, std::size_t bytes, std::uint16_t segment);
+
 struct Scenario {
 	std::string name;          ///< the accuracy tier's test case
 	std::vector<Fam> families; ///< run once for each
