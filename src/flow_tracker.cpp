@@ -382,19 +382,23 @@ FlowTracker::Expiry FlowTracker::expire(const udpi_flow_key &key, std::uint64_t 
 	return Expiry::expired;
 }
 
+// Whether the flow user space heard of longest ago has been quiet for `min_idle_ns`.
+bool FlowTracker::front_idle(std::uint64_t now_ns, std::uint64_t min_idle_ns) const
+{
+	return !idle_.empty() && elapsed(now_ns, flows_.at(idle_.front()).heard_ns) >= min_idle_ns;
+}
+
 // At most kExpiryBatch flows a sweep, so that a crowd going idle together
 // is expired over a few sweeps while the ring buffer keeps being read.
 bool FlowTracker::expire_idle(std::uint64_t now_ns)
 {
 	for (std::size_t n = 0; n < kExpiryBatch; n++) {
-		if (idle_.empty())
+		if (!front_idle(now_ns, expiry_.timeout_ns))
 			return false;
-		const udpi_flow_key key = idle_.front();
-		if (elapsed(now_ns, flows_.at(key).heard_ns) < expiry_.timeout_ns)
-			return false;
+		const udpi_flow_key key = idle_.front(); // a copy: the expiry erases its node
 		expire(key, expiry_.timeout_ns, now_ns);
 	}
-	return !idle_.empty() && elapsed(now_ns, flows_.at(idle_.front()).heard_ns) >= expiry_.timeout_ns;
+	return front_idle(now_ns, expiry_.timeout_ns);
 }
 
 // Past 90 % of the table, the longest-idle flows go early, down to 80 %
@@ -409,9 +413,7 @@ bool FlowTracker::expire_early(std::uint64_t now_ns)
 	if (!shedding_)
 		return false;
 	const std::uint64_t min_idle = std::max<std::uint64_t>(2 * interval_ns_, 1'000'000'000);
-	const auto due = [&] {
-		return flows_.size() > low && elapsed(now_ns, flows_.at(idle_.front()).heard_ns) >= min_idle;
-	};
+	const auto due = [&] { return flows_.size() > low && front_idle(now_ns, min_idle); };
 	for (std::size_t visits = std::min(flows_.size(), kExpiryBatch); visits > 0; visits--) {
 		if (!due()) {
 			shedding_ = false; // down to 80 %, or every flow left is active

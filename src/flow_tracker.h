@@ -138,6 +138,7 @@ private:
 	bool late_operation(const Record &record, std::uint64_t now_ns);
 	void add_operation(const udpi_flow_key &key, const udpi_flow &flow, std::uint64_t now_ns);
 	Expiry expire(const udpi_flow_key &key, std::uint64_t min_idle_ns, std::uint64_t now_ns);
+	bool front_idle(std::uint64_t now_ns, std::uint64_t min_idle_ns) const;
 	// Each true when its batch limit stopped it with more flows due.
 	bool expire_idle(std::uint64_t now_ns);
 	bool expire_early(std::uint64_t now_ns);
