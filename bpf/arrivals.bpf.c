@@ -241,9 +241,11 @@ struct {
  * of the drop before it if that was from the same sender to the same port
  * (a search would cost the verifier more than the rare extra entry costs).
  * More than UDPI_CSUM_WAITING entries before one receive: the rest are not
- * counted. One that is never settled (the thread never reads that socket
- * again) stays until the LRU map needs its room, and until then every
- * receive on the machine looks its thread up (csum_drops_waiting).
+ * counted. The thread's next receive on a socket of that port settles them,
+ * or its close of one (cg_sock_release). One that is never settled (the
+ * thread neither reads nor closes that socket again) stays until the LRU map
+ * needs its room, and until then every receive on the machine looks its
+ * thread up (csum_drops_waiting).
  */
 static __always_inline void csum_drop_wait(struct sk_buff *skb)
 {

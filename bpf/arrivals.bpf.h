@@ -254,7 +254,9 @@ static __always_inline bool rx_ring_take(struct sock *sk, struct udpi_peer *p, _
  * frees those datagrams with SKB_DROP_REASON_UDP_CSUM in the reading thread
  * and names no socket. They wait by thread, with their senders and
  * destination ports, for the thread's next receive on a socket of that
- * port, which settles them on its flows and passes over their arrival notes.
+ * port, which settles them on its flows and passes over their arrival notes,
+ * or for its close of such a socket (a poll() found them and no receive
+ * followed).
  */
 #define UDPI_CSUM_WAITING 8
 

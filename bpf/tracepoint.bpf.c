@@ -607,11 +607,20 @@ int cg_sock_create(struct bpf_sock *ctx)
 	return 1;
 }
 
-/* Fires for every UDP socket's release, also at process exit. */
+/*
+ * Fires for every UDP socket's release, also at process exit, in the thread
+ * that closes it. Checksum failures that thread's poll() found on the socket
+ * with no receive after it (a client that gave up waiting) are settled
+ * first: no receive will come, and its close is its flows' last record.
+ */
 SEC("cgroup/sock_release")
 int cg_sock_release(struct bpf_sock *ctx)
 {
+	struct sock *sk;
+
 	if (BPF_SOCK(ctx, protocol) == UDPI_IPPROTO_UDP) {
+		if (*(volatile __u64 *)&csum_drops_waiting && (sk = launder_sk(ctx)))
+			settle_csum_drops(sk, false, false);
 		handle_close((__u64)ctx);
 		rx_ring_forget((__u64)ctx);
 	}
