@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "args.h"
 #include "kernel_probe.h"
 
 #include "empty_probe.skel.h"
@@ -138,7 +139,7 @@ int main(int argc, char **argv)
 	bool with_cgroup = false, like_default = false, lazy_inexact = false;
 	int c;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "vh", longopts, nullptr)) != -1) {
+	while ((c = getopt_long(argc, argv, ":vh", longopts, nullptr)) != -1) {
 		switch (c) {
 		case 'c':
 			with_cgroup = true;
@@ -156,24 +157,14 @@ int main(int argc, char **argv)
 			fmt::print("{}", kUsage);
 			return 0;
 		default:
-			fmt::print(stderr, "empty_probe: unknown option '{}'\nTry 'empty_probe --help'.\n",
-				   argv[optind - 1]);
-			return 2;
+			bench::option_error("empty_probe", c, argv);
 		}
 	}
-	if (with_cgroup && like_default) {
-		fmt::print(stderr, "empty_probe: --with-cgroup and --like-default exclude each other\n");
-		return 2;
-	}
-	if (lazy_inexact && !like_default) {
-		fmt::print(stderr, "empty_probe: --lazy-inexact goes with --like-default\n");
-		return 2;
-	}
-	if (optind < argc) {
-		fmt::print(stderr, "empty_probe: unexpected argument '{}'\nTry 'empty_probe --help'.\n",
-			   argv[optind]);
-		return 2;
-	}
+	if (with_cgroup && like_default)
+		bench::usage_error("empty_probe", "--with-cgroup and --like-default exclude each other");
+	if (lazy_inexact && !like_default)
+		bench::usage_error("empty_probe", "--lazy-inexact goes with --like-default");
+	bench::no_operands("empty_probe", argc, argv);
 	libbpf_set_print(libbpf_print);
 
 	// Blocked before attaching, so that a signal sent as soon as "attached"

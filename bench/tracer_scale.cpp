@@ -19,6 +19,7 @@
 #include <cstring>
 #include <dirent.h>
 #include <fstream>
+#include <getopt.h>
 #include <sstream>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -38,6 +39,7 @@
 #include <tuple>
 #include <vector>
 
+#include "args.h"
 #include "libbpf_clock.h"
 #include "map_memory.h"
 #include "startup_stages.h"
@@ -445,34 +447,88 @@ void print_memory(const std::vector<MemoryFigures> &runs, std::uint32_t flows)
 	std::printf("\n");
 }
 
+constexpr const char *kUsage = R"(Usage: tracer_scale [OPTION]...
+Measure what udpintercept costs at scale, in a fresh network namespace: the
+time from a Tracer's constructor to attached and where it goes (BTF, trial
+loads, map creation, verification, attach), the BPF maps' memory holding many
+flows (map by map), what a quiet table of them costs a library user (idle
+CPU, stats() latency) and, with --cli, the command-line tracer, and how soon
+they all expire once idle together (flow timeout 1 s). Prints tables; asserts
+nothing about time. Needs root (exit 77 without).
+
+      --flows N        flows to make (default 100000)
+      --max-flows N    size the flow table to N (default: the flows exactly,
+                       then with 1.25x headroom, 65536 at least)
+      --starts N       starts to time, each in a fresh process (default 5)
+      --idle S         seconds of quiet to measure idle costs over (default 10)
+      --cli PATH       also measure that udpintercept CLI at the same flows
+      --backend NAME   auto (default), fentry, kprobe or tracepoint
+  -h, --help           this text
+)";
+
+[[noreturn]] void usage_error(const std::string &msg)
+{
+	bench::usage_error("tracer_scale", msg);
+}
+
 } // namespace
 
 int main(int argc, char **argv)
 {
+	enum { kFlows = 1000, kMaxFlows, kStarts, kIdle, kCli, kBackend };
+	static const option longopts[] = {
+		{"flows", required_argument, nullptr, kFlows},
+		{"max-flows", required_argument, nullptr, kMaxFlows},
+		{"starts", required_argument, nullptr, kStarts},
+		{"idle", required_argument, nullptr, kIdle},
+		{"cli", required_argument, nullptr, kCli},
+		{"backend", required_argument, nullptr, kBackend},
+		{"help", no_argument, nullptr, 'h'},
+		{nullptr, 0, nullptr, 0},
+	};
 	std::uint32_t flows = 100000, max_flows = 0;
 	int starts = 5, idle_s = 10;
 	std::string cli;
 	auto backend = udpintercept::Backend::automatic;
-	for (int i = 1; i + 1 < argc; i += 2) {
-		if (!std::strcmp(argv[i], "--flows"))
-			flows = static_cast<std::uint32_t>(std::stoul(argv[i + 1]));
-		else if (!std::strcmp(argv[i], "--max-flows"))
-			max_flows = static_cast<std::uint32_t>(std::stoul(argv[i + 1]));
-		else if (!std::strcmp(argv[i], "--starts"))
-			starts = std::stoi(argv[i + 1]);
-		else if (!std::strcmp(argv[i], "--idle"))
-			idle_s = std::stoi(argv[i + 1]);
-		else if (!std::strcmp(argv[i], "--cli"))
-			cli = argv[i + 1];
-		else if (!std::strcmp(argv[i], "--backend")) {
-			const auto b = udpintercept::parse_backend(argv[i + 1]);
-			if (!b) {
-				std::fprintf(stderr, "tracer_scale: unknown backend '%s'\n", argv[i + 1]);
-				return 2;
-			}
+	int c;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", longopts, nullptr)) != -1) {
+		const std::string_view arg = optarg ? optarg : "";
+		switch (c) {
+		case kFlows:
+			flows = bench::parse_number<std::uint32_t>("tracer_scale", arg, "--flows", 1,
+								   10000000);
+			break;
+		case kMaxFlows:
+			max_flows = bench::parse_number<std::uint32_t>("tracer_scale", arg, "--max-flows", 1,
+								       10000000);
+			break;
+		case kStarts:
+			starts = bench::parse_number<int>("tracer_scale", arg, "--starts", 1, 1000);
+			break;
+		case kIdle:
+			idle_s = bench::parse_number<int>("tracer_scale", arg, "--idle", 1, 3600);
+			break;
+		case kCli:
+			cli = arg;
+			break;
+		case kBackend: {
+			const auto b = udpintercept::parse_backend(arg);
+			if (!b)
+				usage_error(fmt::format(
+					"unknown backend '{}': expected auto, fentry, kprobe or tracepoint",
+					arg));
 			backend = *b;
+			break;
+		}
+		case 'h':
+			std::fputs(kUsage, stdout);
+			return 0;
+		default:
+			bench::option_error("tracer_scale", c, argv);
 		}
 	}
+	bench::no_operands("tracer_scale", argc, argv);
 	if (geteuid() != 0) {
 		std::fprintf(stderr, "tracer_scale: skipped: needs root to load BPF\n");
 		return 77;

@@ -6,7 +6,6 @@
 #include <arpa/inet.h>
 #include <atomic>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -26,6 +25,8 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include "args.h"
 
 namespace {
 
@@ -77,8 +78,7 @@ receiver.
 
 [[noreturn]] void usage_error(const std::string &msg)
 {
-	fmt::print(stderr, "udp_flood: {}\nTry 'udp_flood --help' for more information.\n", msg);
-	std::exit(2);
+	bench::usage_error("udp_flood", msg);
 }
 
 [[noreturn]] void die(const std::string &what)
@@ -89,12 +89,7 @@ receiver.
 
 template <typename T> T parse_number(std::string_view text, const char *what, T min, T max)
 {
-	T value{};
-	const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-	if (ec != std::errc() || end != text.data() + text.size() || value < min || value > max)
-		usage_error(fmt::format("invalid {} '{}': expected a number from {} to {}", what, text, min,
-					max));
-	return value;
+	return bench::parse_number<T>("udp_flood", text, what, min, max);
 }
 
 enum class SendCall { sendto, send, sendmmsg, oneshot };
@@ -212,14 +207,11 @@ Config parse(int argc, char **argv)
 		case 'h':
 			fmt::print("{}", kUsage);
 			std::exit(0);
-		case ':':
-			usage_error(fmt::format("option '{}' needs a value", argv[optind - 1]));
 		default:
-			usage_error(fmt::format("unknown option '{}'", argv[optind - 1]));
+			bench::option_error("udp_flood", c, argv);
 		}
 	}
-	if (optind < argc)
-		usage_error(fmt::format("unexpected argument '{}'", argv[optind]));
+	bench::no_operands("udp_flood", argc, argv);
 	if (cfg.sockets > 1 && cfg.flows > 1)
 		usage_error("--sockets and --flows cannot be combined: pick many senders or many receivers");
 	if (cfg.send == SendCall::send && cfg.flows > 1)
