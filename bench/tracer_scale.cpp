@@ -466,10 +466,7 @@ nothing about time. Needs root (exit 77 without).
   -h, --help           this text
 )";
 
-[[noreturn]] void usage_error(const std::string &msg)
-{
-	bench::usage_error("tracer_scale", msg);
-}
+constexpr std::string_view kProgram = "tracer_scale";
 
 } // namespace
 
@@ -496,18 +493,17 @@ int main(int argc, char **argv)
 		const std::string_view arg = optarg ? optarg : "";
 		switch (c) {
 		case kFlows:
-			flows = bench::parse_number<std::uint32_t>("tracer_scale", arg, "--flows", 1,
-								   10000000);
+			flows = bench::parse_number<std::uint32_t>(kProgram, arg, "--flows", 1, 10000000);
 			break;
 		case kMaxFlows:
-			max_flows = bench::parse_number<std::uint32_t>("tracer_scale", arg, "--max-flows", 1,
-								       10000000);
+			max_flows =
+				bench::parse_number<std::uint32_t>(kProgram, arg, "--max-flows", 1, 10000000);
 			break;
 		case kStarts:
-			starts = bench::parse_number<int>("tracer_scale", arg, "--starts", 1, 1000);
+			starts = bench::parse_number<int>(kProgram, arg, "--starts", 1, 1000);
 			break;
 		case kIdle:
-			idle_s = bench::parse_number<int>("tracer_scale", arg, "--idle", 1, 3600);
+			idle_s = bench::parse_number<int>(kProgram, arg, "--idle", 1, 3600);
 			break;
 		case kCli:
 			cli = arg;
@@ -515,9 +511,9 @@ int main(int argc, char **argv)
 		case kBackend: {
 			const auto b = udpintercept::parse_backend(arg);
 			if (!b)
-				usage_error(fmt::format(
-					"unknown backend '{}': expected auto, fentry, kprobe or tracepoint",
-					arg));
+				bench::usage_error(kProgram, fmt::format("unknown backend '{}': expected "
+									 "auto, fentry, kprobe or tracepoint",
+									 arg));
 			backend = *b;
 			break;
 		}
@@ -525,10 +521,10 @@ int main(int argc, char **argv)
 			std::fputs(kUsage, stdout);
 			return 0;
 		default:
-			bench::option_error("tracer_scale", c, argv);
+			bench::option_error(kProgram, c, argv);
 		}
 	}
-	bench::no_operands("tracer_scale", argc, argv);
+	bench::no_operands(kProgram, argc, argv);
 	if (geteuid() != 0) {
 		std::fprintf(stderr, "tracer_scale: skipped: needs root to load BPF\n");
 		return 77;
