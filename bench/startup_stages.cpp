@@ -51,6 +51,30 @@ constexpr std::string_view kFailed = " failed its trial load";
 constexpr std::string_view kLoaded = "loaded ";
 constexpr std::string_view kAttached = "attached ";
 
+// The wall-clock time in [from, to] of each kind of call, `kinds` of them:
+// the loader verifies programs on two threads at once, so calls overlap; an
+// instant goes to the first kind (the lowest) with a call in flight then.
+std::vector<double> wall_by_kind(const std::vector<std::pair<std::size_t, const BpfCall *>> &calls,
+				 std::size_t kinds, Clock::time_point from, Clock::time_point to)
+{
+	std::vector<Clock::time_point> edges = {from, to};
+	for (const auto &[_, c] : calls)
+		for (const Clock::time_point t : {c->start, c->start + c->took})
+			edges.push_back(std::clamp(t, from, to));
+	std::sort(edges.begin(), edges.end());
+	std::vector<double> out(kinds, 0);
+	for (std::size_t i = 0; i + 1 < edges.size(); i++) {
+		const Clock::time_point a = edges[i], b = edges[i + 1];
+		std::size_t kind = kinds;
+		for (const auto &[k, c] : calls)
+			if (c->start <= a && c->start + c->took >= b)
+				kind = std::min(kind, k);
+		if (kind < kinds)
+			out[kind] += ms_between(a, b);
+	}
+	return out;
+}
+
 // Stages keep the order they first appear in; equal names add up.
 class Stages {
 public:
@@ -141,32 +165,36 @@ Startup split_startup(Clock::time_point begin, Clock::time_point end, const std:
 			stages.add("look for each backend's hooks in the BTF", ms);
 		} else if (starts_with(line, kLoaded)) {
 			loaded = true;
-			double map_ms = 0, prog_ms = 0, btf_ms = 0, probe_ms = 0, parse_ms = 0;
+			// Kinds, in the order an instant two of them share goes to.
+			enum { kProgram, kMap, kBtf, kProbe, kParse, kKinds };
+			std::vector<std::pair<std::size_t, const BpfCall *>> kinds;
 			for (const BpfCall *c : in) {
 				const double t = ms_of(c->took);
 				if (c->cmd == kVmlinuxBtfParse) {
-					parse_ms += t;
+					kinds.emplace_back(kParse, c);
 				} else if (c->cmd == BPF_MAP_CREATE && of_the_object(*c)) {
-					map_ms += t;
+					kinds.emplace_back(kMap, c);
 					maps++;
 					out.objects.push_back({true, c->name, c->count, t});
 				} else if (c->cmd == BPF_PROG_LOAD && of_the_object(*c)) {
-					prog_ms += t;
+					kinds.emplace_back(kProgram, c);
 					programs++;
 					out.objects.push_back({false, c->name, c->count, t});
 				} else if (c->cmd == BPF_BTF_LOAD) {
-					btf_ms += t;
+					kinds.emplace_back(kBtf, c);
 				} else {
-					probe_ms += t;
+					kinds.emplace_back(kProbe, c);
 				}
 			}
-			stages.add("load: map creation", map_ms);
-			stages.add("load: program verification", prog_ms);
-			stages.add("load: the object's BTF", btf_ms);
-			stages.add("load: libbpf's feature probes", probe_ms);
-			stages.add("load: libbpf parses the kernel's BTF again", parse_ms);
+			const auto wall = wall_by_kind(kinds, kKinds, from, to);
+			stages.add("load: map creation", wall[kMap]);
+			stages.add("load: program verification", wall[kProgram]);
+			stages.add("load: the object's BTF", wall[kBtf]);
+			stages.add("load: libbpf's feature probes", wall[kProbe]);
+			stages.add("load: libbpf parses the kernel's BTF again", wall[kParse]);
 			stages.add("load: libbpf's own work (relocations, ELF)",
-				   ms - map_ms - prog_ms - btf_ms - probe_ms - parse_ms);
+				   ms - wall[kMap] - wall[kProgram] - wall[kBtf] - wall[kProbe] -
+					   wall[kParse]);
 		} else if (starts_with(line, kAttached)) {
 			for (const BpfCall *c : in)
 				links += c->cmd == BPF_LINK_CREATE || c->cmd == BPF_RAW_TRACEPOINT_OPEN;

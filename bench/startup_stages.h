@@ -3,7 +3,8 @@
 // (Options::log, one at the end of each stage) cut the span into stages, and
 // the bpf() calls inside the load are sorted into map creation, program
 // verification, BTF and libbpf's feature probes, apart from libbpf's own
-// parse of the kernel's BTF.
+// parse of the kernel's BTF. A stage is wall-clock time: programs verified on
+// two threads at once count once there, and each its own in `objects`.
 #pragma once
 
 #include <chrono>

@@ -8,7 +8,8 @@ namespace udpintercept::detail {
 
 namespace {
 
-std::mutex g_mutex;
+std::mutex g_mutex; // one capture at a time
+std::mutex g_print; // one message at a time: a load verifies on two threads
 std::string *g_capture = nullptr;
 const std::function<void(std::string_view)> *g_log = nullptr;
 
@@ -29,6 +30,7 @@ int print(enum libbpf_print_level level, const char *format, va_list args) noexc
 		vsnprintf(buf.data(), buf.size() + 1, format, again);
 	va_end(again);
 	try {
+		const std::lock_guard lock(g_print);
 		if (g_capture)
 			g_capture->append(buf);
 		if (g_log && *g_log) {

@@ -12,9 +12,12 @@
 #include <cstring>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <system_error>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -76,6 +79,10 @@ struct BackendRow {
 	/// A cheap load that tells a refusal before the whole object is tried
 	/// (its maps made, its programs verified): 0, or the errno of the refusal.
 	int (*quick_trial)(const KernelFeatures &) = nullptr;
+	/// The programs the kernel takes longest to verify, about half of the
+	/// load's verification: where the process may run on two CPUs, they are
+	/// verified on a thread of their own, beside the others (Impl::load).
+	std::vector<ProgramRef> verified_beside = {};
 };
 
 // A map only programs that were not loaded would use keeps its least size.
@@ -231,6 +238,8 @@ const std::vector<BackendRow> &backend_rows()
 			false,
 			configure_fentry,
 			trampoline_refusal,
+			// 1,258 of 2,516 ms on 6.1 under emulation (bench/README.md).
+			{&Programs::fx_udp_sendmsg, &Programs::fx_udpv6_sendmsg},
 		},
 		{
 			Backend::tracepoint,
@@ -246,6 +255,9 @@ const std::vector<BackendRow> &backend_rows()
 			true,
 			false,
 			configure_tracepoint,
+			nullptr,
+			// 36 of 76 ms on 6.18 (bench/README.md).
+			{&Programs::tp_recv_length},
 		},
 		{
 			Backend::kprobe,
@@ -275,6 +287,10 @@ const std::vector<BackendRow> &backend_rows()
 			false,
 			true,
 			configure_kprobe,
+			nullptr,
+			// 342 of 634 ms on 6.1 under emulation (bench/README.md).
+			{&Programs::kp_udp_sendmsg, &Programs::kr_udp_sendmsg, &Programs::kp_udpv6_sendmsg,
+			 &Programs::kr_udpv6_sendmsg},
 		},
 	};
 	return rows;
@@ -302,9 +318,15 @@ struct Loader::Impl {
 	const BackendRow *row = nullptr;
 	std::string reason;
 
+	// The object whose maps the programs use; it loads the programs too,
+	// unless they are verified on two threads: then each thread's share is
+	// an object of its own (program_objects) that takes these maps.
 	std::unique_ptr<Skeleton, SkeletonDeleter> skel;
-	UniqueFd relocation_btf; // the kernel types libbpf relocates against, until loaded
-	UniqueFd cgroup;         // the cgroup v2 root, for programs attached later
+	std::vector<std::unique_ptr<Skeleton, SkeletonDeleter>> program_objects;
+	UniqueFd relocation_btf;          // the kernel types libbpf relocates against, until loaded
+	std::string relocation_path;      // its name for libbpf, or empty: the kernel's whole BTF
+	UniqueFd cgroup;                  // the cgroup v2 root, for programs attached later
+	std::vector<ProgramRef> deferred; // loaded, attached when asked for
 	std::vector<bpf_program *> on_demand;
 	// Destroyed after the links that use them (members go in reverse order).
 	std::vector<std::unique_ptr<TracefsKretprobe>> kretprobes;
@@ -327,7 +349,10 @@ struct Loader::Impl {
 	std::string write_relocation_btf(const RawBtf &raw);
 	void open(const RawBtf *raw);
 	void configure(const KernelFeatures &kernel);
+	std::vector<ProgramRef> programs_beside() const;
 	void load(LibbpfCapture &capture);
+	int load_share(Skeleton *&out, const std::vector<ProgramRef> &programs) noexcept;
+	bpf_program *program(ProgramRef p) const;
 	void attach(LibbpfCapture &capture);
 	void attach_program(bpf_program *prog, LibbpfCapture &capture);
 	bpf_link *attach_kretprobe(bpf_program *prog, const std::string &function);
@@ -391,7 +416,9 @@ Loader::Impl::candidates(std::optional<KernelFeatures> &kernel, std::unique_ptr<
  * to relocate the programs' reads of the few structures they name; given a
  * file of those and what they hold by value (its btf_custom_path), it parses
  * that instead. The fentry backend's programs need the whole BTF to attach,
- * which libbpf parses for them anyway. Empty: libbpf reads the kernel's.
+ * which libbpf parses for each object that loads them anyway; the object
+ * that only makes the maps (Impl::load) then parses none. Empty: libbpf
+ * reads the kernel's.
  */
 std::string Loader::Impl::write_relocation_btf(const RawBtf &raw)
 {
@@ -425,9 +452,10 @@ std::string Loader::Impl::write_relocation_btf(const RawBtf &raw)
 void Loader::Impl::open(const RawBtf *raw)
 {
 	LIBBPF_OPTS(bpf_object_open_opts, opts);
-	std::string path;
-	if (raw && row->backend != Backend::fentry && !(path = write_relocation_btf(*raw)).empty())
-		opts.btf_custom_path = path.c_str(); // copied by libbpf
+	if (raw)
+		relocation_path = write_relocation_btf(*raw);
+	if (!relocation_path.empty())
+		opts.btf_custom_path = relocation_path.c_str(); // copied by libbpf
 	skel.reset(udpintercept_bpf__open_opts(&opts));
 	if (!skel)
 		fail("open", errno, "cannot open the embedded BPF object");
@@ -493,17 +521,119 @@ void Loader::Impl::configure(const KernelFeatures &kernel)
 	row->configure(c);
 	for (ProgramRef p : c.on_demand)
 		if (bpf_program__autoload(skel->progs.*p))
-			on_demand.push_back(skel->progs.*p);
+			deferred.push_back(p);
 }
 
+// The chosen programs the row has verified on a second thread, where this
+// process may run on two CPUs (its affinity).
+std::vector<ProgramRef> Loader::Impl::programs_beside() const
+{
+	cpu_set_t cpus;
+	if (sched_getaffinity(0, sizeof(cpus), &cpus) != 0 || CPU_COUNT(&cpus) < 2)
+		return {};
+	std::vector<ProgramRef> out;
+	for (ProgramRef p : row->verified_beside)
+		if (bpf_program__autoload(skel->progs.*p))
+			out.push_back(p);
+	return out;
+}
+
+/*
+ * The kernel verifies a program in the bpf() call that loads it, one after
+ * another in an object's load, and that is most of a start (the verifier
+ * walks every path of a program). Verified on two threads, the load takes
+ * about the longer of the two shares: this object makes the maps (and loads
+ * no program), then two more objects of the same ELF, each with its share
+ * of the programs and every map taken from this one (bpf_map__reuse_fd(),
+ * the read-only data frozen as configured), load at once, one on a thread
+ * of its own. Each is relocated and carries the object's BTF as the single
+ * object would. If no thread can be started, the second share loads after
+ * the first.
+ */
 void Loader::Impl::load(LibbpfCapture &capture)
 {
-	const int err = udpintercept_bpf__load(skel.get());
-	relocation_btf.reset();
-	if (err)
-		fail("load", -err,
+	const auto refused = [&](int err) {
+		fail("load", err,
 		     fmt::format("the kernel refused the {} backend's BPF programs", to_string(row->backend)),
 		     capture.tail());
+	};
+	const std::vector<ProgramRef> beside = programs_beside();
+	if (beside.empty()) {
+		const int err = udpintercept_bpf__load(skel.get());
+		relocation_btf.reset();
+		if (err)
+			refused(-err);
+	} else {
+		std::vector<ProgramRef> rest;
+		bpf_program *prog;
+		for (ProgramRef p : row->programs)
+			if (bpf_program__autoload(skel->progs.*p) &&
+			    std::find(beside.begin(), beside.end(), p) == beside.end())
+				rest.push_back(p);
+		for (ProgramRef p : {&Programs::flush_flow, &Programs::check_socks})
+			rest.push_back(p);
+		bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);
+		if (const int err = udpintercept_bpf__load(skel.get())) {
+			relocation_btf.reset();
+			refused(-err);
+		}
+		Skeleton *first = nullptr, *second = nullptr;
+		int first_err = 0, second_err = 0;
+		std::thread thread;
+		try {
+			thread = std::thread([&] { second_err = load_share(second, beside); });
+		} catch (const std::system_error &) {
+		}
+		first_err = load_share(first, rest);
+		if (thread.joinable())
+			thread.join();
+		else
+			second_err = load_share(second, beside);
+		relocation_btf.reset();
+		for (Skeleton *o : {first, second})
+			if (o)
+				program_objects.emplace_back(o);
+		if (first_err || second_err)
+			refused(first_err ? first_err : second_err);
+	}
+	for (ProgramRef p : deferred)
+		on_demand.push_back(program(p));
+}
+
+// Opens another copy of the object that loads only `programs`, with the
+// maps of the first: 0, or the errno of the failure.
+int Loader::Impl::load_share(Skeleton *&out, const std::vector<ProgramRef> &programs) noexcept
+{
+	LIBBPF_OPTS(bpf_object_open_opts, opts);
+	if (!relocation_path.empty())
+		opts.btf_custom_path = relocation_path.c_str();
+	out = udpintercept_bpf__open_opts(&opts);
+	if (!out)
+		return errno ? errno : ENOMEM;
+	bpf_program *prog;
+	bpf_object__for_each_program(prog, out->obj) bpf_program__set_autoload(prog, false);
+	for (ProgramRef p : programs)
+		bpf_program__set_autoload(out->progs.*p, true);
+	// The same ELF: the maps come in the same order.
+	bpf_map *map, *mine = nullptr;
+	bpf_object__for_each_map(map, skel->obj)
+	{
+		mine = bpf_object__next_map(out->obj, mine);
+		if (bpf_map__fd(map) < 0)
+			bpf_map__set_autocreate(mine, false);
+		else if (const int err = bpf_map__reuse_fd(mine, bpf_map__fd(map)))
+			return -err;
+	}
+	return -udpintercept_bpf__load(out);
+}
+
+// A program as loaded: by the object that verified it.
+bpf_program *Loader::Impl::program(ProgramRef p) const
+{
+	for (const auto &o : program_objects)
+		if (bpf_program__fd(o->progs.*p) >= 0)
+			return o->progs.*p;
+	return skel->progs.*p;
 }
 
 void Loader::Impl::attach(LibbpfCapture &capture)
@@ -515,8 +645,8 @@ void Loader::Impl::attach(LibbpfCapture &capture)
 			fail("attach", errno, fmt::format("cannot open the cgroup v2 root '{}'", root));
 	}
 	for (ProgramRef p : row->programs) {
-		bpf_program *prog = skel->progs.*p;
-		if (bpf_program__autoload(prog) &&
+		bpf_program *prog = program(p);
+		if (bpf_program__fd(prog) >= 0 &&
 		    std::find(on_demand.begin(), on_demand.end(), prog) == on_demand.end())
 			attach_program(prog, capture);
 	}
@@ -599,6 +729,8 @@ std::size_t Loader::Impl::count_loaded_programs() const
 	std::size_t n = 0;
 	bpf_program *prog;
 	bpf_object__for_each_program(prog, skel->obj) n += bpf_program__fd(prog) >= 0;
+	for (const auto &o : program_objects)
+		bpf_object__for_each_program(prog, o->obj) n += bpf_program__fd(prog) >= 0;
 	return n;
 }
 
@@ -615,10 +747,13 @@ void Loader::Impl::reset() noexcept
 	links.clear();
 	kretprobes.clear();
 	kretprobe_note.clear();
+	deferred.clear();
 	on_demand.clear();
 	cgroup.reset();
+	program_objects.clear();
 	skel.reset();
 	relocation_btf.reset();
+	relocation_path.clear();
 }
 
 Loader::Loader(const Options &options) : impl_(std::make_unique<Impl>(options))
@@ -659,7 +794,9 @@ Loader::Loader(const Options &options) : impl_(std::make_unique<Impl>(options))
 			d.log("opened the BPF object");
 			d.configure(*kernel);
 			d.load(capture);
-			d.log(fmt::format("loaded {} programs and created {} maps", d.count_loaded_programs(),
+			d.log(fmt::format("loaded {} programs{} and created {} maps",
+					  d.count_loaded_programs(),
+					  d.program_objects.empty() ? "" : " (verified on two threads)",
 					  d.count_created_maps()));
 			d.attach(capture);
 			d.log(fmt::format("attached {} programs", d.links.size()));
@@ -708,8 +845,8 @@ KernelObjects Loader::objects() const noexcept
 	o.closed_fd = bpf_map__fd(s.maps.closed);
 	o.socks_fd = bpf_map__fd(s.maps.socks);
 	o.stats_fd = bpf_map__fd(s.maps.stats);
-	o.flush_prog_fd = bpf_program__fd(s.progs.flush_flow);
-	o.check_prog_fd = bpf_program__fd(s.progs.check_socks);
+	o.flush_prog_fd = bpf_program__fd(impl_->program(&Programs::flush_flow));
+	o.check_prog_fd = bpf_program__fd(impl_->program(&Programs::check_socks));
 	o.full_sweep_wanted = &s.bss->full_sweep_wanted;
 	return o;
 }
@@ -717,15 +854,20 @@ KernelObjects Loader::objects() const noexcept
 std::uint64_t Loader::program_misses() const noexcept
 {
 	std::uint64_t n = 0;
-	bpf_program *prog;
-	bpf_object__for_each_program(prog, impl_->skel->obj)
-	{
-		const int fd = bpf_program__fd(prog);
-		bpf_prog_info info{};
-		__u32 len = sizeof(info);
-		if (fd >= 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0)
-			n += info.recursion_misses;
-	}
+	const auto add = [&n](const Skeleton &s) {
+		bpf_program *prog;
+		bpf_object__for_each_program(prog, s.obj)
+		{
+			const int fd = bpf_program__fd(prog);
+			bpf_prog_info info{};
+			__u32 len = sizeof(info);
+			if (fd >= 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0)
+				n += info.recursion_misses;
+		}
+	};
+	add(*impl_->skel);
+	for (const auto &o : impl_->program_objects)
+		add(*o);
 	return n;
 }
 

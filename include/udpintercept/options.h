@@ -69,6 +69,8 @@ struct UDPINTERCEPT_EXPORT Options {
 	bool recv_peers_lazy_inexact = false;
 
 	/// Receives a line for each decision worth logging (backend probing, choices).
+	/// Called one line at a time, during the Tracer's construction also from the
+	/// thread that verifies some of its programs beside the constructing one.
 	std::function<void(std::string_view)> log;
 
 	/// Throws Error (stage "options") naming the first invalid field.

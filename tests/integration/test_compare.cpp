@@ -7,6 +7,7 @@
 
 #include <linux/filter.h>
 #include <netinet/udp.h>
+#include <sched.h>
 #include <sstream>
 
 #include "recorder.h"
@@ -88,13 +89,15 @@ void traffic()
 }
 
 // Flows with their counters, one line each, sorted: comparable across backends.
-std::string run_under(Backend b, bool sends_at_tracepoint = false)
+std::string run_under(Backend b, bool sends_at_tracepoint = false, std::string *log = nullptr)
 {
 	testutil::enter_fresh_netns();
 	Options o;
 	o.backend = b;
 	o.sends_at_tracepoint = sends_at_tracepoint;
 	o.pid = static_cast<std::uint32_t>(getpid());
+	if (log)
+		o.log = [log](std::string_view line) { log->append(line).append("\n"); };
 	Recorder rec(o);
 	traffic();
 	rec.stop();
@@ -168,4 +171,43 @@ TEST_CASE("the tracepoint backend's two send paths give the same flows and count
 	INFO("sends at cgroup_skb/egress (or the kernel's only path):\n" << egress);
 	CHECK(std::count(egress.begin(), egress.end(), '\n') == 19);
 	CHECK(run_under(Backend::tracepoint, true) == egress);
+}
+
+TEST_CASE("programs verified on two threads count as those verified on one", "[compare]")
+{
+	if (!available(Backend::tracepoint)) {
+		WARN("no tracepoint backend on this kernel");
+		return;
+	}
+	cpu_set_t all;
+	REQUIRE(sched_getaffinity(0, sizeof(all), &all) == 0);
+	std::string two_log, one_log;
+	const std::string two = run_under(Backend::tracepoint, false, &two_log);
+	cpu_set_t one;
+	CPU_ZERO(&one);
+	for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+		if (CPU_ISSET(cpu, &all)) {
+			CPU_SET(cpu, &one);
+			break;
+		}
+	REQUIRE(sched_setaffinity(0, sizeof(one), &one) == 0);
+	std::string single;
+	try {
+		single = run_under(Backend::tracepoint, false, &one_log);
+	} catch (...) {
+		sched_setaffinity(0, sizeof(all), &all);
+		throw;
+	}
+	REQUIRE(sched_setaffinity(0, sizeof(all), &all) == 0);
+
+	constexpr std::string_view kTwoThreads = "(verified on two threads)";
+	INFO("on every CPU the process may use:\n" << two_log << "on one CPU:\n" << one_log);
+	if (CPU_COUNT(&all) >= 2)
+		CHECK(two_log.find(kTwoThreads) != std::string::npos);
+	else
+		WARN("this process may run on one CPU only: both loads verified on one thread");
+	CHECK(one_log.find(kTwoThreads) == std::string::npos);
+	CHECK(one_log.find("loaded ") != std::string::npos);
+	CHECK(std::count(two.begin(), two.end(), '\n') == 19);
+	CHECK(single == two);
 }
