@@ -5,6 +5,7 @@
 #include "loader.h"
 
 #include <algorithm>
+#include <array>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
@@ -84,6 +85,18 @@ struct BackendRow {
 	/// verified on a thread of their own, beside the others (Impl::load).
 	std::vector<ProgramRef> verified_beside = {};
 };
+
+// Of the object's programs, these load and no other.
+void load_only(Skeleton &skel, const std::vector<ProgramRef> &programs)
+{
+	bpf_program *prog;
+	bpf_object__for_each_program(prog, skel.obj) bpf_program__set_autoload(prog, false);
+	for (ProgramRef p : programs)
+		bpf_program__set_autoload(skel.progs.*p, true);
+}
+
+// The programs every backend loads besides its own.
+constexpr std::array<ProgramRef, 2> kCommonPrograms = {&Programs::flush_flow, &Programs::check_socks};
 
 // A map only programs that were not loaded would use keeps its least size.
 void shrink(bpf_map *map)
@@ -348,6 +361,7 @@ struct Loader::Impl {
 		   std::unique_ptr<btf, void (*)(btf *)> &vmlinux);
 	std::string write_relocation_btf(const RawBtf &raw);
 	void open(const RawBtf *raw);
+	Skeleton *open_copy() const noexcept;
 	void configure(const KernelFeatures &kernel);
 	std::vector<ProgramRef> programs_beside() const;
 	void load(LibbpfCapture &capture);
@@ -451,14 +465,21 @@ std::string Loader::Impl::write_relocation_btf(const RawBtf &raw)
 
 void Loader::Impl::open(const RawBtf *raw)
 {
-	LIBBPF_OPTS(bpf_object_open_opts, opts);
 	if (raw)
 		relocation_path = write_relocation_btf(*raw);
-	if (!relocation_path.empty())
-		opts.btf_custom_path = relocation_path.c_str(); // copied by libbpf
-	skel.reset(udpintercept_bpf__open_opts(&opts));
+	skel.reset(open_copy());
 	if (!skel)
 		fail("open", errno, "cannot open the embedded BPF object");
+}
+
+// An object opened from the embedded ELF, relocated as the loader's is; null
+// with errno set if it cannot be.
+Skeleton *Loader::Impl::open_copy() const noexcept
+{
+	LIBBPF_OPTS(bpf_object_open_opts, opts);
+	if (!relocation_path.empty())
+		opts.btf_custom_path = relocation_path.c_str(); // copied by libbpf
+	return udpintercept_bpf__open_opts(&opts);
 }
 
 void Loader::Impl::configure(const KernelFeatures &kernel)
@@ -504,12 +525,9 @@ void Loader::Impl::configure(const KernelFeatures &kernel)
 	// Only the chosen backend's programs load (and the flush and check
 	// programs, which every backend has); maps only other backends use are
 	// not created.
-	bpf_program *prog;
-	bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);
-	for (ProgramRef p : row->programs)
-		bpf_program__set_autoload(skel->progs.*p, true);
-	bpf_program__set_autoload(skel->progs.flush_flow, true);
-	bpf_program__set_autoload(skel->progs.check_socks, true);
+	std::vector<ProgramRef> programs = row->programs;
+	programs.insert(programs.end(), kCommonPrograms.begin(), kCommonPrograms.end());
+	load_only(*skel, programs);
 	for (const auto &other : backend_rows())
 		if (&other != row)
 			for (MapRef m : other.own_maps)
@@ -557,26 +575,25 @@ void Loader::Impl::load(LibbpfCapture &capture)
 		     fmt::format("the kernel refused the {} backend's BPF programs", to_string(row->backend)),
 		     capture.tail());
 	};
+	// libbpf has read the relocation BTF once every object has loaded.
+	struct CloseWhenLoaded {
+		UniqueFd &fd;
+		~CloseWhenLoaded() { fd.reset(); }
+	} close_when_loaded{relocation_btf};
 	const std::vector<ProgramRef> beside = programs_beside();
 	if (beside.empty()) {
-		const int err = udpintercept_bpf__load(skel.get());
-		relocation_btf.reset();
-		if (err)
+		if (const int err = udpintercept_bpf__load(skel.get()))
 			refused(-err);
 	} else {
 		std::vector<ProgramRef> rest;
-		bpf_program *prog;
 		for (ProgramRef p : row->programs)
 			if (bpf_program__autoload(skel->progs.*p) &&
 			    std::find(beside.begin(), beside.end(), p) == beside.end())
 				rest.push_back(p);
-		for (ProgramRef p : {&Programs::flush_flow, &Programs::check_socks})
-			rest.push_back(p);
-		bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);
-		if (const int err = udpintercept_bpf__load(skel.get())) {
-			relocation_btf.reset();
+		rest.insert(rest.end(), kCommonPrograms.begin(), kCommonPrograms.end());
+		load_only(*skel, {});
+		if (const int err = udpintercept_bpf__load(skel.get()))
 			refused(-err);
-		}
 		Skeleton *first = nullptr, *second = nullptr;
 		int first_err = 0, second_err = 0;
 		std::thread thread;
@@ -589,7 +606,6 @@ void Loader::Impl::load(LibbpfCapture &capture)
 			thread.join();
 		else
 			second_err = load_share(second, beside);
-		relocation_btf.reset();
 		for (Skeleton *o : {first, second})
 			if (o)
 				program_objects.emplace_back(o);
@@ -604,16 +620,10 @@ void Loader::Impl::load(LibbpfCapture &capture)
 // maps of the first: 0, or the errno of the failure.
 int Loader::Impl::load_share(Skeleton *&out, const std::vector<ProgramRef> &programs) noexcept
 {
-	LIBBPF_OPTS(bpf_object_open_opts, opts);
-	if (!relocation_path.empty())
-		opts.btf_custom_path = relocation_path.c_str();
-	out = udpintercept_bpf__open_opts(&opts);
+	out = open_copy();
 	if (!out)
 		return errno ? errno : ENOMEM;
-	bpf_program *prog;
-	bpf_object__for_each_program(prog, out->obj) bpf_program__set_autoload(prog, false);
-	for (ProgramRef p : programs)
-		bpf_program__set_autoload(out->progs.*p, true);
+	load_only(*out, programs);
 	// The same ELF: the maps come in the same order.
 	bpf_map *map, *mine = nullptr;
 	bpf_object__for_each_map(map, skel->obj)
