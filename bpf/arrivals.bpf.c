@@ -92,6 +92,25 @@ static __always_inline void note_last(struct sock *sk, struct __sk_buff *skb, __
 	}
 }
 
+/* cgroup.bpf.h: only a context pointer and a scalar, as 5.10's verifier takes for a global function. */
+__noinline int skb_ipv6_udp_offset(struct __sk_buff *skb, __u32 nexthdr)
+{
+	__u32 off = sizeof(struct udpi_ipv6hdr);
+	__u8 next = nexthdr;
+
+	for (int i = 0; i < UDPI_IPV6_MAX_EXT && next != UDPI_IPPROTO_UDP; i++) {
+		__u8 eh[2];
+
+		if (next != UDPI_IPV6_HOPOPTS && next != UDPI_IPV6_ROUTING && next != UDPI_IPV6_DSTOPTS)
+			return 0;
+		if (bpf_skb_load_bytes(skb, off, eh, sizeof(eh)))
+			return 0;
+		next = eh[0];
+		off += (eh[1] + 1) * 8;
+	}
+	return next == UDPI_IPPROTO_UDP ? (int)off : 0;
+}
+
 SEC("cgroup_skb/ingress")
 int cg_skb_ingress(struct __sk_buff *skb)
 {

@@ -42,6 +42,15 @@ static __always_inline struct sock *launder_sk(void *p)
 }
 
 /*
+ * Where the UDP header of a cgroup_skb program's IPv6 packet begins when
+ * extension headers come first (nexthdr, the IPv6 header's, is not UDP):
+ * up to UDPI_IPV6_MAX_EXT of them are followed; 0 if no UDP header is
+ * behind them. A global function (arrivals.bpf.c), so that the verifier
+ * walks its loop once, not once more on each of the program's ways to it.
+ */
+extern int skb_ipv6_udp_offset(struct __sk_buff *skb, __u32 nexthdr);
+
+/*
  * One end of a UDP datagram, from the headers at the start of a cgroup_skb
  * program's skb (its IP header): the sender (ingress) or, with `dest`, the
  * receiver (egress); and the payload bytes behind the headers (a GSO skb
@@ -57,7 +66,6 @@ static __always_inline bool skb_udp_end(struct __sk_buff *skb, bool dest, struct
 	struct udpi_iphdr ip4;
 	struct udpi_udphdr uh;
 	__u32 off;
-	__u8 next;
 
 	if (data + sizeof(ip4) <= end)
 		ip4 = *(struct udpi_iphdr *)data;
@@ -75,19 +83,7 @@ static __always_inline bool skb_udp_end(struct __sk_buff *skb, bool dest, struct
 		else if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
 			return false;
 		off = sizeof(ip6);
-		next = ip6.nexthdr;
-		for (int i = 0; i < UDPI_IPV6_MAX_EXT && next != UDPI_IPPROTO_UDP; i++) {
-			__u8 eh[2];
-
-			if (next != UDPI_IPV6_HOPOPTS && next != UDPI_IPV6_ROUTING &&
-			    next != UDPI_IPV6_DSTOPTS)
-				return false;
-			if (bpf_skb_load_bytes(skb, off, eh, sizeof(eh)))
-				return false;
-			next = eh[0];
-			off += (eh[1] + 1) * 8;
-		}
-		if (next != UDPI_IPPROTO_UDP)
+		if (ip6.nexthdr != UDPI_IPPROTO_UDP && !(off = skb_ipv6_udp_offset(skb, ip6.nexthdr)))
 			return false;
 		set_v6(p->addr, &p->family, dest ? ip6.daddr : ip6.saddr);
 	} else {

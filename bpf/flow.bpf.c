@@ -28,6 +28,27 @@ __u64 last_wakeup_ns = 0;
 const struct udpi_record *udpi_btf_record __attribute__((unused));
 const struct udpi_pending_record *udpi_btf_pending_record __attribute__((unused));
 
+/* flow.bpf.h */
+__noinline int sock_register(__u64 skaddr, __u32 user)
+{
+	struct udpi_sock fresh = {};
+	int err;
+
+	fresh.id = new_sock_id();
+	if (!fresh.id)
+		return 1;
+	if (user)
+		sock_note_user(&fresh);
+	/* Losing a creation race to another CPU is fine: the caller takes the winner's id. */
+	err = udpi_map_insert_new(&socks, &skaddr, &fresh);
+	if (err && err != -UDPI_EEXIST) {
+		note_insert_failure(err);
+		stat_add(UDPI_STAT_SOCKS_UNTRACKED, 1);
+		return 1;
+	}
+	return 0;
+}
+
 /*
  * Run by user space with the flow's key as its context (four 64-bit
  * arguments, as a raw tracepoint's); never attached. Raw tracepoint programs can be run so since

@@ -262,6 +262,15 @@ static __always_inline void sock_note_user(struct udpi_sock *s)
 }
 
 /*
+ * The socket at skaddr, new to the table, enters it with a new id (the
+ * current task its last user when `user`); 0, or nonzero when it could not
+ * (counted). A global function (flow.bpf.c): it runs at a socket's first
+ * operation only, and the verifier walks it once, not on each of a
+ * program's ways to it. Scalar arguments only, as 5.10's verifier takes.
+ */
+extern int sock_register(__u64 skaddr, __u32 user);
+
+/*
  * The id of the socket at skaddr, made if new; 0 if the table refused it.
  * `user`: the tgid of the current task when it is using the socket (a send,
  * a receive, a connect), which makes it the socket's last user, whom its
@@ -272,10 +281,9 @@ static __always_inline void sock_note_user(struct udpi_sock *s)
  */
 static __always_inline __u64 sock_id_of(__u64 skaddr, __u32 user)
 {
-	struct udpi_sock fresh = {}, *s;
 	struct sock_cache *c;
+	struct udpi_sock *s;
 	__u64 seen, id;
-	int err;
 
 	c = sock_cache_slot(&seen);
 	if (!c)
@@ -293,18 +301,16 @@ static __always_inline __u64 sock_id_of(__u64 skaddr, __u32 user)
 	}
 	s = bpf_map_lookup_elem(&socks, &skaddr);
 	if (!s) {
-		fresh.id = new_sock_id();
-		if (!fresh.id)
+		/*
+		 * The address as a plain number: a tracing program's socket is
+		 * a typed pointer, which 5.10's verifier refuses as a global
+		 * function's scalar argument.
+		 */
+		__u64 addr = 0;
+
+		bpf_probe_read_kernel(&addr, sizeof(addr), &skaddr);
+		if (!addr || sock_register(addr, user))
 			return 0;
-		if (user)
-			sock_note_user(&fresh);
-		/* Losing a creation race to another CPU is fine: take the winner's id. */
-		err = udpi_map_insert_new(&socks, &skaddr, &fresh);
-		if (err && err != -UDPI_EEXIST) {
-			note_insert_failure(err);
-			stat_add(UDPI_STAT_SOCKS_UNTRACKED, 1);
-			return 0;
-		}
 		s = bpf_map_lookup_elem(&socks, &skaddr);
 		if (!s)
 			return 0;

@@ -269,8 +269,9 @@ const std::vector<BackendRow> &backend_rows()
 			false,
 			configure_tracepoint,
 			nullptr,
-			// 36 of 76 ms on 6.18 (bench/README.md).
-			{&Programs::tp_recv_length},
+			// About half of the verification on 6.18 (bench/README.md).
+			{&Programs::tp_recv_length, &Programs::cg_sock_release, &Programs::cg_connect4,
+			 &Programs::cg_connect6},
 		},
 		{
 			Backend::kprobe,

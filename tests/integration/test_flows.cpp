@@ -243,6 +243,74 @@ TEST_CASE("recv() without an address names its senders from the first datagram; 
 	}
 }
 
+namespace {
+
+// recvmsg() without an address; true in *dstopts if the datagram carried IPv6 destination options.
+std::size_t recv_noting_dstopts(const Udp &u, bool *dstopts)
+{
+	char data[256], control[256];
+	iovec iov{data, sizeof(data)};
+	msghdr m{};
+	m.msg_iov = &iov;
+	m.msg_iovlen = 1;
+	m.msg_control = control;
+	m.msg_controllen = sizeof(control);
+	const ssize_t n = recvmsg(u.fd(), &m, 0);
+	REQUIRE(n >= 0);
+	*dstopts = false;
+	for (cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+		*dstopts |= c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_DSTOPTS;
+	return static_cast<std::size_t>(n);
+}
+
+} // namespace
+
+TEST_CASE("IPv6 datagrams behind extension headers are counted, their senders named", "[flows][recv]")
+{
+	// An options header of 8 bytes holding one PadN option; the kernel fills in its next header.
+	const unsigned char options[8] = {0, 0, 1, 4, 0, 0, 0, 0};
+	const int on = 1;
+	Recorder rec;
+	Udp server(AF_INET6), a(AF_INET6), b(AF_INET6);
+	server.bind("::1");
+	a.bind("::1");
+	b.bind("::1");
+	// Setting them takes CAP_NET_RAW, which tracing's root has.
+	REQUIRE(setsockopt(a.fd(), IPPROTO_IPV6, IPV6_DSTOPTS, options, sizeof(options)) == 0);
+	REQUIRE(setsockopt(b.fd(), IPPROTO_IPV6, IPV6_HOPOPTS, options, sizeof(options)) == 0);
+	REQUIRE(setsockopt(b.fd(), IPPROTO_IPV6, IPV6_DSTOPTS, options, sizeof(options)) == 0);
+	REQUIRE(setsockopt(server.fd(), IPPROTO_IPV6, IPV6_RECVDSTOPTS, &on, sizeof(on)) == 0);
+	// recv() without an address: the arrival hook, reading past the headers, names the senders.
+	for (int i = 0; i < 3; i++) {
+		bool dstopts = false;
+		a.send_to(server.local(), 50);
+		b.send_to(server.local(), 51);
+		REQUIRE(recv_noting_dstopts(server, &dstopts) == 50);
+		CHECK(dstopts);
+		REQUIRE(recv_noting_dstopts(server, &dstopts) == 51);
+		CHECK(dstopts);
+	}
+	rec.stop();
+
+	const auto flows = rec.last_by_flow();
+	REQUIRE(flows.size() == 4);
+	const auto &to_a = flows.at({endpoint(a.local()), endpoint(server.local())});
+	const auto &to_b = flows.at({endpoint(b.local()), endpoint(server.local())});
+	const auto &from_a = flows.at({endpoint(server.local()), endpoint(a.local())});
+	const auto &from_b = flows.at({endpoint(server.local()), endpoint(b.local())});
+	CHECK(to_a.tx_packets == 3);
+	CHECK(to_a.tx_bytes == 3 * 50);
+	CHECK(to_b.tx_packets == 3);
+	CHECK(to_b.tx_bytes == 3 * 51);
+	CHECK(from_a.rx_packets == 3);
+	CHECK(from_a.rx_bytes == 3 * 50);
+	CHECK(from_b.rx_packets == 3);
+	CHECK(from_b.rx_bytes == 3 * 51);
+	const Stats st = rec.tracer().stats();
+	CHECK(st.peer_unknown == 0);
+	CHECK(st.untracked_packets == 0);
+}
+
 TEST_CASE("closing a socket reports its flows' totals as close events", "[flows][close]")
 {
 	Recorder rec;
