@@ -43,7 +43,7 @@ static __always_inline struct rx_ring *rx_ring_get(struct sock *sk, bool connect
 	 * A kernel socket (sunrpc's, say) is read inside the kernel, past
 	 * sock_recv_length: nothing would ever take its notes.
 	 */
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_kern_sock))
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_kern_sock) || sk_released(sk))
 		return NULL;
 	r = bpf_map_lookup_elem(&rx_ring_zero, &zero);
 	if (!r)
@@ -55,6 +55,15 @@ static __always_inline struct rx_ring *rx_ring_get(struct sock *sk, bool connect
 	r->gro_connected = 0;
 	if (!err && connected)
 		__sync_fetch_and_add(&gro_connected_rings, 1);
+	/*
+	 * Released since the look above: either its release, which marks
+	 * before it forgets, finds this ring, or this look finds the mark.
+	 */
+	if (!err && sk_released(sk)) {
+		if (!bpf_map_delete_elem(&rx_rings, &skaddr) && connected)
+			__sync_fetch_and_add(&gro_connected_rings, -1);
+		return NULL;
+	}
 	r = bpf_map_lookup_elem(&rx_rings, &skaddr);
 	return r && connected && !r->gro_connected ? NULL : r;
 }
@@ -173,8 +182,14 @@ int cg_skb_ingress(struct __sk_buff *skb)
 
 		v.peer = p;
 		v.segs = segs;
-		/* A full spill map leaves the sender unknown, counted when it is read. */
-		bpf_map_update_elem(&rx_spill, &key, &v, BPF_NOEXIST);
+		/*
+		 * A full spill map leaves the sender unknown, counted when it is
+		 * read. A ring being forgotten may have passed this number: the
+		 * note is taken back (rx_ring_forget()).
+		 */
+		if (!bpf_map_update_elem(&rx_spill, &key, &v, BPF_NOEXIST) &&
+		    __sync_fetch_and_add(&r->closing, 0))
+			bpf_map_delete_elem(&rx_spill, &key);
 	}
 	note_last(sk, skb, n);
 	return 1;

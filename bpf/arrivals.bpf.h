@@ -61,7 +61,9 @@ struct rx_ring {
 	__u64 tail; /* next arrival number to note */
 	/* head as a producer last read it (never ahead of head): read again only when the ring looks full */
 	__u64 head_seen;
-	__u64 producer_pad[6];
+	/* set (once) when the socket is gone and its ring is being forgotten: see rx_ring_forget() */
+	__u64 closing;
+	__u64 producer_pad[5];
 	struct rx_entry e[UDPI_RX_RING];
 };
 
@@ -72,6 +74,32 @@ UDPI_ARRIVALS struct {
 	__type(key, __u64); /* struct sock address */
 	__type(value, struct rx_ring);
 } rx_rings SEC(".maps");
+
+/*
+ * Sockets released, by address, with the cookie that tells this socket from
+ * a later one at the same address. The kernel unhashes a UDP socket only
+ * after its release programs ran (cg_sock_release forgets its ring): a
+ * datagram arriving in between must not begin a ring that nothing would
+ * forget. A mark needs to outlive only that moment, and a new socket's
+ * cookie never matches it: each CPU's own LRU list, a few dozen marks a CPU
+ * (sized by user space), drops the old ones.
+ */
+UDPI_ARRIVALS struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+	__type(key, __u64);   /* struct sock address */
+	__type(value, __u64); /* its cookie */
+} rx_released SEC(".maps");
+
+/* The socket was released: it will receive nothing more, and needs no ring. */
+static __always_inline bool sk_released(struct sock *sk)
+{
+	__u64 skaddr = (__u64)sk;
+	__u64 *cookie = bpf_map_lookup_elem(&rx_released, &skaddr);
+
+	return cookie && *cookie == (__u64)BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+}
 
 struct rx_spill_key {
 	__u64 sk;  /* struct sock address */
@@ -284,11 +312,6 @@ UDPI_ARRIVALS struct {
 /* Threads with checksum failures waiting: receives look only while some wait. */
 extern __u64 csum_drops_waiting;
 
-/*
- * The socket is gone: a new socket at its address starts with no notes. A
- * lookup first: deleting a missing key (most sockets never had a ring)
- * takes the bucket's lock.
- */
 /* The spilled notes from seq on, up to end, forgotten one by one (a bpf_loop() callback). */
 struct rx_forget {
 	__u64 sk;
@@ -309,6 +332,11 @@ static long rx_spill_forget_one(__u32 i, void *ctx)
 	return 0;
 }
 
+/*
+ * The socket is gone: a new socket at its address starts with no notes. A
+ * lookup first: deleting a missing key (most sockets never had a ring)
+ * takes the bucket's lock.
+ */
 static __always_inline void rx_ring_forget(__u64 skaddr)
 {
 	struct rx_ring *r = bpf_map_lookup_elem(&rx_rings, &skaddr);
@@ -319,8 +347,13 @@ static __always_inline void rx_ring_forget(__u64 skaddr)
 	/*
 	 * Notes left beyond the ring's depth (datagrams never read, notes
 	 * struck) go too: a socket at the same address later must not find
-	 * them, nor may they fill rx_spill.
+	 * them, nor may they fill rx_spill. A datagram arriving meanwhile may
+	 * spill a note past the tail read here: its program, which takes its
+	 * number before it looks at closing, finds closing set and takes the
+	 * note back (the atomic operations on both sides order them).
 	 */
+	if (__sync_fetch_and_or(&r->closing, 1))
+		return; /* another program is forgetting it */
 	f.seq = *(volatile __u64 *)&r->head;
 	f.end = *(volatile __u64 *)&r->tail;
 	if (f.end - f.seq > UDPI_RX_RING)

@@ -638,6 +638,12 @@ int cg_sock_release(struct bpf_sock *ctx)
 		if (*(volatile __u64 *)&csum_drops_waiting && (sk = launder_sk(ctx)))
 			settle_csum_drops(sk, false, false);
 		handle_close((__u64)ctx);
+		if (arrivals_asked) {
+			/* Marked before its ring is forgotten: see rx_released. */
+			__u64 skaddr = (__u64)ctx, cookie = bpf_get_socket_cookie(ctx);
+
+			bpf_map_update_elem(&rx_released, &skaddr, &cookie, BPF_ANY);
+		}
 		rx_ring_forget((__u64)ctx);
 	}
 	return 1;

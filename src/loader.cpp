@@ -227,6 +227,9 @@ void configure_tracepoint(Configuration &c)
 		c.on_demand = {&Programs::cg_skb_ingress};
 	// A ring of notes for each unconnected socket that receives, at most.
 	bpf_map__set_max_entries(c.skel.maps.rx_rings, c.options.max_sockets);
+	// Released sockets' marks, each CPU's own: a mark lives through one close.
+	bpf_map__set_max_entries(c.skel.maps.rx_released,
+				 static_cast<__u32>(64 * std::max(1, libbpf_num_possible_cpus())));
 }
 
 const std::vector<BackendRow> &backend_rows()
@@ -263,8 +266,8 @@ const std::vector<BackendRow> &backend_rows()
 			 &Programs::cg_sock_create, &Programs::cg_skb_ingress, &Programs::tp_kfree_skb,
 			 &Programs::tp_net_dev_queue, &Programs::cg_skb_egress},
 			{&Maps::send_stash, &Maps::recv_stash, &Maps::task_stashes, &Maps::gso_notes,
-			 &Maps::gso_pending, &Maps::rx_rings, &Maps::rx_ring_zero, &Maps::rx_last,
-			 &Maps::csum_drops, &Maps::csum_drops_zero, &Maps::ptr_scratch},
+			 &Maps::gso_pending, &Maps::rx_rings, &Maps::rx_released, &Maps::rx_ring_zero,
+			 &Maps::rx_last, &Maps::csum_drops, &Maps::csum_drops_zero, &Maps::ptr_scratch},
 			true,
 			false,
 			configure_tracepoint,

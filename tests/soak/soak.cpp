@@ -35,6 +35,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "map_entries.h"
 #include "testutil.h"
 
 using namespace udpintercept;
@@ -373,15 +374,7 @@ Maps our_maps()
 
 std::uint64_t entries(int fd, std::size_t key_size)
 {
-	std::vector<char> key(key_size), next(key_size);
-	std::uint64_t n = 0;
-	const void *prev = nullptr;
-	while (bpf_map_get_next_key(fd, prev, next.data()) == 0) {
-		n++;
-		key = next;
-		prev = key.data();
-	}
-	return n;
+	return testutil::map_entries(fd, key_size);
 }
 
 } // namespace
