@@ -312,8 +312,12 @@ UDPI_ARRIVALS struct {
 /* Threads with checksum failures waiting: receives look only while some wait. */
 extern __u64 csum_drops_waiting;
 
-/* The spilled notes from seq on, up to end, forgotten one by one (a bpf_loop() callback). */
+/*
+ * The spilled notes from seq on, up to end, forgotten one by one (a
+ * bpf_loop() callback); a note still in its slot goes with the ring.
+ */
 struct rx_forget {
+	struct rx_ring *r;
 	__u64 sk;
 	__u64 seq;
 	__u64 end;
@@ -327,7 +331,7 @@ static long rx_spill_forget_one(__u32 i, void *ctx)
 	if (f->seq >= f->end)
 		return 1;
 	f->seq++;
-	if (bpf_map_lookup_elem(&rx_spill, &key))
+	if (f->r->e[key.seq % UDPI_RX_RING].seq != key.seq + 1 && bpf_map_lookup_elem(&rx_spill, &key))
 		bpf_map_delete_elem(&rx_spill, &key);
 	return 0;
 }
@@ -340,23 +344,26 @@ static long rx_spill_forget_one(__u32 i, void *ctx)
 static __always_inline void rx_ring_forget(__u64 skaddr)
 {
 	struct rx_ring *r = bpf_map_lookup_elem(&rx_rings, &skaddr);
-	struct rx_forget f = {skaddr};
+	struct rx_forget f = {r, skaddr};
 
 	if (!r)
 		return;
 	/*
-	 * Notes left beyond the ring's depth (datagrams never read, notes
+	 * Notes spilled beyond the ring's depth (datagrams never read, notes
 	 * struck) go too: a socket at the same address later must not find
-	 * them, nor may they fill rx_spill. A datagram arriving meanwhile may
-	 * spill a note past the tail read here: its program, which takes its
-	 * number before it looks at closing, finds closing set and takes the
-	 * note back (the atomic operations on both sides order them).
+	 * them, nor may they fill rx_spill. One spilled while the ring was
+	 * full stays spilled after the reader moved on, so every outstanding
+	 * number is looked at, not only those past the ring's depth. A
+	 * datagram arriving meanwhile may spill a note past the tail read
+	 * here: its program, which takes its number before it looks at
+	 * closing, finds closing set and takes the note back (the atomic
+	 * operations on both sides order them).
 	 */
 	if (__sync_fetch_and_or(&r->closing, 1))
 		return; /* another program is forgetting it */
 	f.seq = *(volatile __u64 *)&r->head;
 	f.end = *(volatile __u64 *)&r->tail;
-	if (f.end - f.seq > UDPI_RX_RING)
+	if (f.end != f.seq)
 		bpf_loop(UDPI_RX_TAKE_STEPS, rx_spill_forget_one, &f, 0);
 	/* Only the call that deleted it gives its mark back: a close may race a create's cleanup. */
 	if (r->gro_connected && !bpf_map_delete_elem(&rx_rings, &skaddr))

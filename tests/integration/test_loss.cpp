@@ -275,11 +275,12 @@ TEST_CASE("sockets closed while datagrams keep arriving leave no arrival rings o
 	  "backend)",
 	  "[loss]")
 {
-	// The kernel unhashes a UDP socket only after its release programs ran:
-	// a datagram arriving in between, or one noted while the ring is being
-	// forgotten, must not leave a ring or a spilled note behind, which would
-	// hold memory for good and could give a later socket at that address a
-	// dead one's senders.
+	// The kernel unhashes a UDP socket only after its release programs ran.
+	// A datagram arriving in between, one noted while the ring is being
+	// forgotten, and one spilled while the ring was full and still unread
+	// at the close must not leave a ring or a spilled note behind: it would
+	// hold memory for good, and a spilled note could give a later socket at
+	// that address a dead one's sender.
 	Options o;
 	o.pid = static_cast<std::uint32_t>(getpid());
 	o.backend = Backend::tracepoint; // the arrival hook's rings
@@ -322,9 +323,8 @@ TEST_CASE("sockets closed while datagrams keep arriving leave no arrival rings o
 	rec.pump(300ms);
 	INFO(sockets << " sockets closed under " << sent.load() << " datagrams");
 	CHECK(entries_of("rx_rings", sizeof(std::uint64_t)) == 0);
-	// Before the release marks and the closing flag, 3,000 such sockets
-	// left 47-66 rings and 36-225 spilled notes here; now no ring, and in
-	// one run of three a spilled note or a few from a rarer race not yet
-	// found (a ring whose head never moved, the note just past its depth).
-	CHECK(entries_of("rx_spill", 2 * sizeof(std::uint64_t)) <= 10);
+	// Before the release marks, the closing flag and the forget of every
+	// outstanding number, 3,000 such sockets left 47-66 rings and 36-225
+	// spilled notes here.
+	CHECK(entries_of("rx_spill", 2 * sizeof(std::uint64_t)) == 0);
 }
