@@ -638,8 +638,15 @@ int cg_sock_release(struct bpf_sock *ctx)
 		if (*(volatile __u64 *)&csum_drops_waiting && (sk = launder_sk(ctx)))
 			settle_csum_drops(sk, false, false);
 		handle_close((__u64)ctx);
-		if (arrivals_asked) {
-			/* Marked before its ring is forgotten: see rx_released. */
+		/*
+		 * Marked before its ring is forgotten: see rx_released. A
+		 * connected socket begins a ring only with a coalesced datagram
+		 * (rx_ring_get()): while no connected socket has one, a connected
+		 * socket's close (a client's, a socket a query) is not marked,
+		 * and one whose first coalesced datagram came between its
+		 * release and its unhash would keep its ring.
+		 */
+		if (arrivals_asked && (!BPF_SOCK(ctx, dst_port) || *(volatile __u64 *)&gro_connected_rings)) {
 			__u64 skaddr = (__u64)ctx, cookie = bpf_get_socket_cookie(ctx);
 
 			bpf_map_update_elem(&rx_released, &skaddr, &cookie, BPF_ANY);
