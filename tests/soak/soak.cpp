@@ -372,11 +372,6 @@ Maps our_maps()
 	return m;
 }
 
-std::uint64_t entries(int fd, std::size_t key_size)
-{
-	return testutil::map_entries(fd, key_size);
-}
-
 } // namespace
 
 int main(int argc, char **argv)
@@ -501,15 +496,16 @@ int main(int argc, char **argv)
 	std::uint64_t flows_left = 0, socks_left = 0;
 	do {
 		tracer.poll(100ms);
-		flows_left = entries(maps.flows, sizeof(std::uint64_t) * 4);
-		socks_left = entries(maps.socks, sizeof(std::uint64_t));
+		flows_left = testutil::map_entries(maps.flows, sizeof(std::uint64_t) * 4);
+		socks_left = testutil::map_entries(maps.socks, sizeof(std::uint64_t));
 	} while ((flows_left || socks_left || tracer.stats().flows_active) && Clock::now() < empty_by);
 	// The arrival rings (tracepoint backend, attached on demand) are keyed by
 	// socket address: said, for the record, how many outlive their sockets.
 	if (maps.rx_rings >= 0 || our_maps().rx_rings >= 0) {
 		const int fd = maps.rx_rings >= 0 ? maps.rx_rings : our_maps().rx_rings;
-		std::printf("soak: arrival rings left once every socket closed: %llu\n",
-			    static_cast<unsigned long long>(entries(fd, sizeof(std::uint64_t))));
+		std::printf(
+			"soak: arrival rings left once every socket closed: %llu\n",
+			static_cast<unsigned long long>(testutil::map_entries(fd, sizeof(std::uint64_t))));
 	}
 	const auto before_stop = tracer.stats();
 	const std::uint64_t finals_before = checker.finals;
