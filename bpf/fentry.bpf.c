@@ -75,6 +75,29 @@ int BPF_PROG(fe_udpv6_destroy_sock, struct sock *sk)
 }
 
 /*
+ * A new socket (sk_prot->init: udp_init_sock(), and udpv6_init_sock() for
+ * IPv6 where it exists, 6.1 and stable backports): its address may still be
+ * in the socket table under an id of a socket gone unseen, one whose
+ * destruction ran no program (a run the kernel skipped) or one a drop
+ * registered again between its destruction and its unhash. That socket's
+ * flows end here, so the new one takes an id of its own, not the dead
+ * one's flows.
+ */
+SEC("fentry/udp_init_sock")
+int BPF_PROG(fe_udp_init_sock, struct sock *sk)
+{
+	handle_close((__u64)sk);
+	return 0;
+}
+
+SEC("fentry/udpv6_init_sock")
+int BPF_PROG(fe_udpv6_init_sock, struct sock *sk)
+{
+	handle_close((__u64)sk);
+	return 0;
+}
+
+/*
  * Drops (drops.bpf.h). Where the kfree_skb tracepoint does not name the
  * receiving socket (before 6.11), the datagram's way into a socket,
  * udp_queue_rcv_one_skb() and udpv6_queue_rcv_one_skb() (the socket's

@@ -159,6 +159,21 @@ int BPF_KPROBE(kp_udpv6_destroy_sock, struct sock *sk)
 	return 0;
 }
 
+/* A new socket: a gone one's id at its address ends here (see fentry.bpf.c). */
+SEC("kprobe/udp_init_sock")
+int BPF_KPROBE(kp_udp_init_sock, struct sock *sk)
+{
+	handle_close((__u64)sk);
+	return 0;
+}
+
+SEC("kprobe/udpv6_init_sock")
+int BPF_KPROBE(kp_udpv6_init_sock, struct sock *sk)
+{
+	handle_close((__u64)sk);
+	return 0;
+}
+
 /*
  * Drops: the fentry backend's windows (see fentry.bpf.c). The receive
  * functions run in softirq context and __first_packet_length() with bottom

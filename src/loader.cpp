@@ -137,8 +137,27 @@ void configure_drop_hooks(Configuration &c, const std::vector<DropHook> &receive
 		load(h, true);
 }
 
+// The new-socket hooks (bpf/fentry.bpf.c): a socket's init ends the flows of
+// a gone socket whose id is still at its address. udpv6_init_sock() arrived
+// in 6.1 (and stable backports); before it, udp_init_sock() starts IPv6
+// sockets too.
+void configure_init_hooks(Configuration &c, ProgramRef v4, ProgramRef v6)
+{
+	for (const auto &[function, program] :
+	     {std::pair{"udp_init_sock", v4}, std::pair{"udpv6_init_sock", v6}}) {
+		const bool present = c.kernel.has_function(function);
+		bpf_program__set_autoload(c.skel.progs.*program, present);
+		if (!present)
+			c.log(fmt::format("new sockets: the kernel's BTF lacks {}{}", function,
+					  program == v6 ? " (udp_init_sock starts IPv6 sockets too)"
+							: ": a socket at the address of one gone unseen "
+							  "takes that one's id"));
+	}
+}
+
 void configure_fentry(Configuration &c)
 {
+	configure_init_hooks(c, &Programs::fe_udp_init_sock, &Programs::fe_udpv6_init_sock);
 	constexpr const char *kReceiveDrops = "socket filter, receive buffer and protocol memory drops";
 	configure_drop_hooks(c,
 			     {{"udp_queue_rcv_one_skb",
@@ -157,6 +176,7 @@ void configure_fentry(Configuration &c)
 
 void configure_kprobe(Configuration &c)
 {
+	configure_init_hooks(c, &Programs::kp_udp_init_sock, &Programs::kp_udpv6_init_sock);
 	constexpr const char *kReceiveDrops = "socket filter, receive buffer and protocol memory drops";
 	configure_drop_hooks(c,
 			     {{"udp_queue_rcv_one_skb",
@@ -244,7 +264,8 @@ const std::vector<BackendRow> &backend_rows()
 			{&Programs::fx_udp_sendmsg, &Programs::fx_udpv6_sendmsg,
 			 &Programs::fe_skb_consume_udp, &Programs::fx_ip4_datagram_connect,
 			 &Programs::fx_ip6_datagram_connect, &Programs::fe_udp_destroy_sock,
-			 &Programs::fe_udpv6_destroy_sock, &Programs::tp_kfree_skb_drop,
+			 &Programs::fe_udpv6_destroy_sock, &Programs::fe_udp_init_sock,
+			 &Programs::fe_udpv6_init_sock, &Programs::tp_kfree_skb_drop,
 			 &Programs::fe_udp_queue_rcv_one_skb, &Programs::fx_udp_queue_rcv_one_skb,
 			 &Programs::fe_udpv6_queue_rcv_one_skb, &Programs::fx_udpv6_queue_rcv_one_skb,
 			 &Programs::fe_first_packet_length, &Programs::fx_first_packet_length,
@@ -290,6 +311,8 @@ const std::vector<BackendRow> &backend_rows()
 			 &Programs::kr_ip6_datagram_connect,
 			 &Programs::kp_udp_destroy_sock,
 			 &Programs::kp_udpv6_destroy_sock,
+			 &Programs::kp_udp_init_sock,
+			 &Programs::kp_udpv6_init_sock,
 			 &Programs::tp_kfree_skb_drop,
 			 &Programs::kp_udp_queue_rcv_one_skb,
 			 &Programs::kr_udp_queue_rcv_one_skb,
