@@ -195,12 +195,12 @@ static __always_inline void note_insert_failure(int err)
 
 /*
  * Per-CPU sequence in the high bits, CPU in the low 16: unique without a
- * fetch-and-add (5.10 has none). Linux counts at most 8,192 CPUs (13 bits,
- * NR_CPUS); 12 bits made CPU 4,096's ids those of CPU 0. 48 bits of
- * sequence are 2.8 x 10^14 sockets a CPU. A program that interrupts this one on the
- * CPU (a softirq's drop makes ids too) runs to its end first: if it took a
- * number between the read before the addition and the one after, they are
- * not one apart, and this one draws again. 0 if it never gets one.
+ * fetch-and-add (5.10 has none). Linux is built for at most 8,192 CPUs
+ * (NR_CPUS, 13 bits); 12 bits gave CPU 4,096 the ids of CPU 0. 48 bits of
+ * sequence are 2.8 x 10^14 sockets a CPU. A program that interrupts this
+ * one on the CPU (a softirq's drop makes ids too) runs to its end first: if
+ * it took a number between the read before the addition and the one after,
+ * they are not one apart, and this one draws again. 0 if it never gets one.
  */
 static __always_inline __u64 new_sock_id(void)
 {
