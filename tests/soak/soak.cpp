@@ -501,12 +501,10 @@ int main(int argc, char **argv)
 	} while ((flows_left || socks_left || tracer.stats().flows_active) && Clock::now() < empty_by);
 	// The arrival rings (tracepoint backend, attached on demand) are keyed by
 	// socket address: said, for the record, how many outlive their sockets.
-	if (maps.rx_rings >= 0 || our_maps().rx_rings >= 0) {
-		const int fd = maps.rx_rings >= 0 ? maps.rx_rings : our_maps().rx_rings;
+	if (const int rings = maps.rx_rings >= 0 ? maps.rx_rings : our_maps().rx_rings; rings >= 0)
 		std::printf(
 			"soak: arrival rings left once every socket closed: %llu\n",
-			static_cast<unsigned long long>(testutil::map_entries(fd, sizeof(std::uint64_t))));
-	}
+			static_cast<unsigned long long>(testutil::map_entries(rings, sizeof(std::uint64_t))));
 	const auto before_stop = tracer.stats();
 	const std::uint64_t finals_before = checker.finals;
 	tracer.stop();
