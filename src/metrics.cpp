@@ -137,7 +137,7 @@ struct FlowKeyHash {
 struct SeriesState {
 	FlowCounters counters;
 	std::uint64_t open_flows = 0;
-	WallTime last_change{};
+	std::chrono::steady_clock::time_point last_change{}; // when add() took it
 };
 
 } // namespace
@@ -236,7 +236,7 @@ void FlowMetrics::add(const Event &event)
 	if (flow.series) {
 		add_to(flow.series->counters, delta);
 		if (traffic || ends_flow(event.kind))
-			flow.series->last_change = std::max(flow.series->last_change, event.time);
+			flow.series->last_change = std::chrono::steady_clock::now();
 	}
 	if (ends_flow(event.kind)) {
 		if (flow.series)
@@ -264,7 +264,19 @@ MetricsSnapshot FlowMetrics::snapshot() const
 	return s;
 }
 
+std::size_t FlowMetrics::drop_stale()
+{
+	return drop_stale(std::chrono::steady_clock::now());
+}
+
 std::size_t FlowMetrics::drop_stale(WallTime now)
+{
+	const auto ahead = now - std::chrono::system_clock::now();
+	return drop_stale(std::chrono::steady_clock::now() +
+			  std::chrono::duration_cast<std::chrono::steady_clock::duration>(ahead));
+}
+
+std::size_t FlowMetrics::drop_stale(std::chrono::steady_clock::time_point now)
 {
 	Impl &d = *impl_;
 	if (d.config.stale_after.count() == 0)

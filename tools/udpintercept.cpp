@@ -53,8 +53,7 @@ struct Metrics {
 	void refresh(const udpintercept::Tracer &tracer, std::string backend)
 	{
 		exposition->update({tracer.stats(), std::move(backend)});
-		flows->drop_stale(udpintercept::WallTime(std::chrono::duration_cast<std::chrono::nanoseconds>(
-			std::chrono::system_clock::now().time_since_epoch())));
+		flows->drop_stale();
 	}
 };
 

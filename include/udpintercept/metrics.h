@@ -121,11 +121,22 @@ public:
 	MetricsSnapshot snapshot() const;
 
 	/**
-	 * Applies the staleness rule as of `now` (wall-clock, as Event::time):
-	 * drops the series without an open flow whose last change is at least
-	 * MetricsConfig::stale_after old. Returns how many it dropped.
+	 * Applies the staleness rule as of now: drops the series without an
+	 * open flow whose last change is at least MetricsConfig::stale_after
+	 * old. A change is dated when add() takes it, on the monotonic clock,
+	 * so a step of the wall clock (NTP, an administrator) neither ages
+	 * series nor keeps them. Returns how many it dropped.
 	 */
-	std::size_t drop_stale(WallTime now);
+	std::size_t drop_stale();
+
+	/// The same as of `now`, an instant of the monotonic clock add() dates changes by.
+	std::size_t drop_stale(std::chrono::steady_clock::time_point now);
+
+	/**
+	 * The same as of the wall-clock instant `now`, read against the wall
+	 * clock at the call (now - system_clock::now() from this moment).
+	 */
+	[[deprecated("the wall clock can step: drop_stale()")]] std::size_t drop_stale(WallTime now);
 
 	/// The config it was built with.
 	const MetricsConfig &config() const noexcept;

@@ -229,10 +229,11 @@ TEST_CASE("the staleness rule drops only series without open flows, quiet for lo
 	m.add(snap(EventKind::update, 1, 2, 10, 1, 0, 0, "gone", kT0));
 	m.add(snap(EventKind::close, 1, 2, 10, 1, 0, 0, "gone", kT0 + 5s));
 	m.add(snap(EventKind::update, 2, 2, 10, 1, 0, 0, "open", kT0));
+	const auto added = std::chrono::steady_clock::now(); // after every change above
 
-	CHECK(m.drop_stale(kT0 + 64s) == 0); // 59 s after the close
-	CHECK(m.drop_stale(kT0 + 65s) == 1);
-	CHECK(m.drop_stale(kT0 + 3600s) == 0); // "open" still has its flow
+	CHECK(m.drop_stale(added + 59s) == 0);
+	CHECK(m.drop_stale(added + 60s) == 1);
+	CHECK(m.drop_stale(added + 3600s) == 0); // "open" still has its flow
 	auto s = m.snapshot();
 	REQUIRE(s.series.size() == 1);
 	CHECK(s.series[0].values[0] == "open");
@@ -242,11 +243,42 @@ TEST_CASE("the staleness rule drops only series without open flows, quiet for lo
 	m.add(snap(EventKind::update, 3, 2, 4, 1, 0, 0, "gone", kT0 + 4000s));
 	CHECK(find(m.snapshot(), {"gone", "ipv4", "/system.slice/dns.service"})->counters ==
 	      FlowCounters{4, 1, 0, 0});
+	CHECK(m.drop_stale() == 0); // just changed, and as of now
 
 	c.stale_after = 0s; // never
 	FlowMetrics keep(c);
 	keep.add(snap(EventKind::close, 1, 2, 10, 1));
-	CHECK(keep.drop_stale(kT0 + std::chrono::hours(24 * 365)) == 0);
+	CHECK(keep.drop_stale(std::chrono::steady_clock::now() + std::chrono::hours(24 * 365)) == 0);
+}
+
+TEST_CASE("a step of the wall clock neither ages series nor keeps them", "[metrics]")
+{
+	MetricsConfig c;
+	c.stale_after = 60s;
+	FlowMetrics m(c);
+	// Changes stamped a year before and a year after the instant they are
+	// added, as after the wall clock stepped either way.
+	const auto year = std::chrono::hours(24 * 365);
+	const auto wall_now = WallTime(std::chrono::duration_cast<std::chrono::nanoseconds>(
+		std::chrono::system_clock::now().time_since_epoch()));
+	m.add(snap(EventKind::close, 1, 2, 10, 1, 0, 0, "past", wall_now - year));
+	m.add(snap(EventKind::close, 2, 2, 10, 1, 0, 0, "future", wall_now + year));
+	const auto added = std::chrono::steady_clock::now();
+
+	CHECK(m.drop_stale() == 0);
+	CHECK(m.drop_stale(added + 59s) == 0);
+	CHECK(m.drop_stale(added + 60s) == 2);
+	CHECK(m.snapshot().dropped_series == 2);
+
+	// The wall-clock form reads its instant against the wall clock at the
+	// call: a minute ahead of it is a minute of the monotonic clock ahead.
+	FlowMetrics wall(c);
+	wall.add(snap(EventKind::close, 1, 2, 10, 1, 0, 0, "past", wall_now - year));
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+	CHECK(wall.drop_stale(wall_now + 30s) == 0);
+	CHECK(wall.drop_stale(wall_now + 24h) == 1);
+#pragma GCC diagnostic pop
 }
 
 TEST_CASE("invalid metrics configs are named", "[metrics][options]")
