@@ -9,6 +9,7 @@
 #include <dlfcn.h>
 #include <linux/bpf.h>
 #include <mutex>
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <utility>
 
@@ -22,6 +23,18 @@ std::atomic<bool> g_recording{false};
 std::atomic<bool> g_seen{false};
 std::mutex g_mutex;
 std::vector<BpfCall> g_calls;
+
+/*
+ * A fork while another thread records a call (the library forks a child for
+ * a probe while it makes maps on a thread) must not leave the lock held in
+ * the child, where no thread would release it: the fork waits for the lock,
+ * and the child, whose calls are not the start's, records none.
+ */
+const int g_fork_safe = pthread_atfork([] { g_mutex.lock(); }, [] { g_mutex.unlock(); },
+				       [] {
+					       g_recording = false;
+					       g_mutex.unlock();
+				       });
 
 using SyscallFn = long (*)(long, ...);
 
