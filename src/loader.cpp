@@ -17,7 +17,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <sys/syscall.h>
 #include <system_error>
 #include <thread>
 #include <unistd.h>
@@ -368,8 +367,8 @@ bool on_two_cpus() noexcept
  * what it would have made, and only in the first load that asks: a backend
  * refused after attaching part of its programs leaves its maps behind. A
  * map the kernel refuses here is made by libbpf as ever, which reports the
- * refusal. The bpf() call is made directly, not through libbpf, whose
- * feature probes are not for two threads at once.
+ * refusal. The bpf() call is made directly (sys_bpf()), not through
+ * libbpf.
  */
 class PremadeMaps {
 public:
@@ -432,7 +431,7 @@ private:
 		attr.value_size = m.value_size;
 		attr.max_entries = m.max_entries;
 		std::strncpy(attr.map_name, m.name, sizeof(attr.map_name) - 1);
-		return UniqueFd(static_cast<int>(syscall(__NR_bpf, BPF_MAP_CREATE, &attr, sizeof(attr))));
+		return UniqueFd(static_cast<int>(sys_bpf(BPF_MAP_CREATE, &attr)));
 	}
 
 	std::array<Made, 2> maps_;

@@ -76,11 +76,6 @@ template <typename F> int in_child(F probe)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-long sys_bpf(int cmd, bpf_attr *attr)
-{
-	return syscall(SYS_bpf, cmd, attr, sizeof(*attr));
-}
-
 // Whether this kernel charges BPF memory to RLIMIT_MEMLOCK: a one-entry map
 // is created under a limit of zero. Memory cgroup accounting replaced the
 // rlimit in Linux 5.11 ("bpf: eliminate rlimit-based memory accounting").
@@ -108,6 +103,11 @@ std::string kib(rlim_t bytes)
 }
 
 } // namespace
+
+long sys_bpf(int cmd, bpf_attr *attr) noexcept
+{
+	return syscall(SYS_bpf, cmd, attr, sizeof(*attr));
+}
 
 bool has_capability(int cap)
 {

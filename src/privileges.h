@@ -9,7 +9,14 @@
 #include <string_view>
 #include <vector>
 
+union bpf_attr;
+
 namespace udpintercept::detail {
+
+/// The bpf() system call made directly, not through libbpf: for a forked
+/// child, which may make raw system calls only, and for a thread beside
+/// libbpf's work (its lazily cached feature probes are not for two threads).
+long sys_bpf(int cmd, bpf_attr *attr) noexcept;
 
 // Capability numbers of linux/capability.h: CAP_PERFMON and CAP_BPF arrived
 // in Linux 5.8, after the headers some C libraries still ship.
