@@ -7,13 +7,13 @@
 #include <fcntl.h>
 #include <fstream>
 #include <sstream>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <utility>
 #include <vector>
 
 #include "kernel_probe.h"
-#include "fd.h"
 
 namespace udpintercept::detail {
 
@@ -26,6 +26,8 @@ constexpr std::size_t kMaxPaths = 1 << 16;
 constexpr std::size_t kMaxGone = 1 << 16;
 constexpr std::size_t kMaxV1Entries = 1 << 14;
 constexpr auto kV1Fresh = std::chrono::seconds(1);
+// A cgroup is made with mkdir(); cgroup v2 has no rename, but a move is cheap to hear.
+constexpr std::uint32_t kWatchMask = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR | IN_DONT_FOLLOW;
 
 bool is_id(std::string_view s)
 {
@@ -110,20 +112,46 @@ CgroupNames::CgroupNames() : CgroupNames(cgroup2_mount(), "/proc", has_cgroup_v1
 void CgroupNames::walk()
 {
 	walks_++;
+	watching_ = false;
 	if (root_.empty())
 		return;
+	if (!inotify_)
+		inotify_.reset(inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+	// Every directory there is gets its watch (the same descriptor if it had one): a
+	// removal whose IN_IGNORED a full queue lost leaves nothing behind.
+	watched_.clear();
 	std::unordered_map<std::uint64_t, std::string> found;
+	const bool all_watched = walk_from("", found);
+	watching_ = inotify_ && all_watched && !found.empty();
+	if (paths_.size() + found.size() > kMaxPaths)
+		paths_.clear(); // forget removed cgroups, keep what exists now
+	for (auto &[id, path] : found)
+		paths_.insert_or_assign(id, std::move(path));
+}
+
+bool CgroupNames::walk_from(const std::string &rel, std::unordered_map<std::uint64_t, std::string> &found)
+{
+	bool all_watched = true;
 	// Depth first with an explicit stack: the depth is the tree's, not ours to trust.
 	std::vector<std::pair<UniqueFd, std::string>> stack;
-	UniqueFd top(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+	UniqueFd top(::open((root_ + rel).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 	struct stat st {};
 	if (!top || fstat(top.get(), &st) != 0)
-		return;
-	found[st.st_ino] = "/";
-	stack.emplace_back(std::move(top), "");
+		return true; // removed already: nothing there to watch
+	found[st.st_ino] = rel.empty() ? "/" : rel;
+	stack.emplace_back(std::move(top), rel);
 	while (!stack.empty()) {
-		auto [fd, rel] = std::move(stack.back());
+		auto [fd, dir_rel] = std::move(stack.back());
 		stack.pop_back();
+		// Watched before it is read: a cgroup made meanwhile is in one or the other.
+		if (inotify_) {
+			const int wd =
+				inotify_add_watch(inotify_.get(), (root_ + dir_rel).c_str(), kWatchMask);
+			if (wd >= 0)
+				watched_.insert_or_assign(wd, dir_rel);
+			else if (errno != ENOENT && errno != ENOTDIR)
+				all_watched = false; // ENOSPC: the user's watches are used up
+		}
 		DIR *dir = fdopendir(fd.get());
 		if (!dir)
 			continue;
@@ -139,14 +167,46 @@ void CgroupNames::walk()
 					      O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
 			if (!child || fstat(child.get(), &st) != 0)
 				continue;
-			std::string path = rel + "/" + std::string(name);
+			std::string path = dir_rel + "/" + std::string(name);
 			found[st.st_ino] = path;
 			stack.emplace_back(std::move(child), std::move(path));
 		}
 		closedir(dir);
 	}
-	if (paths_.size() + found.size() > kMaxPaths)
-		paths_.clear(); // forget removed cgroups, keep what exists now
+	return all_watched;
+}
+
+void CgroupNames::catch_up()
+{
+	alignas(inotify_event) char buf[16384];
+	std::unordered_map<std::uint64_t, std::string> found;
+	ssize_t n;
+	while ((n = read(inotify_.get(), buf, sizeof buf)) > 0) {
+		for (ssize_t off = 0; off < n;) {
+			const auto *ev = reinterpret_cast<const inotify_event *>(buf + off);
+			off += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+			if (ev->mask & IN_Q_OVERFLOW) {
+				watching_ = false; // creations were lost: only a walk finds them
+				continue;
+			}
+			const auto it = watched_.find(ev->wd);
+			if (it == watched_.end())
+				continue;
+			if (ev->mask & IN_IGNORED) {
+				watched_.erase(it); // the directory is gone
+				continue;
+			}
+			if (!(ev->mask & IN_ISDIR) || ev->len == 0)
+				continue;
+			// A cgroup made under one watched: it (and what was made in it before its watch).
+			if (!walk_from(it->second + "/" + ev->name, found))
+				watching_ = false;
+		}
+	}
+	if (paths_.size() + found.size() > kMaxPaths) {
+		walk(); // forgets removed cgroups and learns the tree again
+		return;
+	}
 	for (auto &[id, path] : found)
 		paths_.insert_or_assign(id, std::move(path));
 }
@@ -160,7 +220,11 @@ const std::string &CgroupNames::path(std::uint64_t id)
 		return it->second;
 	if (gone_.count(id))
 		return kUnknown;
-	walk();
+	// Watching every directory, a cgroup the watches did not report is gone.
+	if (watching_)
+		catch_up();
+	if (!watching_)
+		walk();
 	if (auto it = paths_.find(id); it != paths_.end())
 		return it->second;
 	if (gone_.size() >= kMaxGone)

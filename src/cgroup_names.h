@@ -14,6 +14,8 @@
 
 #include <udpintercept/event.h>
 
+#include "fd.h"
+
 namespace udpintercept::detail {
 
 /**
@@ -37,11 +39,15 @@ std::string container_id_of_v1(std::string_view proc_cgroup);
 
 /**
  * Cgroup v2 ids to paths (relative to the cgroup2 mount, "/" for its root)
- * and container ids. An id is the inode number of its directory: an unknown
- * id makes one walk of the tree, which learns every cgroup there is; an id
- * the walk did not find belonged to a cgroup already removed, and ids are
- * never reused, so it is not looked for again. Not thread-safe: the tracer's
- * thread owns it.
+ * and container ids. An id is the inode number of its directory. The first
+ * lookup walks the tree, which learns every cgroup there is and watches each
+ * directory with inotify; from then on a cgroup made later is learnt from
+ * its parent's IN_CREATE, one directory read, not another walk. An id that
+ * is then still unknown belonged to a cgroup already removed, and ids are
+ * never reused, so it is not looked for again. Where a watch cannot be had
+ * (no inotify, the user's watches used up, the event queue overflowed),
+ * misses walk the tree again until a walk watches every directory. Not
+ * thread-safe: the tracer's thread owns it.
  */
 class CgroupNames {
 public:
@@ -62,8 +68,11 @@ public:
 	/// Fills `event.cgroup` and `event.container_id` from its cgroup id and pid.
 	void annotate(Event &event);
 
-	/// Walks of the tree so far (for tests: a miss walks once).
+	/// Walks of the whole tree so far (for tests).
 	std::uint64_t walks() const noexcept { return walks_; }
+
+	/// Whether every directory of the tree is watched, so a miss needs no walk (for tests).
+	bool watching() const noexcept { return watching_; }
 
 private:
 	struct V1Entry {
@@ -72,6 +81,9 @@ private:
 	};
 
 	void walk();
+	bool walk_from(const std::string &rel, std::unordered_map<std::uint64_t, std::string> &found);
+	void catch_up();
+	void learn(std::unordered_map<std::uint64_t, std::string> &found);
 	const std::string &v1_container(std::uint32_t pid, std::uint64_t cgroup_id);
 
 	std::string root_;
@@ -84,6 +96,10 @@ private:
 	std::unordered_map<std::uint64_t, std::unordered_map<std::uint32_t, V1Entry>> v1_;
 	std::size_t v1_entries_ = 0;
 	std::uint64_t walks_ = 0;
+	// inotify: each watched directory's path by watch descriptor.
+	UniqueFd inotify_;
+	std::unordered_map<int, std::string> watched_;
+	bool watching_ = false;
 };
 
 /// Whether /proc/self/cgroup lists any cgroup v1 hierarchy.

@@ -10,8 +10,10 @@
 #include <filesystem>
 #include <memory>
 #include <fstream>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "cgroup_names.h"
 #include "recorder.h"
 
 using namespace std::chrono_literals;
@@ -238,4 +240,47 @@ TEST_CASE("on hybrid hosts a process's cgroup v1 path names its container when v
 	REQUIRE(pump_until(rec,
 			   [&] { return !of_sender(rec, pid, udpintercept::EventKind::close).empty(); }));
 	CHECK(of_sender(rec, pid, udpintercept::EventKind::close).front().container_id == kId);
+}
+
+TEST_CASE("cgroups made after the first lookup are named without walking the tree again", "[cgroups]")
+{
+	const std::string v2 = mount_of("cgroup2");
+	REQUIRE(!v2.empty());
+	const auto id_of = [&](const std::string &path) {
+		struct stat st {};
+		REQUIRE(stat((v2 + path).c_str(), &st) == 0);
+		return static_cast<std::uint64_t>(st.st_ino);
+	};
+	udpintercept::detail::CgroupNames names; // the machine's, as the tracer's
+	CHECK(names.path(id_of("/")) == "/");
+	REQUIRE(names.walks() == 1);
+	REQUIRE(names.watching());
+
+	// Containers come and go: each cgroup is heard of through its parent's watch.
+	const std::string top = "/udpi-cgroup-watch-" + std::to_string(getpid());
+	std::vector<std::unique_ptr<Cgroup>> made;
+	for (int i = 0; i < 20; i++) {
+		made.push_back(std::make_unique<Cgroup>(v2, top,
+							"/kubepods/burstable/pod" + std::to_string(i) + "/" +
+								kId.substr(0, 60) +
+								std::to_string(1000 + i)));
+		INFO(made.back()->path());
+		CHECK(names.path(id_of(made.back()->path())) == made.back()->path());
+	}
+	CHECK(names.path(id_of(top + "/kubepods/burstable")) == top + "/kubepods/burstable");
+
+	// One made and removed before anyone asked: gone, and no walk looks for it.
+	std::uint64_t brief = 0;
+	{
+		Cgroup gone(v2, top, "/brief");
+		brief = id_of(gone.path());
+	}
+	CHECK(names.path(brief) == "");
+	// Removed after it was named: it keeps its path (a flow's close comes later).
+	const std::string last = made.back()->path();
+	const std::uint64_t last_id = id_of(last);
+	made.pop_back();
+	CHECK(names.path(last_id) == last);
+	CHECK(names.walks() == 1);
+	CHECK(names.watching());
 }

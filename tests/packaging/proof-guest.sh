@@ -221,6 +221,10 @@ t=$(now)
 systemctl restart udpintercept.service || result json-restart FAIL
 info "systemctl restart (--json) took $(since "$t")s"
 traffic ledger-json.json || result traffic-json FAIL
+# A cgroup made after the service started (a transient scope, as a container
+# runtime makes one): the sandboxed service names its flow.
+systemd-run --quiet --scope --unit=udpi-proof-late -- \
+	bash -c 'exec 3>/dev/udp/127.0.0.1/9 && echo late >&3 && sleep 2' || info "systemd-run --scope failed"
 systemctl stop udpintercept.service # the final snapshots, then the summary
 journalctl -u udpintercept.service --after-cursor="$cursor" --no-pager -o cat >journal.txt
 grep '^{' journal.txt >snapshots.jsonl
@@ -233,6 +237,9 @@ summary=$(grep 'events=' journal.txt | tail -n 1)
 case $summary in *" lost=0 "*) ;; *) ok=0 ;; esac
 info "$(grep -c . snapshots.jsonl) JSON snapshots in the journal; $summary"
 [ "$ok" = 1 ] && result json-journal-equal-ledger PASS || result json-journal-equal-ledger FAIL
+late=$(grep '"dport":9,' snapshots.jsonl | grep -c '"cgroup":"[^"]*/udpi-proof-late\.scope"')
+info "$late snapshots of the flow from udpi-proof-late.scope name its cgroup: $(grep '"dport":9,' snapshots.jsonl | head -n 1)"
+[ "$late" -ge 1 ] && result cgroup-made-after-start-named PASS || result cgroup-made-after-start-named FAIL
 if [ "$(systemctl show -p Result --value udpintercept.service)" = success ]; then
 	result stops-cleanly PASS
 else
