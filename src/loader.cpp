@@ -918,13 +918,14 @@ Loader::Loader(const Options &options) : impl_(std::make_unique<Impl>(options))
 			d.open(raw.get());
 			d.log("opened the BPF object");
 			d.configure(*kernel);
-			if (const int n = premade.adopt(d.skel->obj))
-				d.log(fmt::format("{} maps made beside the start", n));
+			const int adopted = premade.adopt(d.skel->obj);
+			if (adopted)
+				d.log(fmt::format("{} maps made beside the start", adopted));
 			d.load(capture);
 			d.log(fmt::format("loaded {} programs{} and created {} maps",
 					  d.count_loaded_programs(),
 					  d.program_objects.empty() ? "" : " (verified on two threads)",
-					  d.count_created_maps()));
+					  d.count_created_maps() - static_cast<std::size_t>(adopted)));
 			d.attach(capture);
 			d.log(fmt::format("attached {} programs", d.links.size()));
 			d.reason = tried + candidates[i].second;
