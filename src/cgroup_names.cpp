@@ -100,8 +100,8 @@ bool has_cgroup_v1()
 	return false;
 }
 
-CgroupNames::CgroupNames(std::string root, std::string proc, bool v1_fallback)
-    : root_(std::move(root)), proc_(std::move(proc)), v1_fallback_(v1_fallback)
+CgroupNames::CgroupNames(std::string root, std::string proc, bool v1_fallback, bool watch)
+    : root_(std::move(root)), proc_(std::move(proc)), v1_fallback_(v1_fallback), watch_(watch)
 {
 	while (root_.size() > 1 && root_.back() == '/')
 		root_.pop_back();
@@ -115,7 +115,7 @@ void CgroupNames::walk()
 	watching_ = false;
 	if (root_.empty())
 		return;
-	if (!inotify_)
+	if (watch_ && !inotify_)
 		inotify_.reset(inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
 	// Every directory there is gets its watch (the same descriptor if it had one): a
 	// removal whose IN_IGNORED a full queue lost leaves nothing behind.

@@ -55,9 +55,10 @@ public:
 	 * `root`: the cgroup2 mount (empty: paths are unknown). `proc`: where
 	 * /proc is. `v1_fallback`: on hosts with cgroup v1 hierarchies (hybrid
 	 * ones, where container runtimes may use v1 only), a process whose v2
-	 * path names no container is looked up in its v1 paths.
+	 * path names no container is looked up in its v1 paths. `watch`: learn
+	 * new cgroups from inotify watches (false: every miss walks the tree).
 	 */
-	CgroupNames(std::string root, std::string proc, bool v1_fallback);
+	CgroupNames(std::string root, std::string proc, bool v1_fallback, bool watch = true);
 
 	/// For this machine: its cgroup2 mount, /proc, and v1 if mounted.
 	CgroupNames();
@@ -89,6 +90,7 @@ private:
 	std::string root_;
 	std::string proc_;
 	bool v1_fallback_;
+	bool watch_;
 	std::unordered_map<std::uint64_t, std::string> paths_;
 	std::unordered_set<std::uint64_t> gone_;
 	// (pid, cgroup id) -> the container of the process's v1 paths, re-read

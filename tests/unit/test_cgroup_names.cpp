@@ -174,6 +174,23 @@ TEST_CASE("cgroup ids resolve to paths through one walk, cached", "[cgroup]")
 	CHECK(none.path(inode(root.path())) == "");
 }
 
+TEST_CASE("without watches every miss walks the tree", "[cgroup]")
+{
+	TempDir root;
+	namespace fs = std::filesystem;
+	CgroupNames names(root.path().string(), "/nonexistent", false, false);
+	CHECK(names.path(inode(root.path())) == "/");
+	CHECK_FALSE(names.watching());
+	fs::create_directories(root.path() / "later" / "a");
+	CHECK(names.path(inode(root.path() / "later" / "a")) == "/later/a");
+	CHECK(names.path(inode(root.path() / "later")) == "/later");
+	CHECK(names.walks() == 2); // the walk of the first miss learnt both
+	const std::uint64_t unknown = 0x7fffffff12345678ull;
+	CHECK(names.path(unknown) == "");
+	CHECK(names.path(unknown) == ""); // looked for once
+	CHECK(names.walks() == 3);
+}
+
 TEST_CASE("creations the watches lost are found by walking again", "[cgroup]")
 {
 	TempDir root;
