@@ -225,6 +225,12 @@ traffic ledger-json.json || result traffic-json FAIL
 # runtime makes one): the sandboxed service names its flow.
 systemd-run --quiet --scope --unit=udpi-proof-late -- \
 	bash -c 'exec 3>/dev/udp/127.0.0.1/9 && echo late >&3 && sleep 2' || info "systemd-run --scope failed"
+# It learnt the scope from inotify watches on the cgroup tree, which its
+# sandbox allows (else every new cgroup would cost a walk of the tree).
+pid=$(systemctl show -p MainPID --value udpintercept.service)
+watches=$(cat /proc/"$pid"/fdinfo/* 2>/dev/null | grep -c '^inotify wd:')
+info "the service watches $watches cgroup directories; $(find /sys/fs/cgroup -type d | wc -l) exist"
+[ "$watches" -gt 1 ] && result cgroup-tree-watched PASS || result cgroup-tree-watched FAIL
 systemctl stop udpintercept.service # the final snapshots, then the summary
 journalctl -u udpintercept.service --after-cursor="$cursor" --no-pager -o cat >journal.txt
 grep '^{' journal.txt >snapshots.jsonl
