@@ -84,7 +84,6 @@ private:
 	void walk();
 	bool walk_from(const std::string &rel, std::unordered_map<std::uint64_t, std::string> &found);
 	void catch_up();
-	void learn(std::unordered_map<std::uint64_t, std::string> &found);
 	const std::string &v1_container(std::uint32_t pid, std::uint64_t cgroup_id);
 
 	std::string root_;
