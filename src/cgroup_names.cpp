@@ -211,6 +211,12 @@ void CgroupNames::catch_up()
 		paths_.insert_or_assign(id, std::move(path));
 }
 
+void CgroupNames::refresh()
+{
+	if (watching_)
+		catch_up();
+}
+
 const std::string &CgroupNames::path(std::uint64_t id)
 {
 	static const std::string kUnknown;

@@ -69,6 +69,14 @@ public:
 	/// Fills `event.cgroup` and `event.container_id` from its cgroup id and pid.
 	void annotate(Event &event);
 
+	/**
+	 * Learns the cgroups made since the last look, as a miss would: called
+	 * now and then (the tracer's sweeps), it keeps the inotify queue from
+	 * filling (and overflowing, which would cost a walk) on a machine whose
+	 * cgroups come and go faster than new ones send.
+	 */
+	void refresh();
+
 	/// Walks of the whole tree so far (for tests).
 	std::uint64_t walks() const noexcept { return walks_; }
 

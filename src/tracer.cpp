@@ -122,6 +122,7 @@ struct __attribute__((visibility("hidden"))) Tracer::Impl {
 		const std::uint64_t now = detail::monotonic_ns();
 		if (loop.take_sweep(now)) {
 			clock.calibrate();
+			cgroup_names.refresh();
 			if (tracker.sweep(now))
 				loop.sweep_soon(); // flows a batch limit left due
 			loop.consume();            // what the sweep's flushes sent

@@ -215,6 +215,30 @@ TEST_CASE("creations the watches lost are found by walking again", "[cgroup]")
 	CHECK(names.walks() == 2);
 }
 
+TEST_CASE("looked at now and then, the watches keep up with more creations than the queue holds", "[cgroup]")
+{
+	TempDir root;
+	namespace fs = std::filesystem;
+	CgroupNames names(root.path().string(), "/nonexistent", false);
+	CHECK(names.path(inode(root.path())) == "/");
+	std::size_t queue = 16384;
+	std::ifstream("/proc/sys/fs/inotify/max_queued_events") >> queue;
+	REQUIRE(queue <= (1u << 20));
+	// Cgroups come and go, none of them sending, twice as many as the queue holds.
+	for (std::size_t i = 0; i < queue; i++) {
+		const fs::path come = root.path() / ("come-" + std::to_string(i)); // unlike names: no merging
+		fs::create_directory(come);
+		fs::remove(come);
+		if (i % 1024 == 0)
+			names.refresh();
+	}
+	fs::create_directory(root.path() / "stays");
+	names.refresh();
+	CHECK(names.watching());
+	CHECK(names.path(inode(root.path() / "stays")) == "/stays");
+	CHECK(names.walks() == 1);
+}
+
 TEST_CASE("annotate fills cgroup and container_id, from v1 paths when v2 names none", "[cgroup]")
 {
 	TempDir root, proc;
