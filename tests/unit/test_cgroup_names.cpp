@@ -28,6 +28,15 @@ std::uint64_t inode(const std::filesystem::path &p)
 	return st.st_ino;
 }
 
+// The events an inotify queue holds before it overflows (fs.inotify.max_queued_events).
+std::size_t inotify_queue_depth()
+{
+	std::size_t queue = 16384;
+	std::ifstream("/proc/sys/fs/inotify/max_queued_events") >> queue;
+	REQUIRE(queue <= (1u << 20)); // a queue that deep would take too long to fill here
+	return queue;
+}
+
 // A scratch directory, removed with what it holds.
 class TempDir {
 public:
@@ -200,9 +209,7 @@ TEST_CASE("creations the watches lost are found by walking again", "[cgroup]")
 	REQUIRE(names.watching());
 
 	// More creations than the inotify queue holds: it overflows.
-	std::size_t queue = 16384;
-	std::ifstream("/proc/sys/fs/inotify/max_queued_events") >> queue;
-	REQUIRE(queue <= (1u << 20)); // a queue that deep would take too long to fill here
+	const std::size_t queue = inotify_queue_depth();
 	for (std::size_t i = 0; i <= queue; i++)
 		fs::create_directory(root.path() / std::to_string(i));
 	const std::string last = std::to_string(queue);
@@ -221,10 +228,8 @@ TEST_CASE("looked at now and then, the watches keep up with more creations than 
 	namespace fs = std::filesystem;
 	CgroupNames names(root.path().string(), "/nonexistent", false);
 	CHECK(names.path(inode(root.path())) == "/");
-	std::size_t queue = 16384;
-	std::ifstream("/proc/sys/fs/inotify/max_queued_events") >> queue;
-	REQUIRE(queue <= (1u << 20));
-	// Cgroups come and go, none of them sending, twice as many as the queue holds.
+	// Cgroups come and go, none of them sending, as many as the queue holds (one creation each).
+	const std::size_t queue = inotify_queue_depth();
 	for (std::size_t i = 0; i < queue; i++) {
 		const fs::path come = root.path() / ("come-" + std::to_string(i)); // unlike names: no merging
 		fs::create_directory(come);
