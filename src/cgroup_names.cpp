@@ -3,6 +3,7 @@
 
 #include <array>
 #include <cerrno>
+#include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
 #include <fstream>
@@ -12,6 +13,8 @@
 #include <unistd.h>
 #include <utility>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "kernel_probe.h"
 
@@ -56,6 +59,20 @@ std::string_view id_of_component(std::string_view c)
 		    is_id(c.substr(prefix.size())))
 			return c.substr(prefix.size());
 	return {};
+}
+
+// Why inotify_add_watch() failed, in an operator's words.
+std::string watch_failure(int err)
+{
+	if (err != ENOSPC)
+		return fmt::format("inotify_add_watch: {}", std::strerror(err));
+	// The limit of this user namespace: fs.inotify.max_user_watches in the initial one.
+	std::ifstream in("/proc/sys/user/max_inotify_watches");
+	std::string limit;
+	in >> limit;
+	return fmt::format("the user's inotify watches are used up (limit {}, the sysctl "
+			   "fs.inotify.max_user_watches)",
+			   limit.empty() ? "unknown" : limit);
 }
 
 } // namespace
@@ -109,20 +126,40 @@ CgroupNames::CgroupNames(std::string root, std::string proc, bool v1_fallback, b
 
 CgroupNames::CgroupNames() : CgroupNames(cgroup2_mount(), "/proc", has_cgroup_v1()) {}
 
+void CgroupNames::stop_watching(std::string reason)
+{
+	watching_ = false;
+	if (unwatched_reason_.empty())
+		unwatched_reason_ = std::move(reason);
+}
+
 void CgroupNames::walk()
 {
 	walks_++;
 	watching_ = false;
-	if (root_.empty())
+	unwatched_reason_.clear();
+	if (root_.empty()) {
+		unwatched_reason_ = "no cgroup v2 mount";
 		return;
-	if (watch_ && !inotify_)
+	}
+	if (watch_ && !inotify_) {
 		inotify_.reset(inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+		if (!inotify_)
+			unwatched_reason_ = fmt::format("inotify_init1: {}", std::strerror(errno));
+	} else if (!watch_) {
+		unwatched_reason_ = "watches are off";
+	}
 	// Every directory there is gets its watch (the same descriptor if it had one): a
 	// removal whose IN_IGNORED a full queue lost leaves nothing behind.
 	watched_.clear();
+	watch_errno_ = 0;
 	std::unordered_map<std::uint64_t, std::string> found;
 	const bool all_watched = walk_from("", found);
 	watching_ = inotify_ && all_watched && !found.empty();
+	if (inotify_ && !all_watched)
+		unwatched_reason_ = watch_failure(watch_errno_);
+	else if (found.empty() && unwatched_reason_.empty())
+		unwatched_reason_ = fmt::format("cannot read {}", root_);
 	if (paths_.size() + found.size() > kMaxPaths)
 		paths_.clear(); // forget removed cgroups, keep what exists now
 	for (auto &[id, path] : found)
@@ -149,8 +186,11 @@ bool CgroupNames::walk_from(const std::string &rel, std::unordered_map<std::uint
 				inotify_add_watch(inotify_.get(), (root_ + dir_rel).c_str(), kWatchMask);
 			if (wd >= 0)
 				watched_.insert_or_assign(wd, dir_rel);
-			else if (errno != ENOENT && errno != ENOTDIR)
+			else if (errno != ENOENT && errno != ENOTDIR) {
+				if (all_watched)
+					watch_errno_ = errno;
 				all_watched = false; // ENOSPC: the user's watches are used up
+			}
 		}
 		DIR *dir = fdopendir(fd.get());
 		if (!dir)
@@ -186,7 +226,8 @@ void CgroupNames::catch_up()
 			const auto *ev = reinterpret_cast<const inotify_event *>(buf + off);
 			off += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
 			if (ev->mask & IN_Q_OVERFLOW) {
-				watching_ = false; // creations were lost: only a walk finds them
+				// Creations were lost: only a walk finds them.
+				stop_watching("the inotify queue overflowed (fs.inotify.max_queued_events)");
 				continue;
 			}
 			const auto it = watched_.find(ev->wd);
@@ -199,8 +240,9 @@ void CgroupNames::catch_up()
 			if (!(ev->mask & IN_ISDIR) || ev->len == 0)
 				continue;
 			// A cgroup made under one watched: it (and what was made in it before its watch).
+			watch_errno_ = 0;
 			if (!walk_from(it->second + "/" + ev->name, found))
-				watching_ = false;
+				stop_watching(watch_failure(watch_errno_));
 		}
 	}
 	if (paths_.size() + found.size() > kMaxPaths) {

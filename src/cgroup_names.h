@@ -77,11 +77,17 @@ public:
 	 */
 	void refresh();
 
-	/// Walks of the whole tree so far (for tests).
+	/// Walks of the whole tree so far.
 	std::uint64_t walks() const noexcept { return walks_; }
 
-	/// Whether every directory of the tree is watched, so a miss needs no walk (for tests).
+	/// Whether every directory of the tree is watched, so a miss needs no walk.
 	bool watching() const noexcept { return watching_; }
+
+	/// Directories watched now.
+	std::size_t watches() const noexcept { return watched_.size(); }
+
+	/// Why the tree is not watched whole ("" while it is, or before the first walk).
+	const std::string &unwatched_reason() const noexcept { return unwatched_reason_; }
 
 private:
 	struct V1Entry {
@@ -92,6 +98,7 @@ private:
 	void walk();
 	bool walk_from(const std::string &rel, std::unordered_map<std::uint64_t, std::string> &found);
 	void catch_up();
+	void stop_watching(std::string reason);
 	const std::string &v1_container(std::uint32_t pid, std::uint64_t cgroup_id);
 
 	std::string root_;
@@ -109,6 +116,8 @@ private:
 	UniqueFd inotify_;
 	std::unordered_map<int, std::string> watched_;
 	bool watching_ = false;
+	std::string unwatched_reason_;
+	int watch_errno_ = 0; // the first inotify_add_watch() failure of a walk_from()
 };
 
 /// Whether /proc/self/cgroup lists any cgroup v1 hierarchy.

@@ -7,6 +7,9 @@
 #include <algorithm>
 #include <atomic>
 #include <exception>
+#include <optional>
+
+#include <fmt/format.h>
 
 #include "cgroup_names.h"
 #include "clock.h"
@@ -96,11 +99,33 @@ struct __attribute__((visibility("hidden"))) Tracer::Impl {
 		try {
 			Event event = detail::decode(kind, key, flow, clock);
 			cgroup_names.annotate(event);
+			log_cgroup_naming();
 			callback(event);
 		} catch (...) {
 			if (!callback_error)
 				callback_error = std::current_exception();
 		}
+	}
+
+	// Whether the cgroup tree was watched whole when it was last logged (nothing before the first walk).
+	std::optional<bool> cgroup_watching_logged;
+
+	// A change in how cgroups are named is logged once: a walk per unknown
+	// cgroup costs the tracer's thread a read of every directory of the tree.
+	void log_cgroup_naming()
+	{
+		if (!options.log || cgroup_names.walks() == 0 ||
+		    cgroup_watching_logged == cgroup_names.watching())
+			return;
+		cgroup_watching_logged = cgroup_names.watching();
+		if (*cgroup_watching_logged)
+			options.log(fmt::format("cgroup names: inotify watches every directory of the cgroup "
+						"tree ({}); a new cgroup is learnt from its parent's watch",
+						cgroup_names.watches()));
+		else
+			options.log(fmt::format("cgroup names: {}; each cgroup id not yet known walks the "
+						"cgroup tree ({} walks so far)",
+						cgroup_names.unwatched_reason(), cgroup_names.walks()));
 	}
 
 	void rethrow_callback_error()
@@ -123,6 +148,7 @@ struct __attribute__((visibility("hidden"))) Tracer::Impl {
 		if (loop.take_sweep(now)) {
 			clock.calibrate();
 			cgroup_names.refresh();
+			log_cgroup_naming();
 			if (tracker.sweep(now))
 				loop.sweep_soon(); // flows a batch limit left due
 			loop.consume();            // what the sweep's flushes sent
@@ -196,6 +222,17 @@ Backend Tracer::backend() const noexcept
 const std::string &Tracer::backend_reason() const noexcept
 {
 	return impl_->loader.reason();
+}
+
+CgroupNaming Tracer::cgroup_naming() const
+{
+	const detail::CgroupNames &names = impl_->cgroup_names;
+	CgroupNaming out;
+	out.watching = names.watching();
+	out.tree_walks = names.walks();
+	out.directories_watched = names.watches();
+	out.unwatched_reason = names.unwatched_reason();
+	return out;
 }
 
 Stats Tracer::stats() const

@@ -148,6 +148,18 @@ std::vector<MetricFamily> Exposition::Collect() const
 			     "Runs of the tracer's programs the kernel skipped because the program was "
 			     "already running on the CPU (what they would have counted is in no flow)",
 			     MetricType::Counter, st.program_misses));
+	out.push_back(single("udpintercept_cgroup_watching",
+			     "1 while inotify watches every directory of the cgroup v2 tree, so that a new "
+			     "cgroup is named from its own directory; 0 before the first lookup and while a "
+			     "directory could not be watched (then each unknown cgroup walks the tree)",
+			     MetricType::Gauge, t.cgroups.watching ? 1 : 0));
+	out.push_back(single("udpintercept_cgroup_tree_walks_total",
+			     "Walks of the whole cgroup v2 tree to name cgroup ids, the first lookup's "
+			     "included",
+			     MetricType::Counter, t.cgroups.tree_walks));
+	out.push_back(single("udpintercept_cgroup_directories_watched",
+			     "Directories of the cgroup v2 tree inotify watches", MetricType::Gauge,
+			     t.cgroups.directories_watched));
 	if (!t.backend.empty()) {
 		MetricFamily info =
 			family("udpintercept_build_info",

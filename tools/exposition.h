@@ -19,6 +19,7 @@ namespace udpintercept::cli {
 struct TracerFigures {
 	Stats stats;
 	std::string backend; ///< "" until attached
+	CgroupNaming cgroups;
 };
 
 /**

@@ -52,7 +52,7 @@ struct Metrics {
 
 	void refresh(const udpintercept::Tracer &tracer, std::string backend)
 	{
-		exposition->update({tracer.stats(), std::move(backend)});
+		exposition->update({tracer.stats(), std::move(backend), tracer.cgroup_naming()});
 		flows->drop_stale();
 	}
 };

@@ -69,6 +69,21 @@ struct Stats {
 	std::uint64_t expired_early = 0;
 };
 
+/// How the tracer learns the cgroup path of a snapshot's cgroup id (Event::cgroup).
+struct CgroupNaming {
+	/// True while inotify watches every directory of the cgroup v2 tree: a
+	/// cgroup made later is learnt by reading its own directory. False
+	/// before the first lookup, and while some directory could not be
+	/// watched: then each cgroup id not yet known walks the whole tree.
+	bool watching = false;
+	/// Walks of the whole cgroup v2 tree so far, the first lookup's included.
+	std::uint64_t tree_walks = 0;
+	/// Directories of the tree watched now.
+	std::uint64_t directories_watched = 0;
+	/// Why the tree is not watched whole ("" while it is, or before the first lookup).
+	std::string unwatched_reason;
+};
+
 /**
  * A running UDP tracer: loaded and attached when the constructor returns,
  * detached by the destructor. Move-only: a Tracer moved from holds nothing,
@@ -143,6 +158,10 @@ public:
 	/// The counters; cheap (no walk of the flow table) and safe from any
 	/// thread, while the Tracer exists and is not being moved or assigned.
 	Stats stats() const;
+
+	/// How cgroup ids are named, for health checks (from the thread that
+	/// calls poll(), process() and stop(), not beside them).
+	CgroupNaming cgroup_naming() const;
 
 private:
 	struct Impl;

@@ -208,6 +208,14 @@ TEST_CASE("every runtime's container cgroup names its flows' container", "[cgrou
 			CHECK(e.cgroup == own);
 			CHECK(e.container_id == "");
 		}
+
+	// One walk, at the first lookup: the cgroups made after it were learnt from their
+	// parents' watches, and the tree is watched whole.
+	const udpintercept::CgroupNaming naming = rec.tracer().cgroup_naming();
+	CHECK(naming.watching);
+	CHECK(naming.tree_walks == 1);
+	CHECK(naming.directories_watched >= 1);
+	CHECK(naming.unwatched_reason == "");
 }
 
 TEST_CASE("on hybrid hosts a process's cgroup v1 path names its container when v2 names none", "[cgroups]")

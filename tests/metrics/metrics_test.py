@@ -379,6 +379,17 @@ def test_prometheus(args):
                 raise Failure(f"{name} is not exported")
         if value(prom.query("udpintercept_series_overflow_total")[0]) != 0:
             raise Failure("series overflowed under the default limit")
+        # The generator's cgroup was named from inotify watches: one walk of the tree, at the
+        # first lookup, and every directory watched since.
+        naming = {name: prom.query(name) for name in ("udpintercept_cgroup_watching",
+                                                      "udpintercept_cgroup_tree_walks_total",
+                                                      "udpintercept_cgroup_directories_watched")}
+        if any(len(v) != 1 for v in naming.values()):
+            raise Failure(f"the cgroup naming figures are not exported: {naming}")
+        watching, walks, watched = (value(v[0]) for v in naming.values())
+        if watching != 1 or walks != 1 or watched < 1:
+            raise Failure(f"cgroup naming: watching {watching}, {walks} walks, {watched} directories watched")
+        print(f"cgroup names: watching, {walks} walk, {watched} directories watched")
         status, exposition = http_get(base.rstrip("/") + "/metrics")
         if status != 200:
             raise Failure(f"/metrics: HTTP {status}")

@@ -196,6 +196,20 @@ fi
 for fam in ipv4 ipv6; do
 	info "metrics $fam sent/received datagrams and bytes: $(metric_sums metrics.txt $fam); ledger: $(ledger ledger-metrics.json $fam)"
 done
+# The sandboxed service names the traffic's cgroup from inotify watches: one
+# walk of the tree (its first lookup), and the tree watched whole since.
+# (The tracer's own figures are refreshed once a second.)
+cgroups_watched() {
+	http_get "$host" "$port" /metrics >metrics-cgroup.txt 2>/dev/null || return 1
+	grep -qx 'udpintercept_cgroup_watching 1' metrics-cgroup.txt &&
+		grep -qx 'udpintercept_cgroup_tree_walks_total 1' metrics-cgroup.txt
+}
+if wait_for 10 cgroups_watched; then
+	result cgroup-naming-watched-metrics PASS
+else
+	result cgroup-naming-watched-metrics FAIL
+fi
+info "metrics: $(grep -E '^udpintercept_cgroup_' metrics-cgroup.txt | tr '\n' ' ')"
 
 # ---- Restart=on-failure
 old=$pid

@@ -7,7 +7,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sched.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cgroup_names.h"
 
@@ -140,8 +143,11 @@ TEST_CASE("cgroup ids resolve to paths through one walk, cached", "[cgroup]")
 	std::ofstream(root.path() / "cgroup.procs") << "";
 
 	CgroupNames names(root.path().string() + "/", "/nonexistent", false);
+	CHECK(names.unwatched_reason() == ""); // nothing looked at yet
 	CHECK(names.path(inode(root.path())) == "/");
 	CHECK(names.walks() == 1);
+	CHECK(names.watches() == 5); // the root, two slices, two scopes
+	CHECK(names.unwatched_reason() == "");
 	CHECK(names.path(inode(scope)) == "/system.slice/docker-" + kId + ".scope");
 	CHECK(names.path(inode(session)) == "/user.slice/session-1.scope");
 	CHECK(names.walks() == 1); // the first walk learnt them all
@@ -158,6 +164,7 @@ TEST_CASE("cgroup ids resolve to paths through one walk, cached", "[cgroup]")
 	fs::create_directory(later / "a" / "c");
 	CHECK(names.path(inode(later / "a" / "c")) == "/later/a/c");
 	CHECK(names.walks() == 1);
+	CHECK(names.watches() == 10);
 
 	// An id nobody has is not walked for while every directory is watched, and not looked
 	// for again; nor is one of a cgroup made and removed before its lookup.
@@ -181,6 +188,8 @@ TEST_CASE("cgroup ids resolve to paths through one walk, cached", "[cgroup]")
 	// Without a cgroup2 mount every path is unknown.
 	CgroupNames none("", "/nonexistent", false);
 	CHECK(none.path(inode(root.path())) == "");
+	CHECK_FALSE(none.watching());
+	CHECK(none.unwatched_reason() == "no cgroup v2 mount");
 }
 
 TEST_CASE("without watches every miss walks the tree", "[cgroup]")
@@ -190,6 +199,8 @@ TEST_CASE("without watches every miss walks the tree", "[cgroup]")
 	CgroupNames names(root.path().string(), "/nonexistent", false, false);
 	CHECK(names.path(inode(root.path())) == "/");
 	CHECK_FALSE(names.watching());
+	CHECK(names.watches() == 0);
+	CHECK(names.unwatched_reason() == "watches are off");
 	fs::create_directories(root.path() / "later" / "a");
 	CHECK(names.path(inode(root.path() / "later" / "a")) == "/later/a");
 	CHECK(names.path(inode(root.path() / "later")) == "/later");
@@ -212,14 +223,76 @@ TEST_CASE("creations the watches lost are found by walking again", "[cgroup]")
 	const std::size_t queue = inotify_queue_depth();
 	for (std::size_t i = 0; i <= queue; i++)
 		fs::create_directory(root.path() / std::to_string(i));
+	names.refresh(); // reads the queue, and its overflow
+	CHECK_FALSE(names.watching());
+	CHECK(names.unwatched_reason() == "the inotify queue overflowed (fs.inotify.max_queued_events)");
 	const std::string last = std::to_string(queue);
 	CHECK(names.path(inode(root.path() / last)) == "/" + last);
 	CHECK(names.walks() == 2);
 	CHECK(names.watching()); // the walk watched every directory again
+	CHECK(names.unwatched_reason() == "");
+	CHECK(names.watches() == queue + 2);
 
 	fs::create_directory(root.path() / "after");
 	CHECK(names.path(inode(root.path() / "after")) == "/after");
 	CHECK(names.walks() == 2);
+}
+
+// In a child: a user namespace of its own whose inotify watch limit is 3, and a tree of 6
+// directories. 0: as the test expects; 77: no user namespace to be had; else the failed step.
+int watch_limit_steps(const std::filesystem::path &root)
+{
+	namespace fs = std::filesystem;
+	// No REQUIRE here: a failure would unwind into the child's own copy of the test run.
+	const auto inode = [](const fs::path &p) {
+		struct stat st {};
+		return stat(p.c_str(), &st) == 0 ? st.st_ino : 0;
+	};
+	if (unshare(CLONE_NEWUSER) != 0)
+		return 77;
+	if (!(std::ofstream("/proc/sys/user/max_inotify_watches") << 3))
+		return 2;
+	for (const char *d : {"a/b", "c/d"})
+		fs::create_directories(root / d);
+	CgroupNames names(root.string(), "/nonexistent", false);
+	if (names.path(inode(root / "a" / "b")) != "/a/b" || names.walks() != 1)
+		return 3;
+	if (names.watching() || names.watches() != 3)
+		return 4;
+	if (names.unwatched_reason() !=
+	    "the user's inotify watches are used up (limit 3, the sysctl fs.inotify.max_user_watches)")
+		return 5;
+	// Some directory is unwatched: a cgroup made later costs a walk, as without watches.
+	fs::create_directory(root / "c" / "d" / "e");
+	if (names.path(inode(root / "c" / "d" / "e")) != "/c/d/e" || names.walks() != 2)
+		return 6;
+	return 0;
+}
+
+int watch_limit_child(const std::filesystem::path &root)
+{
+	try {
+		return watch_limit_steps(root);
+	} catch (...) {
+		return 9;
+	}
+}
+
+TEST_CASE("where the user's inotify watches run out, misses walk and say why", "[cgroup]")
+{
+	TempDir root;
+	const pid_t child = fork();
+	REQUIRE(child >= 0);
+	if (child == 0)
+		_exit(watch_limit_child(root.path()));
+	int status = 0;
+	REQUIRE(waitpid(child, &status, 0) == child);
+	REQUIRE(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 77 && geteuid() != 0) {
+		WARN("no user namespace for an unprivileged user here: the watch limit is not tried");
+		return;
+	}
+	CHECK(WEXITSTATUS(status) == 0);
 }
 
 TEST_CASE("looked at now and then, the watches keep up with more creations than the queue holds", "[cgroup]")
