@@ -74,7 +74,8 @@ Kernel hooks and sizes:
                           receive (cheaper until then, but that receive and
                           the datagrams queued then count under an unknown
                           peer)
-  -v, --verbose           log backend probing and libbpf warnings to stderr
+  -v, --verbose           log backend probing, libbpf warnings and how cgroup
+                          ids are named to stderr
   -h, --help              this text
   -V, --version           the version
 
