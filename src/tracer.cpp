@@ -64,6 +64,8 @@ struct __attribute__((visibility("hidden"))) Tracer::Impl {
 	std::atomic<std::uint64_t> records_received{0};
 	std::atomic<bool> stopped{false};
 	bool arrivals_wanted = false;
+	// Whether the cgroup tree was watched whole when last logged (unset before the first walk).
+	std::optional<bool> cgroup_watching_logged;
 	int delivered = 0; // by the current call
 	std::exception_ptr callback_error;
 
@@ -106,9 +108,6 @@ struct __attribute__((visibility("hidden"))) Tracer::Impl {
 				callback_error = std::current_exception();
 		}
 	}
-
-	// Whether the cgroup tree was watched whole when it was last logged (nothing before the first walk).
-	std::optional<bool> cgroup_watching_logged;
 
 	// A change in how cgroups are named is logged once: a walk per unknown
 	// cgroup costs the tracer's thread a read of every directory of the tree.
