@@ -238,7 +238,7 @@ TEST_CASE("creations the watches lost are found by walking again", "[cgroup]")
 	CHECK(names.walks() == 2);
 }
 
-// In a child: a user namespace of its own whose inotify watch limit is 3, and a tree of 6
+// In a child: a user namespace of its own whose inotify watch limit is 3, and a tree of 5
 // directories. 0: as the test expects; 77: no user namespace to be had; else the failed step.
 int watch_limit_steps(const std::filesystem::path &root)
 {
