@@ -152,12 +152,11 @@ void CgroupNames::walk()
 	// Every directory there is gets its watch (the same descriptor if it had one): a
 	// removal whose IN_IGNORED a full queue lost leaves nothing behind.
 	watched_.clear();
-	watch_errno_ = 0;
 	std::unordered_map<std::uint64_t, std::string> found;
-	const bool all_watched = walk_from("", found);
-	watching_ = inotify_ && all_watched && !found.empty();
-	if (inotify_ && !all_watched)
-		unwatched_reason_ = watch_failure(watch_errno_);
+	const int watch_errno = walk_from("", found);
+	watching_ = inotify_ && watch_errno == 0 && !found.empty();
+	if (watch_errno != 0)
+		unwatched_reason_ = watch_failure(watch_errno);
 	else if (found.empty() && unwatched_reason_.empty())
 		unwatched_reason_ = fmt::format("cannot read {}", root_);
 	if (paths_.size() + found.size() > kMaxPaths)
@@ -166,15 +165,17 @@ void CgroupNames::walk()
 		paths_.insert_or_assign(id, std::move(path));
 }
 
-bool CgroupNames::walk_from(const std::string &rel, std::unordered_map<std::uint64_t, std::string> &found)
+// 0 if every directory it found is watched (or watches are off), else the errno of the first
+// that could not be.
+int CgroupNames::walk_from(const std::string &rel, std::unordered_map<std::uint64_t, std::string> &found)
 {
-	bool all_watched = true;
+	int watch_errno = 0;
 	// Depth first with an explicit stack: the depth is the tree's, not ours to trust.
 	std::vector<std::pair<UniqueFd, std::string>> stack;
 	UniqueFd top(::open((root_ + rel).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 	struct stat st {};
 	if (!top || fstat(top.get(), &st) != 0)
-		return true; // removed already: nothing there to watch
+		return 0; // removed already: nothing there to watch
 	found[st.st_ino] = rel.empty() ? "/" : rel;
 	stack.emplace_back(std::move(top), rel);
 	while (!stack.empty()) {
@@ -186,11 +187,8 @@ bool CgroupNames::walk_from(const std::string &rel, std::unordered_map<std::uint
 				inotify_add_watch(inotify_.get(), (root_ + dir_rel).c_str(), kWatchMask);
 			if (wd >= 0)
 				watched_.insert_or_assign(wd, dir_rel);
-			else if (errno != ENOENT && errno != ENOTDIR) {
-				if (all_watched)
-					watch_errno_ = errno;
-				all_watched = false; // ENOSPC: the user's watches are used up
-			}
+			else if (errno != ENOENT && errno != ENOTDIR && watch_errno == 0)
+				watch_errno = errno; // ENOSPC: the user's watches are used up
 		}
 		DIR *dir = fdopendir(fd.get());
 		if (!dir)
@@ -213,7 +211,7 @@ bool CgroupNames::walk_from(const std::string &rel, std::unordered_map<std::uint
 		}
 		closedir(dir);
 	}
-	return all_watched;
+	return watch_errno;
 }
 
 void CgroupNames::catch_up()
@@ -240,9 +238,8 @@ void CgroupNames::catch_up()
 			if (!(ev->mask & IN_ISDIR) || ev->len == 0)
 				continue;
 			// A cgroup made under one watched: it (and what was made in it before its watch).
-			watch_errno_ = 0;
-			if (!walk_from(it->second + "/" + ev->name, found))
-				stop_watching(watch_failure(watch_errno_));
+			if (const int err = walk_from(it->second + "/" + ev->name, found); err != 0)
+				stop_watching(watch_failure(err));
 		}
 	}
 	if (paths_.size() + found.size() > kMaxPaths) {

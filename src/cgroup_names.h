@@ -96,7 +96,7 @@ private:
 	};
 
 	void walk();
-	bool walk_from(const std::string &rel, std::unordered_map<std::uint64_t, std::string> &found);
+	int walk_from(const std::string &rel, std::unordered_map<std::uint64_t, std::string> &found);
 	void catch_up();
 	void stop_watching(std::string reason);
 	const std::string &v1_container(std::uint32_t pid, std::uint64_t cgroup_id);
@@ -117,7 +117,6 @@ private:
 	std::unordered_map<int, std::string> watched_;
 	bool watching_ = false;
 	std::string unwatched_reason_;
-	int watch_errno_ = 0; // the first inotify_add_watch() failure of a walk_from()
 };
 
 /// Whether /proc/self/cgroup lists any cgroup v1 hierarchy.
