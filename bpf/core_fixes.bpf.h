@@ -153,4 +153,40 @@ static __always_inline __u8 udpi_udp_encap_type(struct sock *sk)
 	return BPF_CORE_READ((struct udp_sock *)sk, encap_type);
 }
 
+/*
+ * The current task's cgroup v2 ancestor at `level` (the root's is 0, its
+ * own cgroup's is its level; 0 below that), as
+ * bpf_get_current_ancestor_cgroup_id() says. Tracing programs may call that
+ * helper since Linux 5.14 (commit 95b861a7935b "bpf: Allow
+ * bpf_get_current_ancestor_cgroup_id for tracing"); cgroup programs long
+ * before. Before 5.14 (user space asks the kernel: ancestor_cgroup_helper)
+ * the task's default-hierarchy cgroup is read: its ancestor_ids[] holds the
+ * ids of its ancestors by level, until ancestors[] (pointers) replaced it in
+ * 6.0, whose tracing programs have the helper.
+ */
+extern const volatile bool ancestor_cgroup_helper;
+
+struct cgroup___ancestor_ids {
+	int level;
+	__u64 ancestor_ids[];
+} __attribute__((preserve_access_index));
+
+static __always_inline __u64 udpi_current_ancestor_cgroup(__u32 level)
+{
+	struct task_struct *task;
+	struct cgroup___ancestor_ids *cgrp;
+	__u64 id = 0;
+
+	if (ancestor_cgroup_helper)
+		return bpf_get_current_ancestor_cgroup_id(level);
+	task = (struct task_struct *)bpf_get_current_task();
+	cgrp = (struct cgroup___ancestor_ids *)BPF_CORE_READ(task, cgroups, dfl_cgrp);
+	if (!bpf_core_field_exists(cgrp->ancestor_ids) || !cgrp || (int)level > BPF_CORE_READ(cgrp, level))
+		return 0;
+	bpf_probe_read_kernel(&id, sizeof(id),
+			      (void *)cgrp + bpf_core_field_offset(cgrp->ancestor_ids) +
+				      level * sizeof(__u64));
+	return id;
+}
+
 #endif /* UDPINTERCEPT_BPF_CORE_FIXES_BPF_H */

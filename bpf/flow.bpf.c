@@ -17,6 +17,8 @@ const volatile bool filter_uid_set = false;
 const volatile __u16 filter_port = 0;
 const volatile __u16 filter_family = 0;
 const volatile __u64 filter_cgroup = 0;
+__u32 filter_cgroup_level = 0;
+const volatile bool ancestor_cgroup_helper = true;
 
 __u32 full_sweep_wanted = 0;
 __u64 last_wakeup_ns = 0;
@@ -27,6 +29,40 @@ __u64 last_wakeup_ns = 0;
  */
 const struct udpi_record *udpi_btf_record __attribute__((unused));
 const struct udpi_pending_record *udpi_btf_pending_record __attribute__((unused));
+
+/* Cgroup levels the filter's cgroup is looked for at, the root's (0) included. */
+#define UDPI_CGROUP_LEVELS 64
+
+/*
+ * flow.bpf.h: the task's ancestor at the filter's level is the filter's
+ * cgroup. That level is the directory's depth below the root of the
+ * machine's cgroup tree, which user space cannot tell in a cgroup namespace
+ * (its mount's root is the namespace's): it is learnt from the first task
+ * found under the filter's cgroup, and until then each task's ancestors are
+ * looked at from the root down (a cgroup id names one cgroup, so a match at
+ * any level is the one).
+ */
+__noinline int task_in_filter_cgroup(void)
+{
+	__u32 known;
+	__u64 id;
+
+	if (!filter_cgroup)
+		return 1;
+	known = *(volatile __u32 *)&filter_cgroup_level;
+	if (known)
+		return udpi_current_ancestor_cgroup(known - 1) == filter_cgroup;
+	for (__u32 level = 0; level < UDPI_CGROUP_LEVELS; level++) {
+		id = udpi_current_ancestor_cgroup(level);
+		if (id == filter_cgroup) {
+			*(volatile __u32 *)&filter_cgroup_level = level + 1; /* the same for every CPU */
+			return 1;
+		}
+		if (!id)
+			break; /* past the task's own cgroup */
+	}
+	return 0;
+}
 
 /* flow.bpf.h */
 __noinline int sock_register(__u64 skaddr, __u32 user)

@@ -74,6 +74,13 @@ static __always_inline void count_untracked(__u64 packets, __u64 bytes)
 	stat_add(UDPI_STAT_UNTRACKED_BYTES, bytes);
 }
 
+/*
+ * Whether the current task's cgroup is the filter's cgroup or below it (1)
+ * or not (0). A global function (flow.bpf.c): verified once, it adds no
+ * registers to the programs that ask, only a call when a filter is set.
+ */
+extern int task_in_filter_cgroup(void);
+
 /* Filters on the current task, checked before any map work. */
 static __always_inline bool task_filtered_out(void)
 {
@@ -81,7 +88,7 @@ static __always_inline bool task_filtered_out(void)
 		return true;
 	if (filter_uid_set && (__u32)bpf_get_current_uid_gid() != filter_uid)
 		return true;
-	if (filter_cgroup && bpf_get_current_cgroup_id() != filter_cgroup)
+	if (filter_cgroup && !task_in_filter_cgroup())
 		return true;
 	return false;
 }
@@ -340,7 +347,10 @@ static __always_inline __u64 sock_id_of(__u64 skaddr, __u32 user)
 
 /*
  * The task filters for a drop, which has no task of its own: they match the
- * socket's last user, and a socket with none passes none of them.
+ * socket's last user, and a socket with none passes none of them. A user is
+ * noted only by an operation that passed them (count_op(), handle_connect()),
+ * so a socket with a user passes: its cgroup was under the filter's then,
+ * which its id alone cannot tell now.
  */
 static __always_inline bool user_filtered_out(__u64 skaddr)
 {
@@ -349,13 +359,7 @@ static __always_inline bool user_filtered_out(__u64 skaddr)
 	if (!filter_pid && !filter_uid_set && !filter_cgroup)
 		return false;
 	s = bpf_map_lookup_elem(&socks, &skaddr);
-	if (!s || !s->pid)
-		return true;
-	if (filter_pid && s->pid != filter_pid)
-		return true;
-	if (filter_uid_set && s->uid != filter_uid)
-		return true;
-	return filter_cgroup && s->cgroup_id != filter_cgroup;
+	return !s || !s->pid;
 }
 
 /*

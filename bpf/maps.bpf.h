@@ -26,7 +26,10 @@ extern const volatile __u32 filter_uid;
 extern const volatile bool filter_uid_set; /* uid 0 is a real uid */
 extern const volatile __u16 filter_port;   /* local or remote; 0 = any */
 extern const volatile __u16 filter_family; /* UDPI_AF_INET/INET6; 0 = any */
-extern const volatile __u64 filter_cgroup; /* cgroup v2 id; 0 = any */
+extern const volatile __u64 filter_cgroup; /* cgroup v2 id (with its descendants); 0 = any */
+
+/* filter_cgroup's level in the cgroup v2 tree + 1, once a task under it was seen; 0 = not yet */
+extern __u32 filter_cgroup_level;
 
 /*
  * Set when a snapshot or a pending note found the ring buffer full: user

@@ -71,8 +71,9 @@ private:
  * holds the object to them): the loader gives libbpf these and what they
  * hold by value to relocate against, not the whole kernel BTF.
  */
-inline constexpr std::array<std::string_view, 8> kRelocatedKernelTypes = {
-	"sock", "sk_buff", "skb_shared_info", "net", "udp_sock", "msghdr", "pt_regs", "skb_drop_reason"};
+inline constexpr std::array<std::string_view, 11> kRelocatedKernelTypes = {
+	"sock",    "sk_buff",         "skb_shared_info", "net",     "udp_sock", "msghdr",
+	"pt_regs", "skb_drop_reason", "task_struct",     "css_set", "cgroup"};
 
 /// What the kernel's BTF says, looked up by name.
 class KernelFeatures {

@@ -222,10 +222,14 @@ void configure_tracepoint(Configuration &c)
 	// Sends are counted by one cgroup_skb/egress program where the kernel lets
 	// those see the current task, else with the sendmsg hooks,
 	// sock_send_length and net_dev_queue.
+	// (The cgroup filter asks for the task's cgroup ancestors too.)
+	std::vector<bpf_func_id> egress_helpers = {
+		BPF_FUNC_get_current_pid_tgid, BPF_FUNC_get_current_uid_gid, BPF_FUNC_get_current_cgroup_id,
+		BPF_FUNC_get_current_comm, BPF_FUNC_jiffies64};
+	if (c.options.cgroup)
+		egress_helpers.push_back(BPF_FUNC_get_current_ancestor_cgroup_id);
 	bool egress_sees_task = true;
-	for (const auto helper :
-	     {BPF_FUNC_get_current_pid_tgid, BPF_FUNC_get_current_uid_gid, BPF_FUNC_get_current_cgroup_id,
-	      BPF_FUNC_get_current_comm, BPF_FUNC_jiffies64})
+	for (const auto helper : egress_helpers)
 		egress_sees_task = egress_sees_task &&
 				   helper_allowed(BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_EGRESS, helper);
 	ro->send_at_egress = egress_sees_task && !c.options.sends_at_tracepoint;
@@ -620,6 +624,11 @@ void Loader::Impl::configure(const KernelFeatures &kernel)
 					    "mounted at '{}')",
 					    *options.cgroup, cgroup2_mount()));
 		ro->filter_cgroup = st.st_ino; // a cgroup v2 directory's inode number is its id
+		// The filter keeps the directory's descendants too: tracing programs
+		// (raw tracepoints' kind) can ask for a task's ancestors since 5.14,
+		// before which the programs read them from the task's cgroup.
+		ro->ancestor_cgroup_helper = helper_allowed(BPF_PROG_TYPE_RAW_TRACEPOINT, 0,
+							    BPF_FUNC_get_current_ancestor_cgroup_id);
 	}
 	// kfree_skb, where every drop ends: its arguments differ between kernels.
 	ro->kfree_skb_arity = static_cast<__u32>(std::max(2, kernel.tracepoint_arity("kfree_skb")));

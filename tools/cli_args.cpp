@@ -42,7 +42,8 @@ Filters (applied in the kernel):
   -P, --port PORT         only flows with local or remote port PORT
   -f, --family FAMILY     ipv4 or ipv6 (IPv4-mapped IPv6 traffic counts as ipv4)
   -c, --cgroup PATH       only operations by tasks in this cgroup v2 directory
-                          (exactly it, not its children)
+                          or in any below it (a pod's containers, a slice's
+                          services)
 
 Metrics (Prometheus text exposition):
       --metrics [ADDR:]PORT

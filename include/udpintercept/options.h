@@ -38,7 +38,7 @@ struct UDPINTERCEPT_EXPORT Options {
 	std::optional<std::uint32_t> uid;  ///< user id of that task
 	std::optional<std::uint16_t> port; ///< local or remote port
 	std::optional<Family> family;      ///< traffic family (IPv4-mapped peers are IPv4)
-	std::optional<std::string> cgroup; ///< cgroup v2 directory (absolute path) of that task
+	std::optional<std::string> cgroup; ///< cgroup v2 directory (absolute path) at or above that task's
 
 	/**
 	 * A flow with no operation for this long is reported with `expire` (its

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <fstream>
 #include <linux/bpf.h>
+#include <map>
 #include <set>
 #include <sys/wait.h>
 
@@ -49,10 +50,21 @@ struct Child {
 		close(fds[0]);
 		go = fds[1];
 	}
+	Child(const Child &) = delete;
+	Child &operator=(const Child &) = delete;
+	// One never run (a test failed first) ends without sending, and leaves its cgroup.
+	~Child()
+	{
+		if (go < 0)
+			return;
+		close(go);
+		waitpid(pid, nullptr, 0);
+	}
 	int run()
 	{
 		REQUIRE(write(go, "g", 1) == 1);
 		close(go);
+		go = -1;
 		int status = 0;
 		REQUIRE(waitpid(pid, &status, 0) == pid);
 		return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -154,35 +166,142 @@ TEST_CASE("the family filter keeps IPv6 or IPv4 traffic", "[filters]")
 		CHECK(e.family == Family::ipv6);
 }
 
-TEST_CASE("the cgroup filter keeps the tasks of one cgroup v2 directory", "[filters]")
+namespace {
+
+// A cgroup v2 directory made for a test under the mount's root, removed at the end.
+struct CgroupDir {
+	std::string path;
+	std::uint64_t id = 0;
+
+	explicit CgroupDir(std::string p) : path(std::move(p))
+	{
+		REQUIRE(mkdir(path.c_str(), 0755) == 0);
+		struct stat st {};
+		REQUIRE(stat(path.c_str(), &st) == 0);
+		id = st.st_ino; // a cgroup v2 directory's inode number is its id
+	}
+	CgroupDir(const CgroupDir &) = delete;
+	CgroupDir &operator=(const CgroupDir &) = delete;
+	~CgroupDir() { CHECK(rmdir(path.c_str()) == 0); }
+
+	void enter(pid_t pid) const
+	{
+		std::ofstream procs(path + "/cgroup.procs");
+		procs << pid << std::flush;
+		REQUIRE(procs.good());
+	}
+};
+
+std::string test_cgroup_root()
 {
 	const std::string root = detail::cgroup2_mount();
 	REQUIRE(!root.empty());
-	const std::string dir = root + "/udpintercept-test-" + std::to_string(getpid());
-	REQUIRE(mkdir(dir.c_str(), 0755) == 0);
+	return root + "/udpintercept-test-" + std::to_string(getpid());
+}
+
+} // namespace
+
+TEST_CASE("the cgroup filter keeps the tasks of a cgroup v2 directory and of those below it", "[filters]")
+{
+	// base/a holds a process and a directory, base/a/b a process, base/c another.
+	const CgroupDir base(test_cgroup_root());
+	const CgroupDir a(base.path + "/a"), b(a.path + "/b"), c(base.path + "/c");
 	Udp sink(AF_INET);
 	sink.bind("127.0.0.1");
-	Child child(sink.local(), 4, [] {});
-	{
-		std::ofstream procs(dir + "/cgroup.procs");
-		procs << child.pid << std::flush;
-		REQUIRE(procs.good());
-	}
-	Options o;
-	o.cgroup = dir;
-	{
+	for (const CgroupDir *filter : {&base, &a, &b}) {
+		CAPTURE(filter->path);
+		Child in_a(sink.local(), 3, [] {}), in_b(sink.local(), 4, [] {}),
+			in_c(sink.local(), 5, [] {});
+		a.enter(in_a.pid);
+		b.enter(in_b.pid);
+		c.enter(in_c.pid);
+		const auto pid_of = [](const Child &child) { return static_cast<std::uint32_t>(child.pid); };
+		// Each process's cgroup, and the datagrams it sends, where the filter keeps it.
+		std::map<std::uint32_t, std::pair<std::uint64_t, std::uint64_t>> expected;
+		if (filter != &b)
+			expected[pid_of(in_a)] = {a.id, 3};
+		expected[pid_of(in_b)] = {b.id, 4};
+		if (filter == &base)
+			expected[pid_of(in_c)] = {c.id, 5};
+
+		Options o;
+		o.cgroup = filter->path;
 		Recorder rec(o);
 		own_traffic(sink.local());
-		REQUIRE(child.run() == 0);
+		for (Child *child : {&in_a, &in_b, &in_c})
+			REQUIRE(child->run() == 0);
 		rec.stop();
-		REQUIRE(!rec.events.empty());
-		CHECK(pids_seen(rec) == std::set<std::uint32_t>{static_cast<std::uint32_t>(child.pid)});
-		struct stat st {};
-		REQUIRE(stat(dir.c_str(), &st) == 0);
-		for (const auto &e : rec.events)
-			CHECK(e.cgroup_id == st.st_ino);
+		std::map<std::uint32_t, std::pair<std::uint64_t, std::uint64_t>> seen;
+		for (const auto &[flow, e] : rec.last_by_flow()) {
+			auto &[cgroup, tx] = seen[e.pid];
+			cgroup = e.cgroup_id;
+			tx += e.tx_packets;
+		}
+		CHECK(seen == expected);
 	}
-	CHECK(rmdir(dir.c_str()) == 0);
+}
+
+TEST_CASE("a drop passes the cgroup filter when the socket's last user is below its directory", "[filters]")
+{
+	const CgroupDir base(test_cgroup_root());
+	const CgroupDir a(base.path + "/a"), b(a.path + "/b");
+	Options o;
+	o.cgroup = base.path;
+	Recorder rec(o);
+
+	Udp receiver(AF_INET), sender(AF_INET);
+	receiver.bind("127.0.0.1");
+	sender.bind("127.0.0.1");
+	const int smallest = 1; // the kernel raises it to its minimum: a few datagrams fill it
+	REQUIRE(setsockopt(receiver.fd(), SOL_SOCKET, SO_RCVBUF, &smallest, sizeof(smallest)) == 0);
+	// The child, in base/a/b, reads one datagram on the receiver it shares,
+	// which makes it the socket's last user, says so, and waits to be let go.
+	int read_one[2], let_go[2];
+	REQUIRE(pipe(read_one) == 0);
+	REQUIRE(pipe(let_go) == 0);
+	const pid_t child = fork();
+	REQUIRE(child >= 0);
+	if (child == 0) {
+		close(read_one[0]);
+		close(let_go[1]);
+		char ch;
+		if (read(let_go[0], &ch, 1) != 1) // entered its cgroup
+			_exit(3);
+		char buf[64];
+		if (recv(receiver.fd(), buf, sizeof(buf), 0) != 32 || write(read_one[1], "r", 1) != 1)
+			_exit(4);
+		_exit(read(let_go[0], &ch, 1) == 0 ? 0 : 5);
+	}
+	close(read_one[1]);
+	close(let_go[0]);
+	b.enter(child);
+	REQUIRE(write(let_go[1], "g", 1) == 1);
+	sender.send_to(receiver.local(), 32);
+	char ch;
+	REQUIRE(read(read_one[0], &ch, 1) == 1);
+	// The parent's sends are outside the filter; the drops they cause are the child's.
+	for (int i = 0; i < 200; i++)
+		sender.send_to(receiver.local(), 32);
+	testutil::loopback_barrier();
+	const std::uint64_t drops = testutil::socket_drops(receiver.fd());
+	close(let_go[1]);
+	close(read_one[0]);
+	int status = 0;
+	REQUIRE(waitpid(child, &status, 0) == child);
+	REQUIRE(WIFEXITED(status));
+	REQUIRE(WEXITSTATUS(status) == 0);
+	rec.stop();
+
+	CHECK(drops > 0);
+	const auto flows = rec.last_by_flow();
+	CHECK(flows.count({endpoint(sender.local()), endpoint(receiver.local())}) == 0);
+	const auto it = flows.find({endpoint(receiver.local()), endpoint(sender.local())});
+	REQUIRE(it != flows.end());
+	CHECK(it->second.rx_packets == 1);
+	CHECK(it->second.rx_drops == drops);
+	CHECK(it->second.pid == static_cast<std::uint32_t>(child));
+	CHECK(it->second.cgroup_id == b.id);
+	CHECK(flows.size() == 1);
 }
 
 TEST_CASE("without privileges the constructor says what is missing", "[errors]")
