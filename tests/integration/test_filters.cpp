@@ -7,6 +7,8 @@
 #include <linux/bpf.h>
 #include <map>
 #include <set>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 
 #include "kernel_probe.h"
@@ -239,6 +241,96 @@ TEST_CASE("the cgroup filter keeps the tasks of a cgroup v2 directory and of tho
 		}
 		CHECK(seen == expected);
 	}
+}
+
+TEST_CASE("the cgroup filter holds where the tracer runs in a cgroup namespace", "[filters]")
+{
+	// The tracer's process makes base/ns its cgroup namespace's root and
+	// mounts that namespace's cgroup v2 tree, where the filter's directory,
+	// base/ns/d, is /d: one level below the mount's root, three below the
+	// machine's. A process in base/ns/d/e is kept, one in base/ns is not.
+	const CgroupDir base(test_cgroup_root());
+	const CgroupDir ns(base.path + "/ns"), d(ns.path + "/d"), e(d.path + "/e");
+	Udp sink(AF_INET);
+	sink.bind("127.0.0.1");
+	Child in_e(sink.local(), 3, [] {}), in_ns(sink.local(), 4, [] {});
+	e.enter(in_e.pid);
+	ns.enter(in_ns.pid);
+	char mount_point[] = "/tmp/udpintercept-cgroupns-XXXXXX";
+	REQUIRE(mkdtemp(mount_point) != nullptr);
+
+	int ready[2], done[2];
+	REQUIRE(pipe(ready) == 0);
+	REQUIRE(pipe2(done, O_NONBLOCK) == 0);
+	const pid_t tracer = fork();
+	REQUIRE(tracer >= 0);
+	if (tracer == 0) {
+		// No Catch assertions here: the exit status says what went wrong.
+		close(ready[0]);
+		close(done[1]);
+		{
+			std::ofstream procs(ns.path + "/cgroup.procs");
+			procs << getpid() << std::flush;
+			if (!procs.good())
+				_exit(10);
+		}
+		if (unshare(CLONE_NEWCGROUP | CLONE_NEWNS) != 0 ||
+		    mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+		    mount("cgroup2", mount_point, "cgroup2", 0, nullptr) != 0)
+			_exit(11);
+		std::map<std::uint64_t, Event> last; // by socket
+		try {
+			Options o;
+			o.cgroup = std::string(mount_point) + "/d";
+			Tracer t(testutil::with_test_backend(o),
+				 [&](const Event &ev) { last[ev.socket_id] = ev; });
+			if (write(ready[1], "r", 1) != 1)
+				_exit(12);
+			char ch;
+			while (read(done[0], &ch, 1) < 0)
+				t.poll(std::chrono::milliseconds(10));
+			t.stop();
+		} catch (...) {
+			_exit(13);
+		}
+		std::uint64_t tx = 0;
+		for (const auto &[socket, ev] : last) {
+			if (ev.pid != static_cast<std::uint32_t>(in_e.pid) || ev.cgroup_id != e.id)
+				_exit(14);
+			tx += ev.tx_packets;
+		}
+		_exit(tx == 3 ? 0 : 15);
+	}
+	close(ready[1]);
+	close(done[0]);
+	// Closing `done` stops the tracer, also when an assertion below fails:
+	// it then leaves its cgroup before the directories are removed.
+	struct Stop {
+		int done;
+		pid_t pid;
+		int status = -1;
+		void operator()()
+		{
+			if (done < 0)
+				return;
+			close(done);
+			done = -1;
+			waitpid(pid, &status, 0);
+		}
+		~Stop() { (*this)(); }
+	} stop{done[1], tracer};
+	char ch;
+	const bool attached = read(ready[0], &ch, 1) == 1;
+	close(ready[0]);
+	if (attached) {
+		REQUIRE(in_e.run() == 0);
+		REQUIRE(in_ns.run() == 0);
+	}
+	stop();
+	CHECK(rmdir(mount_point) == 0);
+	CHECK(attached);
+	REQUIRE(WIFEXITED(stop.status));
+	CHECK(WEXITSTATUS(stop.status) == 0);
 }
 
 TEST_CASE("a drop passes the cgroup filter when the socket's last user is below its directory", "[filters]")
