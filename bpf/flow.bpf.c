@@ -47,6 +47,11 @@ __noinline int task_in_filter_cgroup(void)
 	__u32 known;
 	__u64 id;
 
+	/*
+	 * Verified on its own, not where it is called: without a filter this
+	 * return leaves the rest unreached, so a kernel whose tracing programs
+	 * lack the helper (ancestor_cgroup_helper is then left set) loads it.
+	 */
 	if (!filter_cgroup)
 		return 1;
 	known = *(volatile __u32 *)&filter_cgroup_level;

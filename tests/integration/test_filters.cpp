@@ -186,12 +186,15 @@ struct CgroupDir {
 	CgroupDir &operator=(const CgroupDir &) = delete;
 	~CgroupDir() { CHECK(rmdir(path.c_str()) == 0); }
 
-	void enter(pid_t pid) const
+	/// Moves the process in; false if the kernel refused (no assertion: a
+	/// forked child calls it too).
+	bool join(pid_t pid) const
 	{
 		std::ofstream procs(path + "/cgroup.procs");
 		procs << pid << std::flush;
-		REQUIRE(procs.good());
+		return procs.good();
 	}
+	void enter(pid_t pid) const { REQUIRE(join(pid)); }
 };
 
 std::string test_cgroup_root()
@@ -268,12 +271,8 @@ TEST_CASE("the cgroup filter holds where the tracer runs in a cgroup namespace",
 		// No Catch assertions here: the exit status says what went wrong.
 		close(ready[0]);
 		close(done[1]);
-		{
-			std::ofstream procs(ns.path + "/cgroup.procs");
-			procs << getpid() << std::flush;
-			if (!procs.good())
-				_exit(10);
-		}
+		if (!ns.join(getpid()))
+			_exit(10);
 		if (unshare(CLONE_NEWCGROUP | CLONE_NEWNS) != 0 ||
 		    mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
 		    mount("cgroup2", mount_point, "cgroup2", 0, nullptr) != 0)
