@@ -35,13 +35,28 @@ struct {
 } recv_stash SEC(".maps");
 
 /*
+ * UDP_SEGMENT sends on the sock_send_length path: that tracepoint tells the
+ * bytes, not the segment size (a control message sets it per call, out of
+ * sight of this backend). The GSO skb passes __dev_queue_xmit() in the
+ * sender's context before the send returns, carrying gso_segs: the datagrams
+ * it leaves as. On stacked devices (a bridge and its port, a VLAN, a tunnel)
+ * the same skb passes it once per device: only its first pass counts.
+ */
+struct gso_note {
+	__u64 sk;    /* 0: none (taken) */
+	__u64 skb;   /* the last skb counted */
+	__u64 extra; /* datagrams beyond one per send */
+};
+
+/*
  * Where the kernel lets cgroup programs reach task storage (user space
- * probes it), the stashes live with the thread instead: no hashing, no
- * LRU lists, and gone with the thread.
+ * probes it), the stashes and the GSO note live with the thread instead: no
+ * hashing, no LRU lists, and gone with the thread.
  */
 struct task_stash {
 	struct udpi_peer_stash send;
 	struct udpi_peer_stash recv;
+	struct gso_note gso;
 };
 
 struct {
@@ -80,19 +95,27 @@ static __always_inline bool take_from(struct udpi_peer_stash *st, struct sock *s
 	return true;
 }
 
+/* This thread's task storage, if it has some (never made here). */
+static __always_inline struct task_stash *own_task_stash(void)
+{
+	if (!stash_in_task)
+		return NULL;
+	return bpf_task_storage_get(&task_stashes, bpf_get_current_task_btf(), 0, 0);
+}
+
 /*
  * The stash of this thread's operation on sk, if one was left (and takes
- * it). A stash is only ever left for a UDP socket, so finding one also
- * settles what the socket is. *connected: the socket had a peer of its own.
+ * it); ts: own_task_stash(). A stash is only ever left for a UDP socket, so
+ * finding one also settles what the socket is. *connected: the socket had a
+ * peer of its own.
  */
-static __always_inline bool take_stash(bool send, struct sock *sk, struct udpi_peer *p, bool *connected)
+static __always_inline bool take_stash(struct task_stash *ts, bool send, struct sock *sk, struct udpi_peer *p,
+				       bool *connected)
 {
 	struct udpi_peer_stash *st;
 	__u64 tid;
 
 	if (stash_in_task) {
-		struct task_stash *ts = bpf_task_storage_get(&task_stashes, bpf_get_current_task_btf(), 0, 0);
-
 		if (ts && take_from(send ? &ts->send : &ts->recv, sk, p, connected))
 			return true;
 		if (!*(volatile __u64 *)&stashes_spilled)
@@ -109,19 +132,9 @@ static __always_inline bool take_stash(bool send, struct sock *sk, struct udpi_p
 }
 
 /*
- * UDP_SEGMENT sends: sock_send_length tells the bytes, not the segment size
- * (a control message sets it per call, out of sight of this backend). The
- * GSO skb passes __dev_queue_xmit() in the sender's context before the send
- * returns, carrying gso_segs: the datagrams it leaves as. On stacked devices
- * (a bridge and its port, a VLAN, a tunnel) the same skb passes it once per
- * device: only its first pass counts.
+ * Where the thread has no task storage, its note waits in this table (the
+ * kernel could not allocate the storage, or cgroup programs cannot reach it).
  */
-struct gso_note {
-	__u64 sk;
-	__u64 skb;   /* the last skb counted */
-	__u64 extra; /* datagrams beyond one per send */
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -129,13 +142,32 @@ struct {
 	__type(value, struct gso_note);
 } gso_notes SEC(".maps");
 
-/* GSO notes not yet taken: most sends need not look (a hash lookup each). */
+/*
+ * Notes in gso_notes not yet taken: most sends need not look (a hash lookup
+ * each). A note its thread never takes (an skb that leaves later, from a
+ * softirq, is noted for whichever thread it interrupted) keeps it above zero:
+ * in task storage such a note costs nothing and goes with its thread.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u64);
 } gso_pending SEC(".maps");
+
+/* Notes the skb's datagrams beyond its first for sk's send, in n. */
+static __always_inline void note_gso(struct gso_note *n, struct sock *sk, struct sk_buff *skb, __u16 segs)
+{
+	if (n->sk != (__u64)sk) {
+		/* taken, or a note its thread left for another socket: this one replaces it */
+		n->sk = (__u64)sk;
+		n->skb = (__u64)skb;
+		n->extra = segs - 1;
+	} else if (n->skb != (__u64)skb) {
+		n->skb = (__u64)skb;
+		n->extra += segs - 1;
+	}
+}
 
 SEC("raw_tp/net_dev_queue")
 int BPF_PROG(tp_net_dev_queue, struct sk_buff *skb)
@@ -154,19 +186,24 @@ int BPF_PROG(tp_net_dev_queue, struct sk_buff *skb)
 	sk = BPF_CORE_READ(skb, sk);
 	if (!sk)
 		return 0;
+	if (stash_in_task) {
+		struct task_stash *ts = bpf_task_storage_get(&task_stashes, bpf_get_current_task_btf(), 0,
+							     BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+		if (ts) {
+			note_gso(&ts->gso, sk, skb, segs);
+			return 0;
+		}
+	}
 	tid = bpf_get_current_pid_tgid();
 	n = bpf_map_lookup_elem(&gso_notes, &tid);
-	if (n && n->sk == (__u64)sk) {
-		if (n->skb != (__u64)skb) {
-			n->skb = (__u64)skb;
-			n->extra += segs - 1;
-		}
+	if (n) {
+		/* still one note of this thread's waiting: the count stands */
+		note_gso(n, sk, skb, segs);
 		return 0;
 	}
-	fresh.sk = (__u64)sk;
-	fresh.skb = (__u64)skb;
-	fresh.extra = segs - 1;
-	if (!bpf_map_update_elem(&gso_notes, &tid, &fresh, BPF_ANY)) {
+	note_gso(&fresh, sk, skb, segs);
+	if (!bpf_map_update_elem(&gso_notes, &tid, &fresh, BPF_NOEXIST)) {
 		__u32 zero = 0;
 		__u64 *pending = bpf_map_lookup_elem(&gso_pending, &zero);
 
@@ -176,23 +213,31 @@ int BPF_PROG(tp_net_dev_queue, struct sk_buff *skb)
 	return 0;
 }
 
-/* Datagrams beyond the first that this thread's last send on sk left as. */
-static __always_inline __u64 take_gso_extra(struct sock *sk)
+/*
+ * Datagrams beyond the first that this thread's last send on sk left as (and
+ * takes the note); ts: own_task_stash().
+ */
+static __always_inline __u64 take_gso_extra(struct task_stash *ts, struct sock *sk)
 {
 	__u64 tid = bpf_get_current_pid_tgid();
 	__u32 zero = 0;
-	__u64 *pending = bpf_map_lookup_elem(&gso_pending, &zero);
+	__u64 *pending;
 	struct gso_note *n;
 	__u64 extra;
 
+	if (ts && ts->gso.sk == (__u64)sk) {
+		ts->gso.sk = 0;
+		return ts->gso.extra;
+	}
+	pending = bpf_map_lookup_elem(&gso_pending, &zero);
 	if (!pending || !*pending)
 		return 0;
 	n = bpf_map_lookup_elem(&gso_notes, &tid);
 	if (!n || n->sk != (__u64)sk)
 		return 0;
 	extra = n->extra;
-	bpf_map_delete_elem(&gso_notes, &tid);
-	__sync_fetch_and_add(pending, -1);
+	if (!bpf_map_delete_elem(&gso_notes, &tid))
+		__sync_fetch_and_add(pending, -1);
 	return extra;
 }
 
@@ -239,16 +284,18 @@ SEC("raw_tp/sock_send_length")
 int BPF_PROG(tp_send_length, struct sock *sk, int ret, int flags)
 {
 	struct udpi_peer p = {};
+	struct task_stash *ts;
 	bool given, connected;
 	__be16 dport;
 	__u16 family;
 	__u64 extra;
 
 	/* Consume the notes even for a refused send, so they cannot go stale. */
-	given = take_stash(true, sk, &p, &connected);
+	ts = own_task_stash();
+	given = take_stash(ts, true, sk, &p, &connected);
 	if (!given && !udpi_sk_is_udp_dgram(sk))
 		return 0;
-	extra = take_gso_extra(sk);
+	extra = take_gso_extra(ts, sk);
 	if (ret < 0 || task_filtered_out())
 		return 0; /* refused sends count nothing */
 	if (!given) {
@@ -410,7 +457,7 @@ int BPF_PROG(tp_recv_length, struct sock *sk, int ret, int flags)
 	__be16 dport = 0;
 	__u16 family = 0, segs = 1;
 
-	have = take_stash(false, sk, &p, &connected);
+	have = take_stash(own_task_stash(), false, sk, &p, &connected);
 	/* This CPU's socket cache holds UDP sockets only: a hit spares reading the socket's type. */
 	if (!have && !sock_cache_of((__u64)sk) && !udpi_sk_is_udp_dgram(sk))
 		return 0;

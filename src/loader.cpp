@@ -211,11 +211,11 @@ void configure_tracepoint(Configuration &c)
 	ro->stash_in_task =
 		sock_addr_may(BPF_FUNC_task_storage_get) && sock_addr_may(BPF_FUNC_get_current_task_btf);
 	if (ro->stash_in_task) {
-		// Left to the stashes of a thread whose task storage the kernel
-		// could not allocate (each taken within its system call).
+		// Left to the stashes and GSO notes of a thread whose task storage
+		// the kernel could not allocate (each taken within its system call).
 		const auto spill_room = static_cast<__u32>(16 * std::max(1, libbpf_num_possible_cpus()));
-		bpf_map__set_max_entries(c.skel.maps.send_stash, spill_room);
-		bpf_map__set_max_entries(c.skel.maps.recv_stash, spill_room);
+		for (bpf_map *spill : {c.skel.maps.send_stash, c.skel.maps.recv_stash, c.skel.maps.gso_notes})
+			bpf_map__set_max_entries(spill, spill_room);
 	}
 	c.log(fmt::format("peer stashes in {}", ro->stash_in_task ? "task storage" : "LRU hash maps"));
 

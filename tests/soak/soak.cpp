@@ -93,8 +93,8 @@ Totals totals_of(const Event &e)
 // 127.16.0.0 to 127.255.255.254, skipping .0 and .255 in the last byte: 15,605,760 endpoints,
 // four hours and a third at one a millisecond. Endpoint i takes the address of i modulo that
 // (with its sizes): by then the flows of the one before at that address ended hours ago.
-constexpr std::uint32_t kDnsBase = 0x7f100000;
-constexpr std::uint64_t kDnsEndpoints = (0x80000000ull - kDnsBase) / 256 * 254;
+constexpr std::uint32_t kDnsBase = 0x7f100000, kDnsEnd = 0x80000000; // 127.16.0.0, 128.0.0.0
+constexpr std::uint64_t kDnsEndpoints = std::uint64_t(kDnsEnd - kDnsBase) / 256 * 254;
 
 std::uint32_t dns_host(std::uint64_t i)
 {
@@ -107,7 +107,7 @@ std::optional<std::uint64_t> dns_index(const Address &a)
 		return std::nullopt;
 	const std::uint32_t host = std::uint32_t(a.bytes[12]) << 24 | std::uint32_t(a.bytes[13]) << 16 |
 				   std::uint32_t(a.bytes[14]) << 8 | a.bytes[15];
-	if (host < kDnsBase || host >= 0x80000000u)
+	if (host < kDnsBase || host >= kDnsEnd)
 		return std::nullopt;
 	const std::uint32_t off = host - kDnsBase, last = off & 0xff;
 	if (last == 0 || last == 255)
