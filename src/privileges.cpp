@@ -20,6 +20,8 @@
 #include <fmt/format.h>
 #include <udpintercept/error.h>
 
+#include "kernel_probe.h"
+
 namespace udpintercept::detail {
 
 namespace {
@@ -76,11 +78,17 @@ template <typename F> int in_child(F probe)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-// Whether this kernel charges BPF memory to RLIMIT_MEMLOCK: a one-entry map
-// is created under a limit of zero. Memory cgroup accounting replaced the
-// rlimit in Linux 5.11 ("bpf: eliminate rlimit-based memory accounting").
+// Whether this kernel charges BPF memory to RLIMIT_MEMLOCK. Memory cgroup
+// accounting replaced the rlimit in Linux 5.11 ("bpf: eliminate rlimit-based
+// memory accounting"), the release that brought bpf_ktime_get_coarse_ns(): a
+// kernel that knows the helper does not charge the rlimit, which a
+// two-instruction load tells. Otherwise (an older kernel, or one that refuses
+// every load) a one-entry map is created under a limit of zero, in a child
+// (fork() costs a start about 7 ms beside the maps being made).
 bool kernel_charges_memlock()
 {
+	if (helper_allowed(BPF_PROG_TYPE_SOCKET_FILTER, 0, BPF_FUNC_ktime_get_coarse_ns))
+		return false;
 	return in_child([] {
 		       const rlimit zero{0, 0};
 		       if (syscall(SYS_prlimit64, 0, RLIMIT_MEMLOCK, &zero, nullptr) != 0)
