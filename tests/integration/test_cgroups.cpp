@@ -7,9 +7,12 @@
 #include <catch2/catch.hpp>
 
 #include <csignal>
+#include <fcntl.h>
 #include <filesystem>
 #include <memory>
 #include <fstream>
+#include <mutex>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -291,4 +294,68 @@ TEST_CASE("cgroups made after the first lookup are named without walking the tre
 	CHECK(names.path(last_id) == last);
 	CHECK(names.walks() == 1);
 	CHECK(names.watching());
+}
+
+// Until destroyed, this process can open no more files: the limit is the
+// lowest free descriptor, which is where the kernel would put the next one.
+class NoMoreFiles {
+public:
+	NoMoreFiles()
+	{
+		REQUIRE(getrlimit(RLIMIT_NOFILE, &before_) == 0);
+		const int lowest_free = fcntl(0, F_DUPFD_CLOEXEC, 0);
+		REQUIRE(lowest_free >= 0);
+		::close(lowest_free);
+		rlimit now = before_;
+		now.rlim_cur = static_cast<rlim_t>(lowest_free);
+		REQUIRE(setrlimit(RLIMIT_NOFILE, &now) == 0);
+	}
+	~NoMoreFiles() { setrlimit(RLIMIT_NOFILE, &before_); }
+	NoMoreFiles(const NoMoreFiles &) = delete;
+	NoMoreFiles &operator=(const NoMoreFiles &) = delete;
+
+private:
+	rlimit before_{};
+};
+
+TEST_CASE("where the cgroup tree cannot be watched, the log says why and that lookups walk it", "[cgroups]")
+{
+	// inotify_init1() fails with EMFILE where the user's inotify instances are used up
+	// (fs.inotify.max_user_instances, 128 by default) as where its descriptor limit is
+	// reached: the second is the one a test can cause without touching the machine's.
+	std::mutex m;
+	std::vector<std::string> log;
+	udpintercept::Options options;
+	options.log = [&](std::string_view line) {
+		const std::lock_guard lock(m);
+		log.emplace_back(line);
+	};
+	const auto naming_lines = [&] {
+		const std::lock_guard lock(m);
+		std::vector<std::string> out;
+		for (const auto &line : log)
+			if (line.rfind("cgroup names: ", 0) == 0)
+				out.push_back(line);
+		return out;
+	};
+	Udp server(AF_INET);
+	server.bind("127.0.0.1");
+	Udp client(AF_INET);
+	Recorder rec(options);
+	{
+		// Nothing is decoded before the first poll: the first cgroup lookup comes after this.
+		NoMoreFiles limit;
+		client.send_to(server.local(), 9);
+		REQUIRE(rec.pump_until([&] { return !naming_lines().empty(); }));
+	}
+	const auto lines = naming_lines();
+	for (const auto &line : lines)
+		UNSCOPED_INFO(line);
+	REQUIRE(lines.size() == 1);
+	CHECK_THAT(lines[0], Catch::StartsWith("cgroup names: inotify_init1: Too many open files; each "
+					       "cgroup id not yet known walks the cgroup tree ("));
+	const udpintercept::CgroupNaming naming = rec.tracer().cgroup_naming();
+	CHECK_FALSE(naming.watching);
+	CHECK(naming.tree_walks >= 1);
+	CHECK(naming.unwatched_reason == "inotify_init1: Too many open files");
 }
