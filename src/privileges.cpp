@@ -84,7 +84,7 @@ template <typename F> int in_child(F probe)
 // kernel that knows the helper does not charge the rlimit, which a
 // two-instruction load tells. Otherwise (an older kernel, or one that refuses
 // every load) a one-entry map is created under a limit of zero, in a child
-// (fork() costs a start about 7 ms beside the maps being made).
+// (a fork() cost an auto start 2.5-4.5 ms beside the maps being made).
 bool kernel_charges_memlock()
 {
 	if (helper_allowed(BPF_PROG_TYPE_SOCKET_FILTER, 0, BPF_FUNC_ktime_get_coarse_ns))
