@@ -62,6 +62,10 @@ the ledger: what was sent and received, per flow, and the ports used.
                        with several senders), recvmmsg (up to --batch
                        datagrams per call, each with its sender's address)
   -b, --batch N        datagrams per sendmmsg/recvmmsg call (default 32)
+      --cpus S,R       run the sender thread on CPU S and the receiver thread
+                       on CPU R (default: wherever the scheduler puts them,
+                       which may move them, or put both on one CPU, between
+                       runs)
   -h, --help           this text
 
 The JSON line carries: sent/sent_bytes (datagrams and bytes the kernel
@@ -125,6 +129,8 @@ struct Config {
 	SendCall send = SendCall::sendto;
 	RecvCall recv = RecvCall::recvfrom;
 	unsigned batch = 32;
+	int sender_cpu = -1; ///< --cpus; -1: not pinned
+	int receiver_cpu = -1;
 };
 
 // recv() gives no address: the sender's index leads each datagram's payload
@@ -133,7 +139,7 @@ constexpr std::size_t kTagBytes = 2;
 
 Config parse(int argc, char **argv)
 {
-	enum { kSockets = 1000, kFlows, kSend, kRecv };
+	enum { kSockets = 1000, kFlows, kSend, kRecv, kCpus };
 	static const option longopts[] = {
 		{"size", required_argument, nullptr, 's'},
 		{"seconds", required_argument, nullptr, 't'},
@@ -144,6 +150,7 @@ Config parse(int argc, char **argv)
 		{"send", required_argument, nullptr, kSend},
 		{"recv", required_argument, nullptr, kRecv},
 		{"batch", required_argument, nullptr, 'b'},
+		{"cpus", required_argument, nullptr, kCpus},
 		{"help", no_argument, nullptr, 'h'},
 		{nullptr, 0, nullptr, 0},
 	};
@@ -204,6 +211,18 @@ Config parse(int argc, char **argv)
 		case 'b':
 			cfg.batch = parse_number<unsigned>(arg, "batch", 1, 1024);
 			break;
+		case kCpus: {
+			const std::size_t comma = arg.find(',');
+			if (comma == std::string_view::npos)
+				usage_error(fmt::format(
+					"invalid --cpus '{}': expected SENDER,RECEIVER (two CPU numbers)",
+					arg));
+			cfg.sender_cpu =
+				parse_number<int>(arg.substr(0, comma), "sender CPU", 0, CPU_SETSIZE - 1);
+			cfg.receiver_cpu =
+				parse_number<int>(arg.substr(comma + 1), "receiver CPU", 0, CPU_SETSIZE - 1);
+			break;
+		}
 		case 'h':
 			fmt::print("{}", kUsage);
 			std::exit(0);
@@ -696,13 +715,27 @@ struct Flood {
 		last_receive = last;
 	}
 
+	// The calling thread onto cpu (--cpus), or left where it is (-1).
+	static void pin_to(int cpu, const char *thread)
+	{
+		if (cpu < 0)
+			return;
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(cpu, &set);
+		if (sched_setaffinity(0, sizeof(set), &set) != 0)
+			die(fmt::format("--cpus: the {} thread on CPU {}", thread, cpu));
+	}
+
 	void run()
 	{
 		std::thread receiver([this] {
+			pin_to(cfg.receiver_cpu, "receiver");
 			const double cpu = thread_cpu_seconds();
 			receive_loop();
 			receiver_cpu = thread_cpu_seconds() - cpu;
 		});
+		pin_to(cfg.sender_cpu, "sender");
 		while (!receiver_ready.load(std::memory_order_acquire))
 			std::this_thread::yield();
 		start = Clock::now();
