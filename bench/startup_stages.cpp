@@ -48,6 +48,7 @@ constexpr std::string_view kBackend = "backend ";
 constexpr std::string_view kOpened = "opened the BPF object";
 constexpr std::string_view kRelocating = "relocating against ";
 constexpr std::string_view kFailed = " failed its trial load";
+constexpr std::string_view kBeside = " maps made beside the start";
 constexpr std::string_view kLoaded = "loaded ";
 constexpr std::string_view kAttached = "attached ";
 
@@ -199,6 +200,17 @@ Startup split_startup(Clock::time_point begin, Clock::time_point end, const std:
 			for (const BpfCall *c : in)
 				links += c->cmd == BPF_LINK_CREATE || c->cmd == BPF_RAW_TRACEPOINT_OPEN;
 			stages.add("attach", ms);
+		} else if (line.find(kBeside) != std::string_view::npos) {
+			// The constructor makes the object's other maps (and the thread
+			// too once the flow table is made), then waits for the table if
+			// it must: wall-clock time with a map being made, and the rest.
+			std::vector<std::pair<std::size_t, const BpfCall *>> made;
+			for (const BpfCall *c : in)
+				if (c->cmd == BPF_MAP_CREATE && of_the_object(*c))
+					made.emplace_back(0, c);
+			const double map_ms = wall_by_kind(made, 1, from, to)[0];
+			stages.add("beside the flow table: the other maps made", map_ms);
+			stages.add("beside the flow table: configuring, waiting for the table", ms - map_ms);
 		} else if (opened && !loaded) {
 			for (const BpfCall *c : in)
 				helper_probes += helper_probe(*c);

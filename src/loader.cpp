@@ -10,9 +10,11 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <mutex>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -363,70 +365,106 @@ bool on_two_cpus() noexcept
 }
 
 /*
- * The two largest maps, made on a thread of their own while the constructor
- * reads the kernel's BTF and opens the object: the flow table, preallocated
- * (about 4 ms at 65,536 flows and 8 at 125,000 on a 2-vCPU machine), and the
- * ring buffer's pages (about 1 ms), most of the maps' creation. The object
- * takes them in place of its own (bpf_map__reuse_fd()) only if they are
- * what it would have made, and only in the first load that asks: a backend
- * refused after attaching part of its programs leaves its maps behind. A
- * map the kernel refuses here is made by libbpf as ever, which reports the
- * refusal. The bpf() call is made directly (sys_bpf()), not through
- * libbpf.
+ * The flow table, preallocated, is the largest map and the slowest to make:
+ * the kernel writes a free-list link into every entry (at 65,536 flows on a
+ * 2-vCPU machine, 4 ms on a quick day, 22-28 ms on a slow one). It is made on a
+ * thread of its own while the constructor reads the kernel's BTF and opens
+ * the object. The object's other hash maps and its ring buffer (another
+ * 2-8 ms, buckets and pages) are made when the constructor, about to load,
+ * has configured them: by the constructor and, once the flow table is made,
+ * by the thread too, one map at a time from a shared list, instead of by
+ * libbpf after it. The object takes the maps made here in place of its own
+ * (bpf_map__reuse_fd()) only if they are what it would have made, and only
+ * in the first load that asks: a backend refused after attaching part of
+ * its programs leaves its maps behind. A map the kernel refuses here is
+ * made by libbpf as ever, which reports the refusal. The bpf() calls are
+ * made directly (sys_bpf()), not through libbpf, and the maps made here
+ * carry no BTF, which hash maps and ring buffers without locks, timers or
+ * kernel pointers (none of this object's) do not need.
  */
 class PremadeMaps {
 public:
 	explicit PremadeMaps(const Options &options)
+	    : flows_{.name = "flows",
+		     .type = BPF_MAP_TYPE_HASH,
+		     .key_size = sizeof(udpi_flow_key),
+		     .value_size = sizeof(udpi_flow),
+		     .max_entries = options.max_flows}
 	{
-		const __u32 key = sizeof(udpi_flow_key), value = sizeof(udpi_flow);
-		maps_[0] = {"flows", BPF_MAP_TYPE_HASH, key, value, options.max_flows, {}};
-		maps_[1] = {"events", BPF_MAP_TYPE_RINGBUF, 0, 0, options.ring_buffer_bytes, {}};
 		if (!on_two_cpus())
 			return;
 		try {
 			thread_ = std::thread([this] {
-				for (Made &m : maps_)
-					m.fd = create(m);
+				flows_fd_ = create(flows_);
+				{
+					std::unique_lock lock(mutex_);
+					listed_.wait(lock, [this] { return list_ready_; });
+				}
+				make_listed();
 			});
 		} catch (const std::system_error &) {
 		}
 	}
-	~PremadeMaps()
-	{
-		if (thread_.joinable())
-			thread_.join();
-	}
+	~PremadeMaps() { finish(); }
 	PremadeMaps(const PremadeMaps &) = delete;
 	PremadeMaps &operator=(const PremadeMaps &) = delete;
 
 	// Gives `obj` the maps made here that match its own, once; how many.
-	int adopt(bpf_object *obj) noexcept
+	int adopt(bpf_object *obj)
 	{
-		if (thread_.joinable())
-			thread_.join();
-		int adopted = 0;
-		for (Made &m : maps_) {
-			bpf_map *map = bpf_object__find_map_by_name(obj, m.name);
-			if (m.fd && map && bpf_map__autocreate(map) && bpf_map__type(map) == m.type &&
-			    bpf_map__key_size(map) == m.key_size &&
-			    bpf_map__value_size(map) == m.value_size &&
-			    bpf_map__max_entries(map) == m.max_entries && bpf_map__map_flags(map) == 0 &&
-			    bpf_map__reuse_fd(map, m.fd.get()) == 0)
-				adopted++;
-			m.fd.reset(); // the object holds its own descriptor
+		if (!thread_.joinable())
+			return 0;
+		std::vector<bpf_map *> maps;
+		std::vector<Shape> list;
+		bpf_map *map;
+		bpf_object__for_each_map(map, obj)
+		{
+			const bpf_map_type type = bpf_map__type(map);
+			if (bpf_map__autocreate(map) && bpf_map__fd(map) < 0 &&
+			    std::strcmp(bpf_map__name(map), flows_.name) != 0 &&
+			    (type == BPF_MAP_TYPE_HASH || type == BPF_MAP_TYPE_LRU_HASH ||
+			     type == BPF_MAP_TYPE_RINGBUF)) {
+				maps.push_back(map);
+				list.push_back({bpf_map__name(map), type, bpf_map__key_size(map),
+						bpf_map__value_size(map), bpf_map__max_entries(map),
+						bpf_map__map_flags(map)});
+			}
 		}
+		std::vector<UniqueFd> made(list.size());
+		{
+			std::lock_guard lock(mutex_);
+			list_ = std::move(list);
+			made_ = std::move(made);
+			list_ready_ = true;
+		}
+		listed_.notify_one();
+		make_listed();
+		finish();
+		int adopted = 0;
+		for (std::size_t i = 0; i < maps.size(); i++)
+			adopted += made_[i] && bpf_map__reuse_fd(maps[i], made_[i].get()) == 0;
+		bpf_map *flows = bpf_object__find_map_by_name(obj, flows_.name);
+		adopted += flows_fd_ && flows && bpf_map__autocreate(flows) &&
+			   bpf_map__type(flows) == flows_.type &&
+			   bpf_map__key_size(flows) == flows_.key_size &&
+			   bpf_map__value_size(flows) == flows_.value_size &&
+			   bpf_map__max_entries(flows) == flows_.max_entries &&
+			   bpf_map__map_flags(flows) == flows_.flags &&
+			   bpf_map__reuse_fd(flows, flows_fd_.get()) == 0;
+		// The object holds its own descriptors.
+		flows_fd_.reset();
+		made_.clear();
 		return adopted;
 	}
 
 private:
-	struct Made {
+	struct Shape {
 		const char *name = nullptr;
 		bpf_map_type type = BPF_MAP_TYPE_UNSPEC;
-		__u32 key_size = 0, value_size = 0, max_entries = 0;
-		UniqueFd fd;
+		__u32 key_size = 0, value_size = 0, max_entries = 0, flags = 0;
 	};
 
-	static UniqueFd create(const Made &m) noexcept
+	static UniqueFd create(const Shape &m) noexcept
 	{
 		bpf_attr attr;
 		std::memset(&attr, 0, sizeof(attr));
@@ -434,11 +472,47 @@ private:
 		attr.key_size = m.key_size;
 		attr.value_size = m.value_size;
 		attr.max_entries = m.max_entries;
+		attr.map_flags = m.flags;
 		std::strncpy(attr.map_name, m.name, sizeof(attr.map_name) - 1);
 		return UniqueFd(static_cast<int>(sys_bpf(BPF_MAP_CREATE, &attr)));
 	}
 
-	std::array<Made, 2> maps_;
+	// Makes the listed maps not yet taken, one at a time, on either thread.
+	void make_listed() noexcept
+	{
+		for (;;) {
+			std::size_t i;
+			{
+				std::lock_guard lock(mutex_);
+				if (next_ == list_.size())
+					return;
+				i = next_++;
+			}
+			made_[i] = create(list_[i]); // each slot written by one thread
+		}
+	}
+
+	// Lets the thread go (with nothing listed, if nothing was) and joins it.
+	void finish() noexcept
+	{
+		if (!thread_.joinable())
+			return;
+		{
+			std::lock_guard lock(mutex_);
+			list_ready_ = true;
+		}
+		listed_.notify_one();
+		thread_.join();
+	}
+
+	const Shape flows_;
+	UniqueFd flows_fd_;
+	std::mutex mutex_;
+	std::condition_variable listed_;
+	bool list_ready_ = false;    // the list is final (the thread may take from it)
+	std::vector<Shape> list_;    // the object's other maps, as configured
+	std::vector<UniqueFd> made_; // their descriptors, slot by slot
+	std::size_t next_ = 0;       // the first map no thread has taken
 	std::thread thread_;
 };
 
