@@ -5,9 +5,9 @@
 // kernel offers is compared.
 #include <catch2/catch.hpp>
 
-#include <cctype>
 #include <linux/filter.h>
 #include <netinet/udp.h>
+#include <regex>
 #include <sched.h>
 #include <sstream>
 
@@ -206,36 +206,21 @@ TEST_CASE("programs verified on two threads, and maps made beside the start, cou
 	// The flow table, made on a thread from the start, and the object's other
 	// hash maps and ring buffer, made beside it before the load.
 	constexpr std::string_view kPremade = " maps made beside the start";
-	// The number before `what` in `log`, or -1.
-	const auto number_before = [](const std::string &log, std::string_view what) {
-		const std::size_t at = log.find(what);
-		if (at == std::string::npos)
-			return -1;
-		std::size_t from = at;
-		while (from > 0 && std::isdigit(static_cast<unsigned char>(log[from - 1])))
-			from--;
-		return from == at ? -1 : std::stoi(log.substr(from, at - from));
+	// The number the pattern's group matches in `log`, or -1.
+	const auto number = [](const std::string &log, const char *pattern) {
+		std::smatch m;
+		return std::regex_search(log, m, std::regex(pattern)) ? std::stoi(m[1]) : -1;
 	};
-	// The maps the load made ("... and created N maps").
-	const auto created = [](const std::string &log) {
-		constexpr std::string_view kCreated = " and created ";
-		const std::size_t at = log.find(kCreated);
-		if (at == std::string::npos)
-			return -1;
-		std::size_t end = at + kCreated.size();
-		while (end < log.size() && std::isdigit(static_cast<unsigned char>(log[end])))
-			end++;
-		return end == at + kCreated.size() ? -1 : std::stoi(log.substr(at + kCreated.size()));
-	};
+	constexpr const char *kCreated = R"(and created (\d+) maps)";
 	INFO("on every CPU the process may use:\n" << two_log << "on one CPU:\n" << one_log);
-	const int created_alone = created(one_log);
+	const int created_alone = number(one_log, kCreated);
 	CHECK(created_alone > 2);
 	if (CPU_COUNT(&all) >= 2) {
 		CHECK(two_log.find(kTwoThreads) != std::string::npos);
 		// Made beside the start or by the load, the same maps are made.
-		const int premade = number_before(two_log, kPremade);
+		const int premade = number(two_log, R"((\d+) maps made beside the start)");
 		CHECK(premade > 2);
-		CHECK(premade + created(two_log) == created_alone);
+		CHECK(premade + number(two_log, kCreated) == created_alone);
 	} else {
 		WARN("this process may run on one CPU only: both loads verified on one thread");
 	}
