@@ -207,7 +207,7 @@ TEST_CASE("programs verified on two threads, and maps made beside the start, cou
 	// hash maps and ring buffer, made beside it before the load.
 	constexpr std::string_view kPremade = " maps made beside the start";
 	// The number the pattern's group matches in `log`, or -1.
-	const auto number = [](const std::string &log, const char *pattern) {
+	const auto number = [](const std::string &log, const std::string &pattern) {
 		std::smatch m;
 		return std::regex_search(log, m, std::regex(pattern)) ? std::stoi(m[1]) : -1;
 	};
@@ -218,7 +218,7 @@ TEST_CASE("programs verified on two threads, and maps made beside the start, cou
 	if (CPU_COUNT(&all) >= 2) {
 		CHECK(two_log.find(kTwoThreads) != std::string::npos);
 		// Made beside the start or by the load, the same maps are made.
-		const int premade = number(two_log, R"((\d+) maps made beside the start)");
+		const int premade = number(two_log, R"((\d+))" + std::string(kPremade));
 		CHECK(premade > 2);
 		CHECK(premade + number(two_log, kCreated) == created_alone);
 	} else {
