@@ -100,6 +100,11 @@ Startup split_startup(Clock::time_point begin, Clock::time_point end, const std:
 {
 	Startup out;
 	out.total_ms = ms_between(begin, end);
+	for (const auto &c : calls)
+		if (c.cmd == BPF_MAP_CREATE && c.name == "flows" && c.result >= 0) {
+			out.flow_table_ms = ms_of(c.took);
+			out.flow_table_done_ms = ms_between(begin, c.start + c.took);
+		}
 
 	// A refused backend's trial: from its "opened" line to its "failed" line,
 	// or, refused by the one-instruction probe before any object was opened,

@@ -37,6 +37,10 @@ struct Startup {
 	std::vector<Stage> stages; ///< in order; they add up to the total
 	std::vector<LoadedObject> objects;
 	double total_ms = 0;
+	/// The flow table's BPF_MAP_CREATE, wherever it ran (beside the start,
+	/// or in the load on one CPU): what the kernel took, and when it
+	/// returned (ms after the constructor was called); 0 and 0 if not seen.
+	double flow_table_ms = 0, flow_table_done_ms = 0;
 };
 
 /// Splits [begin, end] by the log lines and the bpf() calls made in between.
