@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <unordered_map>
 
 namespace udpintercept::detail {
 
@@ -237,17 +238,21 @@ std::vector<char> RawBtf::relocation_subset(std::span<const std::string_view> ro
 	};
 	const auto at = [&](std::uint32_t id) { return data_ + types_ + offsets_[id - 1]; };
 
-	// Old id -> new id (0: not taken); the taken old ids in new id order.
-	std::vector<std::uint32_t> new_id(offsets_.size() + 1, 0);
+	// Old id -> new id, of the taken ids only: a table of every id would be
+	// half a megabyte of fresh pages, which cost more to touch than the
+	// thousand or so entries cost to hash. The taken old ids in new id order.
+	std::unordered_map<std::uint32_t, std::uint32_t> new_ids;
 	std::vector<std::uint32_t> order;
 	const auto take = [&](std::uint32_t id) {
 		if (id > offsets_.size())
 			return false;
-		if (id && !new_id[id]) {
+		if (id && new_ids.try_emplace(id, static_cast<std::uint32_t>(order.size() + 1)).second)
 			order.push_back(id);
-			new_id[id] = static_cast<std::uint32_t>(order.size());
-		}
 		return true;
+	};
+	const auto new_id = [&](std::uint32_t id) -> std::uint32_t {
+		const auto it = new_ids.find(id);
+		return it == new_ids.end() ? 0 : it->second; // 0: void
 	};
 	for (std::uint32_t id = 1; id <= offsets_.size(); id++) {
 		const auto t = load_at<btf_type>(at(id));
@@ -337,7 +342,7 @@ std::vector<char> RawBtf::relocation_subset(std::span<const std::string_view> ro
 		case BTF_KIND_CONST:
 		case BTF_KIND_RESTRICT:
 		case BTF_KIND_TYPE_TAG:
-			t.type = new_id[t.type];
+			t.type = new_id(t.type);
 			append(types, t);
 			break;
 		case BTF_KIND_INT:
@@ -346,8 +351,8 @@ std::vector<char> RawBtf::relocation_subset(std::span<const std::string_view> ro
 			break;
 		case BTF_KIND_ARRAY: {
 			auto a = load_at<struct btf_array>(p);
-			a.type = new_id[a.type];
-			a.index_type = new_id[a.index_type];
+			a.type = new_id(a.type);
+			a.index_type = new_id(a.index_type);
 			append(types, t);
 			append(types, a);
 			break;
@@ -357,7 +362,7 @@ std::vector<char> RawBtf::relocation_subset(std::span<const std::string_view> ro
 			append(types, t); // its size, vlen and bitfield flag as they are
 			copy_entries<struct btf_member>(types, p, vlen, [&](auto &m) {
 				m.name_off = name(m.name_off);
-				m.type = new_id[m.type];
+				m.type = new_id(m.type);
 			});
 			break;
 		case BTF_KIND_ENUM:
