@@ -373,6 +373,13 @@ double first_write_us(bool populated)
 	return median_of(us);
 }
 
+// One row of the startup table: its median, min and max over the starts.
+void print_row(const char *name, const std::vector<double> &ms)
+{
+	std::printf("%-66s %8.2f %8.2f %8.2f\n", name, median_of(ms), *std::min_element(ms.begin(), ms.end()),
+		    *std::max_element(ms.begin(), ms.end()));
+}
+
 void print_startup(const std::vector<StartFigures> &starts)
 {
 	std::vector<double> totals;
@@ -391,12 +398,9 @@ void print_startup(const std::vector<StartFigures> &starts)
 					v += x;
 			ms.push_back(v);
 		}
-		std::printf("%-66s %8.2f %8.2f %8.2f\n", name.c_str(), median_of(ms),
-			    *std::min_element(ms.begin(), ms.end()), *std::max_element(ms.begin(), ms.end()));
+		print_row(name.c_str(), ms);
 	}
-	std::printf("%-66s %8.2f %8.2f %8.2f\n", "total", median_of(totals),
-		    *std::min_element(totals.begin(), totals.end()),
-		    *std::max_element(totals.begin(), totals.end()));
+	print_row("total", totals);
 	if (!starts.front().syscalls_seen)
 		std::printf(
 			"(no bpf() call was seen: map creation and program verification are inside 'libbpf's "
@@ -411,14 +415,8 @@ void print_startup(const std::vector<StartFigures> &starts)
 			table_done_ms.push_back(s.flow_table_done_ms);
 		}
 	if (!table_ms.empty()) {
-		std::printf("%-66s %8.2f %8.2f %8.2f\n",
-			    "the flow table's BPF_MAP_CREATE (inside the stages above)", median_of(table_ms),
-			    *std::min_element(table_ms.begin(), table_ms.end()),
-			    *std::max_element(table_ms.begin(), table_ms.end()));
-		std::printf("%-66s %8.2f %8.2f %8.2f\n", "the flow table made, ms after the constructor",
-			    median_of(table_done_ms),
-			    *std::min_element(table_done_ms.begin(), table_done_ms.end()),
-			    *std::max_element(table_done_ms.begin(), table_done_ms.end()));
+		print_row("the flow table's BPF_MAP_CREATE (inside the stages above)", table_ms);
+		print_row("the flow table made, ms after the constructor", table_done_ms);
 	}
 
 	// The objects of the successful load, slowest first (medians over the starts).
