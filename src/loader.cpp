@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <future>
+#include <latch>
 #include <mutex>
 #include <sched.h>
 #include <sys/mman.h>
@@ -31,6 +32,7 @@
 #include "kernel_probe.h"
 #include "kretprobe.h"
 #include "libbpf_log.h"
+#include "map_btf.h"
 #include "privileges.h"
 #include "udpintercept.skel.h"
 
@@ -379,9 +381,10 @@ bool on_two_cpus() noexcept
  * in the first load that asks: a backend refused after attaching part of
  * its programs leaves its maps behind. A map the kernel refuses here is
  * made by libbpf as ever, which reports the refusal. The bpf() calls are
- * made directly (sys_bpf()), not through libbpf, and the maps made here
- * carry no BTF, which hash maps and ring buffers without locks, timers or
- * kernel pointers (none of this object's) do not need.
+ * made directly (sys_bpf()), not through libbpf. The hash maps made here
+ * carry their key and value types all the same (kMapBtf, generated from the
+ * object when it is built), so that `bpftool map dump` shows their fields:
+ * the thread loads that BTF before it makes the table.
  */
 class PremadeMaps {
 public:
@@ -396,6 +399,8 @@ public:
 			return;
 		try {
 			thread_ = std::thread([this] {
+				btf_fd_ = load_map_btf();
+				btf_loaded_.count_down();
 				flows_fd_ = create(flows_);
 				{
 					std::unique_lock lock(mutex_);
@@ -432,6 +437,7 @@ public:
 			}
 		}
 		std::vector<UniqueFd> made(list.size());
+		btf_loaded_.wait(); // the thread's first step
 		{
 			std::lock_guard lock(mutex_);
 			list_ = std::move(list);
@@ -452,8 +458,9 @@ public:
 			   bpf_map__max_entries(flows) == flows_.max_entries &&
 			   bpf_map__map_flags(flows) == flows_.flags &&
 			   bpf_map__reuse_fd(flows, flows_fd_.get()) == 0;
-		// The object holds its own descriptors.
+		// The object holds its own descriptors, and the maps their BTF.
 		flows_fd_.reset();
+		btf_fd_.reset();
 		made_.clear();
 		return adopted;
 	}
@@ -465,7 +472,19 @@ private:
 		__u32 key_size = 0, value_size = 0, max_entries = 0, flags = 0;
 	};
 
-	static UniqueFd create(const Shape &m) noexcept
+	// The BTF of the object's hash maps' types, in the kernel; none if refused.
+	static UniqueFd load_map_btf() noexcept
+	{
+		bpf_attr attr;
+		std::memset(&attr, 0, sizeof(attr));
+		attr.btf = reinterpret_cast<std::uintptr_t>(kMapBtf);
+		attr.btf_size = sizeof(kMapBtf);
+		return UniqueFd(static_cast<int>(sys_bpf(BPF_BTF_LOAD, &attr)));
+	}
+
+	// Made with its types where kMapBtf has them, else (or if the kernel
+	// refuses them, as libbpf does) without.
+	UniqueFd create(const Shape &m) const noexcept
 	{
 		bpf_attr attr;
 		std::memset(&attr, 0, sizeof(attr));
@@ -475,6 +494,19 @@ private:
 		attr.max_entries = m.max_entries;
 		attr.map_flags = m.flags;
 		std::strncpy(attr.map_name, m.name, sizeof(attr.map_name) - 1);
+		const auto types = std::find_if(
+			std::begin(kMapBtfTypes), std::end(kMapBtfTypes), [&](const MapBtfTypes &t) {
+				return std::strcmp(t.map, m.name) == 0 && t.key_size == m.key_size &&
+				       t.value_size == m.value_size;
+			});
+		if (btf_fd_ && types != std::end(kMapBtfTypes)) {
+			attr.btf_fd = static_cast<__u32>(btf_fd_.get());
+			attr.btf_key_type_id = types->key_type_id;
+			attr.btf_value_type_id = types->value_type_id;
+			if (UniqueFd fd(static_cast<int>(sys_bpf(BPF_MAP_CREATE, &attr))); fd)
+				return fd;
+			attr.btf_fd = attr.btf_key_type_id = attr.btf_value_type_id = 0;
+		}
 		return UniqueFd(static_cast<int>(sys_bpf(BPF_MAP_CREATE, &attr)));
 	}
 
@@ -507,6 +539,8 @@ private:
 	}
 
 	const Shape flows_;
+	UniqueFd btf_fd_; // kMapBtf, written by the thread before btf_loaded_
+	std::latch btf_loaded_{1};
 	UniqueFd flows_fd_;
 	std::mutex mutex_;
 	std::condition_variable listed_;

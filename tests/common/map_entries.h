@@ -1,13 +1,51 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// How many entries a BPF map holds, by walking its keys.
+// This process's BPF maps: finding one by name, and how many entries it holds.
 #pragma once
 
 #include <bpf/bpf.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <dirent.h>
+#include <string>
+#include <unistd.h>
+#include <utility>
 #include <vector>
 
 namespace testutil {
+
+/// The descriptors of this process's BPF maps (the tracer's), with what the kernel says of each.
+inline std::vector<std::pair<int, bpf_map_info>> own_maps()
+{
+	std::vector<std::pair<int, bpf_map_info>> maps;
+	DIR *dir = opendir("/proc/self/fd");
+	while (dirent *e = dir ? readdir(dir) : nullptr) {
+		const int fd = std::atoi(e->d_name);
+		// Programs, links and BTF answer bpf_obj_get_info_by_fd() too.
+		char target[64] = {};
+		const std::string link = std::string("/proc/self/fd/") + e->d_name;
+		bpf_map_info info{};
+		__u32 len = sizeof(info);
+		if (fd > 2 && readlink(link.c_str(), target, sizeof(target) - 1) > 0 &&
+		    std::strcmp(target, "anon_inode:bpf-map") == 0 &&
+		    bpf_obj_get_info_by_fd(fd, &info, &len) == 0)
+			maps.emplace_back(fd, info);
+	}
+	if (dir)
+		closedir(dir);
+	return maps;
+}
+
+/// This process's BPF map called `name` (the tracer's), or -1.
+inline int own_map(const char *name)
+{
+	int found = -1;
+	for (const auto &[fd, info] : own_maps())
+		if (std::strcmp(info.name, name) == 0)
+			found = fd;
+	return found;
+}
 
 inline std::uint64_t map_entries(int fd, std::size_t key_size)
 {

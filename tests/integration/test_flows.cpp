@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // Real load, attach and loopback traffic in a fresh network namespace, with
 // exact per-flow counters and fields.
+#include <bpf/btf.h>
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -10,6 +11,7 @@
 #include <sys/wait.h>
 #include <thread>
 
+#include "map_entries.h"
 #include "recorder.h"
 
 using namespace udpintercept;
@@ -550,4 +552,40 @@ TEST_CASE("a callback that throws loses nothing: the rest is delivered, stop() s
 		CHECK(finals[p.local().port()] == 1);
 	t.stop(); // already stopped: nothing more, nothing thrown
 	CHECK(finals.size() == 3);
+}
+
+TEST_CASE("every hash map of the tracer carries its key and value types, for bpftool to show", "[flows]")
+{
+	Recorder rec;
+	int checked = 0;
+	std::set<std::string> names;
+	for (const auto &[fd, info] : testutil::own_maps()) {
+		if (info.type != BPF_MAP_TYPE_HASH && info.type != BPF_MAP_TYPE_LRU_HASH)
+			continue;
+		INFO("map " << info.name);
+		names.insert(info.name);
+		REQUIRE(info.btf_id != 0);
+		REQUIRE(info.btf_key_type_id != 0);
+		REQUIRE(info.btf_value_type_id != 0);
+		btf *types = btf__load_from_kernel_by_id(info.btf_id);
+		REQUIRE(types != nullptr);
+		CHECK(btf__resolve_size(types, info.btf_key_type_id) == info.key_size);
+		CHECK(btf__resolve_size(types, info.btf_value_type_id) == info.value_size);
+		const auto name_of = [&](__u32 id) {
+			return std::string(btf__name_by_offset(types, btf__type_by_id(types, id)->name_off));
+		};
+		if (std::string_view(info.name) == "flows") {
+			CHECK(name_of(info.btf_key_type_id) == "udpi_flow_key");
+			CHECK(name_of(info.btf_value_type_id) == "udpi_flow");
+		} else if (std::string_view(info.name) == "socks") {
+			CHECK(name_of(info.btf_key_type_id) == "__u64");
+			CHECK(name_of(info.btf_value_type_id) == "udpi_sock");
+		}
+		btf__free(types);
+		checked++;
+	}
+	INFO(checked << " hash maps");
+	CHECK(names.count("flows") == 1);
+	CHECK(names.count("socks") == 1);
+	CHECK(checked >= 3);
 }

@@ -3,7 +3,6 @@
 // what was delivered and what was counted as dropped or untracked.
 #include <bpf/bpf.h>
 #include <catch2/catch.hpp>
-#include <dirent.h>
 #include <sched.h>
 
 #include <atomic>
@@ -17,6 +16,7 @@
 using namespace udpintercept;
 using namespace std::chrono_literals;
 using testutil::endpoint;
+using testutil::own_map;
 using testutil::Recorder;
 using testutil::Udp;
 
@@ -142,24 +142,6 @@ TEST_CASE("closes beyond a full ring buffer and a full closed map still end thei
 }
 
 namespace {
-
-// This process's BPF map called `name` (the tracer's), found among its file descriptors.
-int own_map(const char *name)
-{
-	DIR *dir = opendir("/proc/self/fd");
-	int found = -1;
-	while (dirent *e = dir ? readdir(dir) : nullptr) {
-		const int fd = std::atoi(e->d_name);
-		bpf_map_info info{};
-		__u32 len = sizeof(info);
-		if (fd > 2 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0 &&
-		    std::strcmp(info.name, name) == 0)
-			found = fd;
-	}
-	if (dir)
-		closedir(dir);
-	return found;
-}
 
 // The socket table's one entry (the test's one socket that has sent), by address.
 std::pair<std::uint64_t, udpi_sock> only_socket(int socks)
