@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <future>
+#include <iterator>
 #include <latch>
 #include <mutex>
 #include <sched.h>
@@ -564,6 +565,9 @@ struct Loader::Impl {
 	// an object of its own (program_objects) that takes these maps.
 	std::unique_ptr<Skeleton, SkeletonDeleter> skel;
 	std::vector<std::unique_ptr<Skeleton, SkeletonDeleter>> program_objects;
+	// The programs of the program objects let go once attached
+	// (release_program_objects()), each by a descriptor of its own.
+	std::vector<std::pair<ProgramRef, UniqueFd>> kept_programs;
 	UniqueFd relocation_btf;          // the kernel types libbpf relocates against, until loaded
 	std::string relocation_path;      // its name for libbpf, or empty: the kernel's whole BTF
 	UniqueFd cgroup;                  // the cgroup v2 root, for programs attached later
@@ -596,7 +600,9 @@ struct Loader::Impl {
 	int load_share(Skeleton *&out, const std::vector<ProgramRef> &programs,
 		       const std::shared_future<bool> &maps_made) noexcept;
 	bpf_program *program(ProgramRef p) const;
+	int program_fd(ProgramRef p) const;
 	void attach(LibbpfCapture &capture);
+	void release_program_objects();
 	void attach_program(bpf_program *prog, LibbpfCapture &capture);
 	bpf_link *attach_kretprobe(bpf_program *prog, const std::string &function);
 	void keep_needed_capabilities();
@@ -889,6 +895,45 @@ bpf_program *Loader::Impl::program(ProgramRef p) const
 	return skel->progs.*p;
 }
 
+// A loaded program's descriptor, also once its object was let go.
+int Loader::Impl::program_fd(ProgramRef p) const
+{
+	for (const auto &[ref, fd] : kept_programs)
+		if (ref == p)
+			return fd.get();
+	return bpf_program__fd(program(p));
+}
+
+/*
+ * Each program object holds a descriptor of every map (bpf_map__reuse_fd()
+ * duplicates the first object's), so that verifying on two threads kept
+ * three of each in the process: 69 for 23 maps. Once the programs are
+ * attached, their links hold them in the kernel, and the objects are let
+ * go but for a descriptor of each program (the flush and check programs
+ * are run by it, and the programs' statistics read by it). An object with
+ * a program still to attach (the arrival hook, on demand) stays.
+ */
+void Loader::Impl::release_program_objects()
+{
+	std::vector<ProgramRef> loaded = row->programs;
+	loaded.insert(loaded.end(), kCommonPrograms.begin(), kCommonPrograms.end());
+	std::erase_if(program_objects, [&](const std::unique_ptr<Skeleton, SkeletonDeleter> &o) {
+		for (ProgramRef p : loaded)
+			if (std::find(on_demand.begin(), on_demand.end(), o->progs.*p) != on_demand.end())
+				return false;
+		std::vector<std::pair<ProgramRef, UniqueFd>> fds;
+		for (ProgramRef p : loaded)
+			if (const int fd = bpf_program__fd(o->progs.*p); fd >= 0) {
+				UniqueFd dup(fcntl(fd, F_DUPFD_CLOEXEC, 3));
+				if (!dup)
+					return false; // no descriptor left: the object keeps its own
+				fds.emplace_back(p, std::move(dup));
+			}
+		std::move(fds.begin(), fds.end(), std::back_inserter(kept_programs));
+		return true;
+	});
+}
+
 void Loader::Impl::attach(LibbpfCapture &capture)
 {
 	if (row->needs_cgroup) {
@@ -1003,6 +1048,7 @@ void Loader::Impl::reset() noexcept
 	deferred.clear();
 	on_demand.clear();
 	cgroup.reset();
+	kept_programs.clear();
 	program_objects.clear();
 	skel.reset();
 	relocation_btf.reset();
@@ -1057,6 +1103,7 @@ Loader::Loader(const Options &options) : impl_(std::make_unique<Impl>(options))
 					  d.count_created_maps() - static_cast<std::size_t>(adopted)));
 			d.attach(capture);
 			d.log(fmt::format("attached {} programs", d.links.size()));
+			d.release_program_objects();
 			d.reason = tried + candidates[i].second;
 			if (!d.kretprobe_note.empty())
 				d.reason += "; " + d.kretprobe_note;
@@ -1102,8 +1149,8 @@ KernelObjects Loader::objects() const noexcept
 	o.closed_fd = bpf_map__fd(s.maps.closed);
 	o.socks_fd = bpf_map__fd(s.maps.socks);
 	o.stats_fd = bpf_map__fd(s.maps.stats);
-	o.flush_prog_fd = bpf_program__fd(impl_->program(&Programs::flush_flow));
-	o.check_prog_fd = bpf_program__fd(impl_->program(&Programs::check_socks));
+	o.flush_prog_fd = impl_->program_fd(&Programs::flush_flow);
+	o.check_prog_fd = impl_->program_fd(&Programs::check_socks);
 	o.full_sweep_wanted = &s.bss->full_sweep_wanted;
 	return o;
 }
@@ -1111,20 +1158,18 @@ KernelObjects Loader::objects() const noexcept
 std::uint64_t Loader::program_misses() const noexcept
 {
 	std::uint64_t n = 0;
-	const auto add = [&n](const Skeleton &s) {
-		bpf_program *prog;
-		bpf_object__for_each_program(prog, s.obj)
-		{
-			const int fd = bpf_program__fd(prog);
-			bpf_prog_info info{};
-			__u32 len = sizeof(info);
-			if (fd >= 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0)
-				n += info.recursion_misses;
-		}
+	const auto add = [&n](int fd) {
+		bpf_prog_info info{};
+		__u32 len = sizeof(info);
+		if (fd >= 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0)
+			n += info.recursion_misses;
 	};
-	add(*impl_->skel);
+	bpf_program *prog;
+	bpf_object__for_each_program(prog, impl_->skel->obj) add(bpf_program__fd(prog));
 	for (const auto &o : impl_->program_objects)
-		add(*o);
+		bpf_object__for_each_program(prog, o->obj) add(bpf_program__fd(prog));
+	for (const auto &[ref, fd] : impl_->kept_programs)
+		add(fd.get());
 	return n;
 }
 
