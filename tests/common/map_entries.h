@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// This process's BPF maps: finding one by name, and how many entries it holds.
+// This process's BPF maps and programs: finding a map by name, and how many entries it holds.
 #pragma once
 
 #include <bpf/bpf.h>
@@ -15,26 +15,39 @@
 
 namespace testutil {
 
-/// The descriptors of this process's BPF maps (the tracer's), with what the kernel says of each.
-inline std::vector<std::pair<int, bpf_map_info>> own_maps()
+/// This process's descriptors of BPF objects of one kind (`Info`: bpf_map_info or
+/// bpf_prog_info), with what the kernel says of each. The kinds are told apart by the
+/// descriptor's link ("anon_inode:bpf-map", "anon_inode:bpf-prog"): programs, maps,
+/// links and BTF all answer bpf_obj_get_info_by_fd().
+template <typename Info> std::vector<std::pair<int, Info>> own_bpf_objects(const char *link_target)
 {
-	std::vector<std::pair<int, bpf_map_info>> maps;
+	std::vector<std::pair<int, Info>> out;
 	DIR *dir = opendir("/proc/self/fd");
 	while (dirent *e = dir ? readdir(dir) : nullptr) {
 		const int fd = std::atoi(e->d_name);
-		// Programs, links and BTF answer bpf_obj_get_info_by_fd() too.
 		char target[64] = {};
 		const std::string link = std::string("/proc/self/fd/") + e->d_name;
-		bpf_map_info info{};
+		Info info{};
 		__u32 len = sizeof(info);
 		if (fd > 2 && readlink(link.c_str(), target, sizeof(target) - 1) > 0 &&
-		    std::strcmp(target, "anon_inode:bpf-map") == 0 &&
-		    bpf_obj_get_info_by_fd(fd, &info, &len) == 0)
-			maps.emplace_back(fd, info);
+		    std::strcmp(target, link_target) == 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0)
+			out.emplace_back(fd, info);
 	}
 	if (dir)
 		closedir(dir);
-	return maps;
+	return out;
+}
+
+/// The descriptors of this process's BPF maps (the tracer's).
+inline std::vector<std::pair<int, bpf_map_info>> own_maps()
+{
+	return own_bpf_objects<bpf_map_info>("anon_inode:bpf-map");
+}
+
+/// The descriptors of this process's BPF programs.
+inline std::vector<std::pair<int, bpf_prog_info>> own_programs()
+{
+	return own_bpf_objects<bpf_prog_info>("anon_inode:bpf-prog");
 }
 
 /// This process's BPF map called `name` (the tracer's), or -1.

@@ -5,7 +5,6 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
-#include <dirent.h>
 #include <poll.h>
 #include <set>
 #include <sys/prctl.h>
@@ -604,19 +603,8 @@ TEST_CASE("the tracer holds one descriptor of each of its maps, and of each prog
 	}
 	// Every program loaded is held once, whether attached or run by its descriptor.
 	std::map<__u32, int> per_program;
-	DIR *dir = opendir("/proc/self/fd");
-	REQUIRE(dir != nullptr);
-	while (dirent *e = readdir(dir)) {
-		char target[64] = {};
-		const std::string link = std::string("/proc/self/fd/") + e->d_name;
-		bpf_prog_info info{};
-		__u32 len = sizeof(info);
-		if (readlink(link.c_str(), target, sizeof(target) - 1) > 0 &&
-		    std::string_view(target) == "anon_inode:bpf-prog" &&
-		    bpf_obj_get_info_by_fd(std::atoi(e->d_name), &info, &len) == 0)
-			per_program[info.id]++;
-	}
-	closedir(dir);
+	for (const auto &[fd, info] : testutil::own_programs())
+		per_program[info.id]++;
 	CHECK(per_program.size() > 5);
 	for (const auto &[id, fds] : per_program) {
 		INFO("program id " << id);
