@@ -593,21 +593,24 @@ TEST_CASE("every hash map of the tracer carries its key and value types, for bpf
 TEST_CASE("the tracer holds one descriptor of each of its maps, and of each program", "[flows]")
 {
 	Recorder rec;
-	std::map<__u32, int> per_map;
-	for (const auto &[fd, info] : testutil::own_maps())
-		per_map[info.id]++;
-	CHECK(per_map.size() > 10);
-	for (const auto &[id, fds] : per_map) {
-		INFO("map id " << id);
-		CHECK(fds == 1);
-	}
+	// How many of this process's descriptors hold each object, by the object's id.
+	const auto per_id = [](const auto &objects) {
+		std::map<__u32, int> held;
+		for (const auto &[fd, info] : objects)
+			held[info.id]++;
+		return held;
+	};
+	const auto each_once = [](const std::map<__u32, int> &held, const char *what) {
+		for (const auto &[id, fds] : held) {
+			INFO(what << " id " << id);
+			CHECK(fds == 1);
+		}
+	};
+	const auto maps = per_id(testutil::own_maps());
+	CHECK(maps.size() > 10);
+	each_once(maps, "map");
 	// Every program loaded is held once, whether attached or run by its descriptor.
-	std::map<__u32, int> per_program;
-	for (const auto &[fd, info] : testutil::own_programs())
-		per_program[info.id]++;
-	CHECK(per_program.size() > 5);
-	for (const auto &[id, fds] : per_program) {
-		INFO("program id " << id);
-		CHECK(fds == 1);
-	}
+	const auto programs = per_id(testutil::own_programs());
+	CHECK(programs.size() > 5);
+	each_once(programs, "program");
 }
