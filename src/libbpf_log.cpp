@@ -62,6 +62,8 @@ LibbpfCapture::~LibbpfCapture()
 
 std::string LibbpfCapture::tail(std::size_t lines) const
 {
+	if (text_.empty())
+		return {}; // libbpf said nothing (a failure of a call it does not log)
 	std::size_t pos = text_.size();
 	for (std::size_t i = 0; i <= lines && pos != std::string::npos && pos > 0; i++)
 		pos = text_.rfind('\n', pos - 1);
