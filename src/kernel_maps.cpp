@@ -51,45 +51,73 @@ std::optional<udpi_flow> KernelMaps::take(const udpi_flow_key &key)
 
 namespace {
 
+// A read of a map the kernel refused for a moment (no memory for the batch's
+// copy, say) is tried again this many times before the walk gives up.
+constexpr int kReadTries = 3;
+
 // Every entry of a hash map, in batches of hundreds per system call
-// (BPF_MAP_LOOKUP_BATCH, 5.6+), else one key at a time.
-template <typename Key, typename Value, typename Fn> void walk(int fd, Fn &&fn)
+// (BPF_MAP_LOOKUP_BATCH, 5.6+), else one key at a time; false, with errno
+// set, if the kernel kept refusing a read part of the way through (an entry
+// missed would be a flow missed).
+template <typename Key, typename Value, typename Fn> bool walk(int fd, Fn &&fn)
 {
 	std::size_t batch = 512;
 	std::vector<Key> keys(batch);
 	std::vector<Value> values(batch);
 	__u32 in_batch = 0, out_batch = 0;
 	bool first = true;
-	for (;;) {
+	for (int tries = 0;;) {
 		__u32 count = static_cast<__u32>(batch);
 		const int err = bpf_map_lookup_batch(fd, first ? nullptr : &in_batch, &out_batch, keys.data(),
 						     values.data(), &count, nullptr);
 		const int e = err ? errno : 0;
+		// The last batch ends with ENOENT; any other refusal may leave
+		// `count` as it was passed in (libbpf copies back what the kernel
+		// did not write), so nothing of it is taken.
+		if (err && e != ENOENT)
+			count = 0;
 		for (__u32 i = 0; i < count; i++)
 			fn(keys[i], values[i]);
 		if (!err) {
 			in_batch = out_batch;
 			first = false;
+			tries = 0;
 			continue;
 		}
 		if (e == ENOENT)
-			return;
+			return true;
 		if (e == ENOSPC && batch < (1u << 20)) { // one hash bucket holds more than a batch
 			batch *= 2;
 			keys.resize(batch);
 			values.resize(batch);
 			continue;
 		}
-		if (first && count == 0)
-			break; // no batch operations here: walk the keys
-		return;
+		if (first)
+			break; // no batch operations here (or not now): walk the keys
+		if (++tries == kReadTries) {
+			errno = e;
+			return false;
+		}
 	}
 	Key cur{}, next{};
 	const void *prev = nullptr;
-	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+	for (int tries = 0;;) {
+		if (bpf_map_get_next_key(fd, prev, &next) != 0) {
+			if (errno == ENOENT)
+				return true;
+			if (++tries == kReadTries)
+				return false;
+			continue;
+		}
 		Value value{};
 		if (bpf_map_lookup_elem(fd, &next, &value) == 0)
 			fn(next, value);
+		else if (errno != ENOENT) { // not deleted since: the same key again
+			if (++tries == kReadTries)
+				return false;
+			continue;
+		}
+		tries = 0;
 		cur = next;
 		prev = &cur;
 	}
@@ -99,7 +127,9 @@ template <typename Key, typename Value, typename Fn> void walk(int fd, Fn &&fn)
 
 void KernelMaps::for_each(const std::function<void(const udpi_flow_key &, const udpi_flow &)> &fn)
 {
-	walk<udpi_flow_key, udpi_flow>(objects_.flows_fd, fn);
+	if (!walk<udpi_flow_key, udpi_flow>(objects_.flows_fd, fn))
+		throw Error("sweep", errno,
+			    fmt::format("cannot read the flow table whole: {}", std::strerror(errno)));
 }
 
 // The socket table's sockets less those the check program finds released:
@@ -109,9 +139,11 @@ std::optional<std::unordered_set<std::uint64_t>> KernelMaps::open_sockets()
 	if (objects_.socks_fd < 0)
 		return std::nullopt;
 	std::vector<std::pair<std::uint64_t, std::uint64_t>> entries; // address, id
-	walk<std::uint64_t, udpi_sock>(objects_.socks_fd, [&](std::uint64_t address, const udpi_sock &sock) {
-		entries.emplace_back(address, sock.id);
-	});
+	if (!walk<std::uint64_t, udpi_sock>(objects_.socks_fd,
+					    [&](std::uint64_t address, const udpi_sock &sock) {
+						    entries.emplace_back(address, sock.id);
+					    }))
+		return std::nullopt;
 	std::unordered_set<std::uint64_t> ids;
 	if (objects_.check_prog_fd < 0) {
 		for (const auto &[address, id] : entries)
@@ -181,7 +213,10 @@ KernelStats KernelMaps::stats() const
 		return out;
 	std::vector<std::uint64_t> values(static_cast<std::size_t>(ncpu));
 	for (__u32 idx = 0; idx < UDPI_STAT_MAX; idx++) {
-		if (bpf_map_lookup_elem(objects_.stats_fd, &idx, values.data()) != 0)
+		int err = -1;
+		for (int tries = 0; err && tries < kReadTries; tries++)
+			err = bpf_map_lookup_elem(objects_.stats_fd, &idx, values.data());
+		if (err)
 			continue;
 		if (idx == UDPI_STAT_INSERT_LAST_ERRNO)
 			out.insert_last_errno = *std::max_element(values.begin(), values.end());

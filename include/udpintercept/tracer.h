@@ -120,7 +120,9 @@ public:
 	/**
 	 * Waits up to `timeout` for snapshots and delivers them; also sends the
 	 * interval's pending updates. Returns how many were delivered.
-	 * A negative timeout waits until something arrives.
+	 * A negative timeout waits until something arrives. Throws Error (stage
+	 * "sweep") if the kernel keeps refusing a read of the flow table, which
+	 * would otherwise miss flows.
 	 */
 	int poll(std::chrono::milliseconds timeout);
 
@@ -132,7 +134,10 @@ public:
 
 	/**
 	 * Detaches, delivers what is left, then one `final` snapshot for every
-	 * flow not yet closed. Idempotent; poll() after stop() returns 0.
+	 * flow not yet closed. Idempotent; poll() after stop() returns 0. Throws
+	 * Error (stage "sweep") if the kernel keeps refusing the read of the flow
+	 * table that finds those flows (tried three times): the finals would be
+	 * incomplete.
 	 */
 	void stop();
 
