@@ -484,7 +484,8 @@ private:
 	}
 
 	// Made with its types where kMapBtf has them, else (or if the kernel
-	// refuses them, as libbpf does) without.
+	// refuses them, as libbpf does) without. Refused for want of memory, it
+	// is not tried again without them: that would only fail as slowly.
 	UniqueFd create(const Shape &m) const noexcept
 	{
 		bpf_attr attr;
@@ -504,7 +505,8 @@ private:
 			attr.btf_fd = static_cast<__u32>(btf_fd_.get());
 			attr.btf_key_type_id = types->key_type_id;
 			attr.btf_value_type_id = types->value_type_id;
-			if (UniqueFd fd(static_cast<int>(sys_bpf(BPF_MAP_CREATE, &attr))); fd)
+			if (UniqueFd fd(static_cast<int>(sys_bpf(BPF_MAP_CREATE, &attr)));
+			    fd || errno == ENOMEM)
 				return fd;
 			attr.btf_fd = attr.btf_key_type_id = attr.btf_value_type_id = 0;
 		}
