@@ -32,8 +32,10 @@ inline FlowId flow_id(std::uint16_t local_port, const std::string &remote)
 }
 
 /// `clients` sockets each send `count` datagrams of `bytes` to one server,
-/// which reads them all; `together`: the clients all exist at once.
-inline Ledger exchange(int clients, int count, std::size_t bytes, bool together = false)
+/// which reads them all; `together`: the clients all exist at once, and
+/// with `keep` they and the server are left open there.
+inline Ledger exchange(int clients, int count, std::size_t bytes, bool together = false,
+		       std::vector<testutil::Udp> *keep = nullptr)
 {
 	using testutil::Udp;
 	Udp server(AF_INET);
@@ -71,6 +73,11 @@ inline Ledger exchange(int clients, int count, std::size_t bytes, bool together 
 		rx.rx_packets += static_cast<std::uint64_t>(count);
 		if (together)
 			open.push_back(std::move(client));
+	}
+	if (keep) {
+		keep->push_back(std::move(server));
+		for (auto &c : open)
+			keep->push_back(std::move(c));
 	}
 	return ledger;
 }

@@ -6,16 +6,19 @@
 
 #include "testutil.h"
 
-std::string g_cli_path;    // --cli: the udpintercept executable
-std::string g_legacy_path; // --legacy: libudpEvent.so
+std::string g_cli_path;      // --cli: the udpintercept executable
+std::string g_legacy_path;   // --legacy: libudpEvent.so
+std::string g_fail_bpf_path; // --fail-bpf: fail_bpf.so, preloaded to refuse a bpf() call
 
 int main(int argc, char **argv)
 {
 	testutil::require_root_or_skip(argv[0]);
 	Catch::Session session;
 	using namespace Catch::clara;
-	auto cli = session.cli() | Opt(g_cli_path, "path")["--cli"]("the udpintercept executable") |
-		   Opt(g_legacy_path, "path")["--legacy"]("libudpEvent.so");
+	auto cli =
+		session.cli() | Opt(g_cli_path, "path")["--cli"]("the udpintercept executable") |
+		Opt(g_legacy_path, "path")["--legacy"]("libudpEvent.so") |
+		Opt(g_fail_bpf_path, "path")["--fail-bpf"]("fail_bpf.so, preloaded to refuse a bpf() call");
 	session.cli(cli);
 	if (int rc = session.applyCommandLine(argc, argv); rc != 0)
 		return rc;
