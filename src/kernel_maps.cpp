@@ -12,10 +12,29 @@
 
 namespace udpintercept::detail {
 
+namespace {
+
+// A call the kernel refused for a moment (no memory for its copy of the key
+// or value, say) is tried again this many times before its refusal counts.
+constexpr int kReadTries = 3;
+
+// A call on one entry, tried again while the kernel refuses it for another
+// reason than the entry's absence (ENOENT): 0, or -1 with errno set.
+template <typename Call> int on_entry(Call &&call)
+{
+	int err = -1;
+	for (int tries = 0; err && tries < kReadTries; tries++)
+		if ((err = call()) != 0 && errno == ENOENT)
+			break;
+	return err;
+}
+
+} // namespace
+
 std::optional<udpi_flow> KernelMaps::lookup(const udpi_flow_key &key)
 {
 	udpi_flow flow{};
-	if (bpf_map_lookup_elem(objects_.flows_fd, &key, &flow) != 0)
+	if (on_entry([&] { return bpf_map_lookup_elem(objects_.flows_fd, &key, &flow); }) != 0)
 		return std::nullopt;
 	return flow;
 }
@@ -27,14 +46,16 @@ bool KernelMaps::insert(const udpi_flow_key &key, const udpi_flow &flow)
 
 bool KernelMaps::erase(const udpi_flow_key &key)
 {
-	return bpf_map_delete_elem(objects_.flows_fd, &key) == 0;
+	return on_entry([&] { return bpf_map_delete_elem(objects_.flows_fd, &key); }) == 0;
 }
 
 std::optional<udpi_flow> KernelMaps::take(const udpi_flow_key &key)
 {
 	udpi_flow flow{};
 	if (take_in_one_step_) {
-		if (bpf_map_lookup_and_delete_elem(objects_.flows_fd, &key, &flow) == 0)
+		if (on_entry([&] {
+			    return bpf_map_lookup_and_delete_elem(objects_.flows_fd, &key, &flow);
+		    }) == 0)
 			return flow;
 		if (errno == ENOENT)
 			return std::nullopt;
@@ -42,18 +63,13 @@ std::optional<udpi_flow> KernelMaps::take(const udpi_flow_key &key)
 		// (commit 3e87f192b405); before it the kernel answers ENOTSUPP (524).
 		take_in_one_step_ = false;
 	}
-	if (bpf_map_lookup_elem(objects_.flows_fd, &key, &flow) != 0)
-		return std::nullopt;
-	if (bpf_map_delete_elem(objects_.flows_fd, &key) != 0)
-		return std::nullopt;
-	return flow;
+	const auto current = lookup(key);
+	if (current && erase(key))
+		return current;
+	return std::nullopt;
 }
 
 namespace {
-
-// A read of a map the kernel refused for a moment (no memory for the batch's
-// copy, say) is tried again this many times before the walk gives up.
-constexpr int kReadTries = 3;
 
 // Every entry of a hash map, in batches of hundreds per system call
 // (BPF_MAP_LOOKUP_BATCH, 5.6+), else one key at a time; false, with errno
@@ -169,7 +185,7 @@ std::optional<std::unordered_set<std::uint64_t>> KernelMaps::open_sockets()
 udpi_flush_result KernelMaps::flush(const udpi_flow_key &key)
 {
 	LIBBPF_OPTS(bpf_test_run_opts, run, .ctx_in = &key, .ctx_size_in = sizeof(key));
-	if (bpf_prog_test_run_opts(objects_.flush_prog_fd, &run) != 0)
+	if (on_entry([&] { return bpf_prog_test_run_opts(objects_.flush_prog_fd, &run); }) != 0)
 		throw Error("sweep", errno,
 			    fmt::format("cannot run the flush program (BPF_PROG_TEST_RUN): {}",
 					std::strerror(errno)));
@@ -213,10 +229,8 @@ KernelStats KernelMaps::stats() const
 		return out;
 	std::vector<std::uint64_t> values(static_cast<std::size_t>(ncpu));
 	for (__u32 idx = 0; idx < UDPI_STAT_MAX; idx++) {
-		int err = -1;
-		for (int tries = 0; err && tries < kReadTries; tries++)
-			err = bpf_map_lookup_elem(objects_.stats_fd, &idx, values.data());
-		if (err)
+		if (on_entry([&] { return bpf_map_lookup_elem(objects_.stats_fd, &idx, values.data()); }) !=
+		    0)
 			continue;
 		if (idx == UDPI_STAT_INSERT_LAST_ERRNO)
 			out.insert_last_errno = *std::max_element(values.begin(), values.end());
