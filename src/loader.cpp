@@ -913,25 +913,31 @@ int Loader::Impl::program_fd(ProgramRef p) const
  * attached, their links hold them in the kernel, and the objects are let
  * go but for a descriptor of each program (the flush and check programs
  * are run by it, and the programs' statistics read by it). An object with
- * a program still to attach (the arrival hook, on demand) stays.
+ * a program still to attach (the arrival hook, on demand) stays until that
+ * attach, but its programs' descriptors are taken all the same, so that
+ * the descriptors objects() hands out outlive it.
  */
 void Loader::Impl::release_program_objects()
 {
 	std::vector<ProgramRef> loaded = row->programs;
 	loaded.insert(loaded.end(), kCommonPrograms.begin(), kCommonPrograms.end());
+	const auto kept = [&](ProgramRef p) {
+		return std::any_of(kept_programs.begin(), kept_programs.end(),
+				   [&](const auto &k) { return k.first == p; });
+	};
 	std::erase_if(program_objects, [&](const std::unique_ptr<Skeleton, SkeletonDeleter> &o) {
-		for (ProgramRef p : loaded)
-			if (std::find(on_demand.begin(), on_demand.end(), o->progs.*p) != on_demand.end())
-				return false;
 		std::vector<std::pair<ProgramRef, UniqueFd>> fds;
 		for (ProgramRef p : loaded)
-			if (const int fd = bpf_program__fd(o->progs.*p); fd >= 0) {
+			if (const int fd = bpf_program__fd(o->progs.*p); fd >= 0 && !kept(p)) {
 				UniqueFd dup(fcntl(fd, F_DUPFD_CLOEXEC, 3));
 				if (!dup)
 					return false; // no descriptor left: the object keeps its own
 				fds.emplace_back(p, std::move(dup));
 			}
 		std::move(fds.begin(), fds.end(), std::back_inserter(kept_programs));
+		for (ProgramRef p : loaded)
+			if (std::find(on_demand.begin(), on_demand.end(), o->progs.*p) != on_demand.end())
+				return false;
 		return true;
 	});
 }
@@ -1160,11 +1166,18 @@ KernelObjects Loader::objects() const noexcept
 std::uint64_t Loader::program_misses() const noexcept
 {
 	std::uint64_t n = 0;
-	const auto add = [&n](int fd) {
+	// A program held by a descriptor of its own and by its object counts once.
+	std::array<__u32, 64> seen{};
+	std::size_t nseen = 0;
+	const auto add = [&](int fd) {
 		bpf_prog_info info{};
 		__u32 len = sizeof(info);
-		if (fd >= 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0)
-			n += info.recursion_misses;
+		if (fd < 0 || bpf_obj_get_info_by_fd(fd, &info, &len) != 0 ||
+		    std::find(seen.begin(), seen.begin() + nseen, info.id) != seen.begin() + nseen)
+			return;
+		if (nseen < seen.size())
+			seen[nseen++] = info.id;
+		n += info.recursion_misses;
 	};
 	bpf_program *prog;
 	bpf_object__for_each_program(prog, impl_->skel->obj) add(bpf_program__fd(prog));
@@ -1190,6 +1203,7 @@ void Loader::attach_arrivals()
 	LibbpfCapture capture(d.options.log);
 	for (bpf_program *prog : std::exchange(d.on_demand, {}))
 		d.attach_program(prog, capture);
+	d.release_program_objects(); // the object that held the hook, now attached
 	d.log("attached the arrival hook (cgroup_skb/ingress); such receives before it count as peer "
 	      "unknown");
 	if (d.privileges_dropped)
