@@ -604,7 +604,7 @@ struct Loader::Impl {
 	bpf_program *program(ProgramRef p) const;
 	int program_fd(ProgramRef p) const;
 	void attach(LibbpfCapture &capture);
-	void release_program_objects();
+	void release_program_objects(bool handed_out = false);
 	void attach_program(bpf_program *prog, LibbpfCapture &capture);
 	bpf_link *attach_kretprobe(bpf_program *prog, const std::string &function);
 	void keep_needed_capabilities();
@@ -915,9 +915,12 @@ int Loader::Impl::program_fd(ProgramRef p) const
  * are run by it, and the programs' statistics read by it). An object with
  * a program still to attach (the arrival hook, on demand) stays until that
  * attach, but its programs' descriptors are taken all the same, so that
- * the descriptors objects() hands out outlive it.
+ * the descriptors objects() hands out outlive it. `handed_out`: objects()
+ * has been asked, so an object whose programs are not all held by
+ * descriptors of their own (one could not be had) may have had one of its
+ * own handed out, and stays.
  */
-void Loader::Impl::release_program_objects()
+void Loader::Impl::release_program_objects(bool handed_out)
 {
 	std::vector<ProgramRef> loaded = row->programs;
 	loaded.insert(loaded.end(), kCommonPrograms.begin(), kCommonPrograms.end());
@@ -929,6 +932,8 @@ void Loader::Impl::release_program_objects()
 		std::vector<std::pair<ProgramRef, UniqueFd>> fds;
 		for (ProgramRef p : loaded)
 			if (const int fd = bpf_program__fd(o->progs.*p); fd >= 0 && !kept(p)) {
+				if (handed_out)
+					return false;
 				UniqueFd dup(fcntl(fd, F_DUPFD_CLOEXEC, 3));
 				if (!dup)
 					return false; // no descriptor left: the object keeps its own
@@ -1203,7 +1208,7 @@ void Loader::attach_arrivals()
 	LibbpfCapture capture(d.options.log);
 	for (bpf_program *prog : std::exchange(d.on_demand, {}))
 		d.attach_program(prog, capture);
-	d.release_program_objects(); // the object that held the hook, now attached
+	d.release_program_objects(true); // the object that held the hook, now attached
 	d.log("attached the arrival hook (cgroup_skb/ingress); such receives before it count as peer "
 	      "unknown");
 	if (d.privileges_dropped)
