@@ -5,14 +5,14 @@
 // an exception's own text, or an exit without a word.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <algorithm>
 #include <fstream>
-#include <map>
 #include <linux/bpf.h>
+#include <map>
 #include <unistd.h>
 
 #include "bpf_objects.h"
