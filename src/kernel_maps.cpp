@@ -213,9 +213,11 @@ std::vector<std::pair<std::uint64_t, std::uint64_t>> KernelMaps::take_closed()
 	std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
 	for (std::uint64_t sid : ids) {
 		std::uint64_t when = 0;
-		if (bpf_map_lookup_elem(fd, &sid, &when) != 0)
+		if (on_entry([&] { return bpf_map_lookup_elem(fd, &sid, &when); }) != 0)
 			continue;
-		bpf_map_delete_elem(fd, &sid);
+		// Left in the map, a close is taken by a later sweep, once.
+		if (on_entry([&] { return bpf_map_delete_elem(fd, &sid); }) != 0 && errno != ENOENT)
+			continue;
 		out.emplace_back(sid, when);
 	}
 	return out;
