@@ -18,9 +18,10 @@ namespace {
 // or value, say) is tried again this many times before its refusal counts.
 constexpr int kReadTries = 3;
 
-// A call on one entry, tried again while the kernel refuses it for another
-// reason than the entry's absence (ENOENT): 0, or -1 with errno set.
-template <typename Call> int on_entry(Call &&call)
+// A bpf() call tried again while the kernel refuses it for another reason
+// than an entry's absence (ENOENT; for a batch read, the table's end): 0, or
+// -1 with errno set.
+template <typename Call> int retried(Call &&call)
 {
 	int err = -1;
 	for (int tries = 0; err && tries < kReadTries; tries++)
@@ -34,7 +35,7 @@ template <typename Call> int on_entry(Call &&call)
 std::optional<udpi_flow> KernelMaps::lookup(const udpi_flow_key &key)
 {
 	udpi_flow flow{};
-	if (on_entry([&] { return bpf_map_lookup_elem(objects_.flows_fd, &key, &flow); }) != 0)
+	if (retried([&] { return bpf_map_lookup_elem(objects_.flows_fd, &key, &flow); }) != 0)
 		return std::nullopt;
 	return flow;
 }
@@ -46,16 +47,15 @@ bool KernelMaps::insert(const udpi_flow_key &key, const udpi_flow &flow)
 
 bool KernelMaps::erase(const udpi_flow_key &key)
 {
-	return on_entry([&] { return bpf_map_delete_elem(objects_.flows_fd, &key); }) == 0;
+	return retried([&] { return bpf_map_delete_elem(objects_.flows_fd, &key); }) == 0;
 }
 
 std::optional<udpi_flow> KernelMaps::take(const udpi_flow_key &key)
 {
 	udpi_flow flow{};
 	if (take_in_one_step_) {
-		if (on_entry([&] {
-			    return bpf_map_lookup_and_delete_elem(objects_.flows_fd, &key, &flow);
-		    }) == 0)
+		if (retried([&] { return bpf_map_lookup_and_delete_elem(objects_.flows_fd, &key, &flow); }) ==
+		    0)
 			return flow;
 		if (errno == ENOENT)
 			return std::nullopt;
@@ -82,10 +82,13 @@ template <typename Key, typename Value, typename Fn> bool walk(int fd, Fn &&fn)
 	std::vector<Value> values(batch);
 	__u32 in_batch = 0, out_batch = 0;
 	bool first = true;
-	for (int tries = 0;;) {
-		__u32 count = static_cast<__u32>(batch);
-		const int err = bpf_map_lookup_batch(fd, first ? nullptr : &in_batch, &out_batch, keys.data(),
-						     values.data(), &count, nullptr);
+	for (;;) {
+		__u32 count = 0;
+		const int err = retried([&] {
+			count = static_cast<__u32>(batch);
+			return bpf_map_lookup_batch(fd, first ? nullptr : &in_batch, &out_batch, keys.data(),
+						    values.data(), &count, nullptr);
+		});
 		const int e = err ? errno : 0;
 		// The last batch ends with ENOENT; any other refusal may leave
 		// `count` as it was passed in (libbpf copies back what the kernel
@@ -97,7 +100,6 @@ template <typename Key, typename Value, typename Fn> bool walk(int fd, Fn &&fn)
 		if (!err) {
 			in_batch = out_batch;
 			first = false;
-			tries = 0;
 			continue;
 		}
 		if (e == ENOENT)
@@ -110,30 +112,19 @@ template <typename Key, typename Value, typename Fn> bool walk(int fd, Fn &&fn)
 		}
 		if (first)
 			break; // no batch operations here (or not now): walk the keys
-		if (++tries == kReadTries) {
-			errno = e;
-			return false;
-		}
+		errno = e;
+		return false;
 	}
 	Key cur{}, next{};
 	const void *prev = nullptr;
-	for (int tries = 0;;) {
-		if (bpf_map_get_next_key(fd, prev, &next) != 0) {
-			if (errno == ENOENT)
-				return true;
-			if (++tries == kReadTries)
-				return false;
-			continue;
-		}
+	for (;;) {
+		if (retried([&] { return bpf_map_get_next_key(fd, prev, &next); }) != 0)
+			return errno == ENOENT; // the end, or a read refused for good
 		Value value{};
-		if (bpf_map_lookup_elem(fd, &next, &value) == 0)
+		if (retried([&] { return bpf_map_lookup_elem(fd, &next, &value); }) == 0)
 			fn(next, value);
-		else if (errno != ENOENT) { // not deleted since: the same key again
-			if (++tries == kReadTries)
-				return false;
-			continue;
-		}
-		tries = 0;
+		else if (errno != ENOENT) // refused for good (ENOENT: deleted since)
+			return false;
 		cur = next;
 		prev = &cur;
 	}
@@ -185,7 +176,7 @@ std::optional<std::unordered_set<std::uint64_t>> KernelMaps::open_sockets()
 udpi_flush_result KernelMaps::flush(const udpi_flow_key &key)
 {
 	LIBBPF_OPTS(bpf_test_run_opts, run, .ctx_in = &key, .ctx_size_in = sizeof(key));
-	if (on_entry([&] { return bpf_prog_test_run_opts(objects_.flush_prog_fd, &run); }) != 0)
+	if (retried([&] { return bpf_prog_test_run_opts(objects_.flush_prog_fd, &run); }) != 0)
 		throw Error("sweep", errno,
 			    fmt::format("cannot run the flush program (BPF_PROG_TEST_RUN): {}",
 					std::strerror(errno)));
@@ -213,10 +204,10 @@ std::vector<std::pair<std::uint64_t, std::uint64_t>> KernelMaps::take_closed()
 	std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
 	for (std::uint64_t sid : ids) {
 		std::uint64_t when = 0;
-		if (on_entry([&] { return bpf_map_lookup_elem(fd, &sid, &when); }) != 0)
+		if (retried([&] { return bpf_map_lookup_elem(fd, &sid, &when); }) != 0)
 			continue;
 		// Left in the map, a close is taken by a later sweep, once.
-		if (on_entry([&] { return bpf_map_delete_elem(fd, &sid); }) != 0 && errno != ENOENT)
+		if (retried([&] { return bpf_map_delete_elem(fd, &sid); }) != 0 && errno != ENOENT)
 			continue;
 		out.emplace_back(sid, when);
 	}
@@ -231,8 +222,7 @@ KernelStats KernelMaps::stats() const
 		return out;
 	std::vector<std::uint64_t> values(static_cast<std::size_t>(ncpu));
 	for (__u32 idx = 0; idx < UDPI_STAT_MAX; idx++) {
-		if (on_entry([&] { return bpf_map_lookup_elem(objects_.stats_fd, &idx, values.data()); }) !=
-		    0)
+		if (retried([&] { return bpf_map_lookup_elem(objects_.stats_fd, &idx, values.data()); }) != 0)
 			continue;
 		if (idx == UDPI_STAT_INSERT_LAST_ERRNO)
 			out.insert_last_errno = *std::max_element(values.begin(), values.end());
