@@ -121,7 +121,10 @@ int run(const Config &cli)
 	sigprocmask(SIG_BLOCK, &mask, nullptr);
 	const int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sfd < 0) {
-		fmt::print(stderr, "udpintercept: signalfd: {}\n", std::strerror(errno));
+		fmt::print(stderr,
+			   "udpintercept: signals failed: cannot take SIGINT and SIGTERM through a signalfd: "
+			   "{}\n",
+			   std::strerror(errno));
 		return 1;
 	}
 	std::signal(SIGPIPE, SIG_IGN);
