@@ -346,6 +346,19 @@ const std::vector<BackendRow> &backend_rows()
 	return rows;
 }
 
+/*
+ * libbpf (1.1) asks the kernel what it supports (BTF, global data, mappable
+ * arrays, bpf_probe_read_kernel()...) once per process, a bpf() call each,
+ * in the first load that needs it, and keeps the answers for the process's
+ * life: a probe refused then (the kernel short of memory, or the process
+ * without the privilege yet) is kept as a feature missing, and each later
+ * load is made for a kernel without it, which ours refuses. Whether a load
+ * of this process has succeeded, or loads have only failed: a failure after
+ * failures alone says so (a library's user retries in the same process).
+ */
+enum class FeaturesLearned { not_yet, in_a_load, in_failed_loads };
+std::atomic<FeaturesLearned> g_features_learned{FeaturesLearned::not_yet};
+
 // `detail` (libbpf's own words) goes last, after what to do.
 [[noreturn]] void fail(const char *stage, int err, const std::string &what, const std::string &detail = {})
 {
@@ -813,8 +826,17 @@ std::vector<ProgramRef> Loader::Impl::programs_beside() const
 void Loader::Impl::load(LibbpfCapture &capture)
 {
 	const auto refused = [&](int err) {
+		FeaturesLearned learned = FeaturesLearned::not_yet;
+		g_features_learned.compare_exchange_strong(learned, FeaturesLearned::in_failed_loads);
+		const bool again = learned == FeaturesLearned::in_failed_loads;
+		constexpr const char *kept =
+			" (nor could an earlier load of this process, and libbpf keeps the "
+			"kernel's features as it found them then for the process's life, a "
+			"probe refused then as a feature missing: if that is the cause, a new "
+			"process loads)";
 		fail("load", err,
-		     fmt::format("the kernel refused the {} backend's BPF programs", to_string(row->backend)),
+		     fmt::format("cannot load the {} backend's BPF programs{}", to_string(row->backend),
+				 again ? kept : ""),
 		     capture.tail());
 	};
 	// libbpf has read the relocation BTF once every object has loaded.
@@ -859,6 +881,7 @@ void Loader::Impl::load(LibbpfCapture &capture)
 		if (first_err || second_err)
 			refused(first_err ? first_err : second_err);
 	}
+	g_features_learned = FeaturesLearned::in_a_load;
 	for (ProgramRef p : deferred)
 		on_demand.push_back(program(p));
 }

@@ -107,6 +107,9 @@ public:
 
 	/// Loads and attaches; throws Error naming the stage that failed
 	/// (options, btf, backend, privileges, open, load, attach, ring buffer, epoll, timer).
+	/// A Tracer made after a failure starts afresh, but for libbpf's answers
+	/// about the kernel's features, asked once per process and kept: a load
+	/// that fails after failures alone says that a new process may be needed.
 	explicit Tracer(Options options = {}, Callback callback = {});
 	~Tracer();
 	Tracer(Tracer &&) noexcept;

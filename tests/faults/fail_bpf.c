@@ -7,13 +7,19 @@
  * (default 1 in all), fails with UDPI_FAIL_BPF_ERRNO (a number, default
  * ENOMEM) instead of reaching the kernel. At exit the count is written to
  * UDPI_FAIL_BPF_COUNT (a file), so that a run without a failure tells the
- * test how many calls a run makes. libbpf and the library both call bpf()
- * through libc's syscall(), which this replaces.
+ * test how many calls a run makes, and on a second line what the first
+ * refused call was: "refused CMD NAME SIZE", its command, the name it gave
+ * the program or map it would have made ("-" for none or another command),
+ * and the size of the BTF it would have loaded (0 for another command). libbpf and the library both call
+ * bpf() through libc's syscall(), which this replaces. A process that calls udpi_fail_bpf_pause() (found with
+ * dlsym()) has its later calls neither counted nor refused.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <linux/bpf.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,9 +29,14 @@
 typedef long (*syscall_fn)(long, ...);
 
 static atomic_long calls;
+static atomic_bool paused;
 static long fail_at, fail_times = 1, only_cmd = -1;
 static int fail_errno = ENOMEM;
 static const char *count_path;
+static atomic_bool refused_one;
+static long refused_cmd;
+static char refused_name[BPF_OBJ_NAME_LEN + 1];
+static unsigned long refused_btf_size;
 
 static void write_count(void)
 {
@@ -33,6 +44,9 @@ static void write_count(void)
 
 	if (f) {
 		fprintf(f, "%ld\n", atomic_load(&calls));
+		if (atomic_load(&refused_one))
+			fprintf(f, "refused %ld %s %lu\n", refused_cmd, refused_name[0] ? refused_name : "-",
+				refused_btf_size);
 		fclose(f);
 	}
 }
@@ -54,6 +68,26 @@ __attribute__((constructor)) static void setup(void)
 		atexit(write_count);
 }
 
+static void note_refused(long cmd, const union bpf_attr *attr)
+{
+	const char *name = "";
+
+	refused_cmd = cmd;
+	if (cmd == BPF_PROG_LOAD)
+		name = attr->prog_name;
+	else if (cmd == BPF_MAP_CREATE)
+		name = attr->map_name;
+	else if (cmd == BPF_BTF_LOAD)
+		refused_btf_size = attr->btf_size;
+	for (size_t i = 0; i < BPF_OBJ_NAME_LEN && name[i]; i++)
+		refused_name[i] = name[i];
+}
+
+__attribute__((visibility("default"))) void udpi_fail_bpf_pause(void)
+{
+	atomic_store(&paused, true);
+}
+
 long syscall(long number, ...)
 {
 	static _Atomic(syscall_fn) real;
@@ -69,10 +103,12 @@ long syscall(long number, ...)
 		fn = (syscall_fn)dlsym(RTLD_NEXT, "syscall");
 		atomic_store(&real, fn);
 	}
-	if (number == SYS_bpf && (only_cmd < 0 || a[0] == only_cmd)) {
+	if (number == SYS_bpf && (only_cmd < 0 || a[0] == only_cmd) && !atomic_load(&paused)) {
 		const long n = atomic_fetch_add(&calls, 1) + 1;
 
 		if (fail_at > 0 && n >= fail_at && n < fail_at + fail_times) {
+			if (!atomic_exchange(&refused_one, true))
+				note_refused(a[0], (const union bpf_attr *)a[1]);
 			errno = fail_errno;
 			return -1;
 		}

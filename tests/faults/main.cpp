@@ -4,14 +4,21 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include <string_view>
+
 #include "testutil.h"
 
 std::string g_cli_path;      // --cli: the udpintercept executable
 std::string g_legacy_path;   // --legacy: libudpEvent.so
 std::string g_fail_bpf_path; // --fail-bpf: fail_bpf.so, preloaded to refuse a bpf() call
 
+int legacy_client(const char *library); // legacy_client.cpp
+
 int main(int argc, char **argv)
 {
+	// A child of the [syscalls] tests: a consumer of the legacy library.
+	if (argc == 3 && std::string_view(argv[1]) == "--legacy-client")
+		return legacy_client(argv[2]);
 	testutil::require_root_or_skip(argv[0]);
 	Catch::Session session;
 	using namespace Catch::clara;
