@@ -5,12 +5,16 @@
 // exchange, and cleans up, then once more with no call refused (the
 // preloaded library paused). Each round prints one line on stdout,
 // "round N attached=0|1 exact=0|1", and why a round fell short on stderr
-// (udpEvent_lastError()).
+// (udpEvent_lastError()); a last line counts the descriptors open but
+// sockets before the first round and after each, "fds A B C" (a failed
+// AddProbe() must leave none behind: a consumer may try again for months).
 #include <chrono>
 #include <cstdio>
+#include <dirent.h>
 #include <dlfcn.h>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unistd.h>
 
@@ -28,6 +32,47 @@ struct Legacy {
 	void (*cleanup)() = nullptr;
 	const char *(*last_error)() = nullptr;
 };
+
+// Open descriptors but sockets (the exchange's come and go), each also
+// named in `listing`.
+int open_fds(std::string &listing)
+{
+	int n = 0;
+	listing.clear();
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return -1;
+	while (const dirent *e = readdir(d)) {
+		char target[256] = {};
+		const std::string path = std::string("/proc/self/fd/") + e->d_name;
+		if (e->d_name[0] != '.' && readlink(path.c_str(), target, sizeof(target) - 1) > 0 &&
+		    std::string_view(target).rfind("socket:", 0) != 0) {
+			n++;
+			listing += std::string(" ") + e->d_name + "=" + target;
+		}
+	}
+	closedir(d);
+	return n - 1; // the directory's own
+}
+
+// The count, and the listing on stderr when it differs from `before`'s. A
+// thread of the library may still be ending after cleanup() returned (glibc
+// opens /proc/sys/vm/overcommit_memory for a moment as it gives a thread's
+// memory back): a count is taken again until it is `before`'s or a second
+// has passed.
+int open_fds_as(const char *when, const std::string &before)
+{
+	std::string listing;
+	int n = open_fds(listing);
+	for (int tries = 0; listing != before && tries < 50; tries++) {
+		std::this_thread::sleep_for(20ms);
+		n = open_fds(listing);
+	}
+	if (listing != before)
+		std::fprintf(stderr, "legacy client: open %s:%s (before the first round:%s)\n", when,
+			     listing.c_str(), before.c_str());
+	return n;
+}
 
 void say_error(int round, const Legacy &lib)
 {
@@ -103,10 +148,14 @@ int legacy_client(const char *path)
 		return 2;
 	}
 	std::setvbuf(stdout, nullptr, _IOLBF, 0);
+	std::string listing;
+	const int before = open_fds(listing);
 	round_of(1, lib);
+	const int after_first = open_fds_as("after the first round", listing);
 	if (const auto pause = reinterpret_cast<void (*)()>(dlsym(RTLD_DEFAULT, "udpi_fail_bpf_pause")))
 		pause();
 	round_of(2, lib);
+	std::printf("fds %d %d %d\n", before, after_first, open_fds_as("after the second round", listing));
 	dlclose(handle);
 	return 0;
 }

@@ -256,7 +256,8 @@ namespace {
 struct LegacyRun {
 	int status = -1;
 	bool attached[2] = {}, exact[2] = {};
-	int rounds = 0; // round lines read
+	int rounds = 0;            // round lines read
+	int fds[3] = {-1, -1, -1}; // open but sockets: before the first round, after each
 	std::string err;
 };
 
@@ -286,6 +287,7 @@ LegacyRun run_legacy_refusing(const Refusal &refusal, const std::string &count_f
 			run.exact[round - 1] = exact;
 			run.rounds++;
 		}
+		std::sscanf(line.c_str(), "fds %d %d %d", &run.fds[0], &run.fds[1], &run.fds[2]);
 	}
 	return run;
 }
@@ -328,6 +330,9 @@ TEST_CASE("every bpf() call of the legacy library refused in turn: exact counts,
 		REQUIRE(clean.status == 0);
 		REQUIRE(clean.rounds == 2);
 		REQUIRE((clean.exact[0] && clean.exact[1]));
+		REQUIRE(clean.fds[0] > 0);
+		CHECK(clean.fds[1] == clean.fds[0]);
+		CHECK(clean.fds[2] == clean.fds[0]);
 		calls = calls_counted(count_file); // the first round's: the second's are not counted
 		REQUIRE(calls > 0);
 	}
@@ -365,6 +370,10 @@ TEST_CASE("every bpf() call of the legacy library refused in turn: exact counts,
 			CHECK(call.probe());
 			kept_by_libbpf++;
 		}
+		// Nothing of a round is left open once cleanup() or a failed AddProbe() returned.
+		CHECK(r.fds[0] > 0);
+		CHECK(r.fds[1] == r.fds[0]);
+		CHECK(r.fds[2] == r.fds[0]);
 		CHECK(faults::kprobe_events_of_ours().empty());
 	}
 	const std::string stages = by_stage(stopped);
