@@ -19,13 +19,14 @@ namespace {
 constexpr int kReadTries = 3;
 
 // A bpf() call tried again while the kernel refuses it for another reason
-// than an entry's absence (ENOENT; for a batch read, the table's end): 0, or
-// -1 with errno set.
-template <typename Call> int retried(Call &&call)
+// than an entry's absence (ENOENT; for a batch read, the table's end) or
+// `answer_too` (an errno that says something of the table, not of a
+// moment): 0, or -1 with errno set.
+template <typename Call> int retried(Call &&call, int answer_too = ENOENT)
 {
 	int err = -1;
 	for (int tries = 0; err && tries < kReadTries; tries++)
-		if ((err = call()) != 0 && errno == ENOENT)
+		if ((err = call()) != 0 && (errno == ENOENT || errno == answer_too))
 			break;
 	return err;
 }
@@ -84,11 +85,14 @@ template <typename Key, typename Value, typename Fn> bool walk(int fd, Fn &&fn)
 	bool first = true;
 	for (;;) {
 		__u32 count = 0;
-		const int err = retried([&] {
-			count = static_cast<__u32>(batch);
-			return bpf_map_lookup_batch(fd, first ? nullptr : &in_batch, &out_batch, keys.data(),
-						    values.data(), &count, nullptr);
-		});
+		// ENOSPC: one hash bucket holds more than a batch (asked again, larger).
+		const int err = retried(
+			[&] {
+				count = static_cast<__u32>(batch);
+				return bpf_map_lookup_batch(fd, first ? nullptr : &in_batch, &out_batch,
+							    keys.data(), values.data(), &count, nullptr);
+			},
+			ENOSPC);
 		const int e = err ? errno : 0;
 		// The last batch ends with ENOENT; any other refusal may leave
 		// `count` as it was passed in (libbpf copies back what the kernel
@@ -104,7 +108,7 @@ template <typename Key, typename Value, typename Fn> bool walk(int fd, Fn &&fn)
 		}
 		if (e == ENOENT)
 			return true;
-		if (e == ENOSPC && batch < (1u << 20)) { // one hash bucket holds more than a batch
+		if (e == ENOSPC && batch < (1u << 20)) {
 			batch *= 2;
 			keys.resize(batch);
 			values.resize(batch);

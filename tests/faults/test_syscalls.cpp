@@ -40,6 +40,7 @@ struct Refusal {
 	long at = 0;    // the first refused, counted from 1 (0: none)
 	long times = 1; // how many in a row
 	long cmd = -1;  // only calls of this command are counted (-1: all)
+	int err = ENOMEM;
 };
 
 // The child's environment, set between fork and exec: fail_bpf.c
@@ -54,6 +55,7 @@ bool preload_refusing(const Refusal &refusal, const std::string &count_file)
 	       setenv("UDPI_FAIL_BPF_AT", std::to_string(refusal.at).c_str(), 1) == 0 &&
 	       setenv("UDPI_FAIL_BPF_TIMES", std::to_string(refusal.times).c_str(), 1) == 0 &&
 	       setenv("UDPI_FAIL_BPF_CMD", std::to_string(refusal.cmd).c_str(), 1) == 0 &&
+	       setenv("UDPI_FAIL_BPF_ERRNO", std::to_string(refusal.err).c_str(), 1) == 0 &&
 	       setenv("UDPI_FAIL_BPF_COUNT", count_file.c_str(), 1) == 0 &&
 	       setenv("ASAN_OPTIONS", asan_options.c_str(), 1) == 0;
 }
@@ -236,6 +238,17 @@ TEST_CASE("the flow table's read refused part of the way through: read again, or
 		CHECK(once.status == 0);
 		CHECK(once.exact);
 		CHECK(calls_counted(count_file) >= 3); // the read took more batches than the refused one
+	}
+	{
+		// ENOSPC: a hash bucket holds more entries than the batch has room
+		// for (here three times in a row, as for a bucket of over 2,048):
+		// asked again with room for twice as many each time.
+		const Run bucket =
+			run_refusing({.at = 2, .times = 3, .cmd = BPF_MAP_LOOKUP_BATCH, .err = ENOSPC},
+				     count_file, kClients, 2, true);
+		INFO(bucket.err);
+		CHECK(bucket.status == 0);
+		CHECK(bucket.exact);
 	}
 	{
 		// Refused for good (every try): the CLI says so, not a short list of finals.
