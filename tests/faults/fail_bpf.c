@@ -1,23 +1,28 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 /*
- * Preloaded into the CLI (LD_PRELOAD) by the [syscalls] faults test: the
+ * Preloaded (LD_PRELOAD) into the CLI, or into a consumer of the legacy
+ * library, by the [syscalls] faults test: the
  * process's bpf() calls are counted across its threads (only those of the
  * command UDPI_FAIL_BPF_CMD, a number, if set), and the one numbered
  * UDPI_FAIL_BPF_AT (from 1), with the UDPI_FAIL_BPF_TIMES - 1 after it
  * (default 1 in all), fails with UDPI_FAIL_BPF_ERRNO (a number, default
- * ENOMEM) instead of reaching the kernel. At exit the count is written to
- * UDPI_FAIL_BPF_COUNT (a file), so that a run without a failure tells the
- * test how many calls a run makes, and on a second line what the first
- * refused call was: "refused CMD NAME SIZE", its command, the name it gave
- * the program or map it would have made ("-" for none or another command),
- * and the size of the BTF it would have loaded (0 for another command). libbpf and the library both call
- * bpf() through libc's syscall(), which this replaces. A process that calls udpi_fail_bpf_pause() (found with
- * dlsym()) has its later calls neither counted nor refused.
+ * ENOMEM) instead of reaching the kernel. libbpf and the library both call
+ * bpf() through libc's syscall(), which this replaces.
+ *
+ * At exit the count is written to UDPI_FAIL_BPF_COUNT (a file), so that a
+ * run without a failure tells the test how many calls a run makes, and on
+ * a second line what the first refused call was: "refused CMD NAME SIZE",
+ * its command, the name it gave the program or map it would have made ("-"
+ * for none or another command), and the size of the BTF it would have
+ * loaded (0 for another command).
+ *
+ * A process that calls udpi_fail_bpf_pause() (found with dlsym()) has its
+ * later calls neither counted nor refused.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
-#include <linux/bpf.h>
 #include <errno.h>
+#include <linux/bpf.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdatomic.h>

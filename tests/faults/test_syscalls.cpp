@@ -60,10 +60,11 @@ bool preload_refusing(const Refusal &refusal, const std::string &count_file)
 	       setenv("ASAN_OPTIONS", asan_options.c_str(), 1) == 0;
 }
 
-// The CLI with `refusal`'s bpf() calls refused with ENOMEM, the count of its
-// calls written to `count_file` at its exit; while it traces, `clients`
-// each send `count` datagrams, and with `keep_open` their sockets stay open
-// until it has stopped (their flows end as finals).
+// The CLI with `refusal`'s bpf() calls refused (with ENOMEM unless it says
+// another errno), the count of its calls written to `count_file` at its
+// exit; while it traces, `clients` each send `count` datagrams, and with
+// `keep_open` their sockets stay open until it has stopped (their flows end
+// as finals).
 Run run_refusing(const Refusal &refusal, const std::string &count_file, int clients = 2, int count = 5,
 		 bool keep_open = false)
 {
@@ -265,7 +266,7 @@ TEST_CASE("the flow table's read refused part of the way through: read again, or
 namespace {
 
 // A run of the legacy library's consumer (legacy_client.cpp): each round's
-// line, and why the first fell short.
+// line, the descriptors' line, and its stderr (why a round fell short).
 struct LegacyRun {
 	int status = -1;
 	bool attached[2] = {}, exact[2] = {};
