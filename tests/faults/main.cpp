@@ -4,6 +4,7 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include <cstdio>
 #include <string_view>
 
 #include "testutil.h"
@@ -11,6 +12,8 @@
 std::string g_cli_path;      // --cli: the udpintercept executable
 std::string g_legacy_path;   // --legacy: libudpEvent.so
 std::string g_fail_bpf_path; // --fail-bpf: fail_bpf.so, preloaded to refuse a bpf() call
+long g_sweep_first = 1;      // --sweep-first: the first call the [syscalls] sweeps refuse
+long g_sweep_stride = 1;     // --sweep-stride: then every this many calls
 
 int legacy_client(const char *library); // legacy_client.cpp
 
@@ -25,10 +28,17 @@ int main(int argc, char **argv)
 	auto cli =
 		session.cli() | Opt(g_cli_path, "path")["--cli"]("the udpintercept executable") |
 		Opt(g_legacy_path, "path")["--legacy"]("libudpEvent.so") |
-		Opt(g_fail_bpf_path, "path")["--fail-bpf"]("fail_bpf.so, preloaded to refuse a bpf() call");
+		Opt(g_fail_bpf_path, "path")["--fail-bpf"]("fail_bpf.so, preloaded to refuse a bpf() call") |
+		Opt(g_sweep_first, "n")["--sweep-first"]("[syscalls]: the first call refused (default 1)") |
+		Opt(g_sweep_stride, "n")["--sweep-stride"](
+			"then one call in n (default 1: each call; more samples a slow machine's sweep)");
 	session.cli(cli);
 	if (int rc = session.applyCommandLine(argc, argv); rc != 0)
 		return rc;
+	if (g_sweep_first < 1 || g_sweep_stride < 1) {
+		std::fprintf(stderr, "%s: --sweep-first and --sweep-stride take a number from 1\n", argv[0]);
+		return 2;
+	}
 	testutil::enter_fresh_netns();
 	return session.run();
 }

@@ -3,13 +3,18 @@
 # Runs inside each kernel of the matrix (busybox sh): the root test tiers
 # under every backend this kernel must offer, the choice `auto` makes, and
 # the error for a backend it lacks, and the tracer as nobody with only
-# CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN. Prints @@RESULT lines for run-matrix.
-#   guest_tests.sh INTEGRATION_TESTS ACCURACY_TESTS CLI PRIVILEGES_TESTS SETPRIV
+# CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, and bpf() calls refused in turn.
+# Prints @@RESULT lines for run-matrix.
+#   guest_tests.sh INTEGRATION_TESTS ACCURACY_TESTS CLI PRIVILEGES_TESTS SETPRIV \
+#                  FAULTS_TESTS FAIL_BPF LEGACY_LIBRARY
 itest=$1
 atest=$2
 cli=$3
 ptest=$4
 setpriv=$5
+ftest=$6
+fail_bpf=$7
+legacy=$8
 
 # What each Debian kernel offers (environment.md): 5.10 and 6.1 lack the
 # sock_send_length tracepoint; all three have BTF trampolines and kprobes.
@@ -17,13 +22,26 @@ setpriv=$5
 # whose tiers run in full: its CLI tier again would add a minute a kernel.
 # 6.12 frees a datagram a receive finds damaged with no drop reason, so the
 # tracepoint backend cannot see those drops there (README's limits).
+# The faults tier's [syscalls] sweeps (each bpf() call of the CLI and of the
+# legacy library refused, tests/faults/test_syscalls.cpp) run on the host's
+# backend, every call, in CI; here on one backend a kernel, one call in 16
+# (a run takes seconds under emulation, about a minute a sweep), each
+# kernel from another call.
 checksum_unseen=""
+sweep_backend=""
+sweep_first=1
 case "$UDPI_VM_KERNEL" in
 5.10 | 6.1)
 	backends="fentry kprobe"
 	compare="fentry kprobe"
 	lacking="tracepoint"
 	auto_expected="fentry"
+	if [ "$UDPI_VM_KERNEL" = 5.10 ]; then
+		sweep_backend=kprobe
+	else
+		sweep_backend=fentry
+		sweep_first=6
+	fi
 	;;
 6.12)
 	backends="fentry kprobe tracepoint"
@@ -31,6 +49,8 @@ case "$UDPI_VM_KERNEL" in
 	lacking=""
 	auto_expected="fentry"
 	checksum_unseen="tracepoint"
+	sweep_backend=kprobe
+	sweep_first=11
 	;;
 *)
 	backends="auto"
@@ -118,6 +138,12 @@ for b in $backends; do
 		result "memlock-charged-$charged-$b" FAIL
 	fi
 done
+
+if [ -n "$sweep_backend" ]; then
+	run "syscalls-refused-$sweep_backend" "$sweep_backend" "$ftest" --cli "$cli" --legacy "$legacy" \
+		--fail-bpf "$fail_bpf" --sweep-first "$sweep_first" --sweep-stride 16 '[syscalls]'
+	grep "bpf() calls" "/tmp/syscalls-refused-$sweep_backend.log"
+fi
 
 if [ -n "$compare" ]; then
 	export UDPI_COMPARE_BACKENDS="$compare"
