@@ -13,7 +13,7 @@ std::string g_cli_path;      // --cli: the udpintercept executable
 std::string g_legacy_path;   // --legacy: libudpEvent.so
 std::string g_fail_bpf_path; // --fail-bpf: fail_bpf.so, preloaded to refuse a bpf() call
 long g_sweep_first = 1;      // --sweep-first: the first call the [syscalls] sweeps refuse
-long g_sweep_stride = 1;     // --sweep-stride: then every this many calls
+long g_sweep_stride = 1;     // --sweep-stride: then one call in this many
 
 int legacy_client(const char *library); // legacy_client.cpp
 

@@ -22,26 +22,13 @@ legacy=$8
 # whose tiers run in full: its CLI tier again would add a minute a kernel.
 # 6.12 frees a datagram a receive finds damaged with no drop reason, so the
 # tracepoint backend cannot see those drops there (README's limits).
-# The faults tier's [syscalls] sweeps (each bpf() call of the CLI and of the
-# legacy library refused, tests/faults/test_syscalls.cpp) run on the host's
-# backend, every call, in CI; here on one backend a kernel, one call in 16
-# (a run takes seconds under emulation, about a minute a sweep), each
-# kernel from another call.
 checksum_unseen=""
-sweep_backend=""
-sweep_first=1
 case "$UDPI_VM_KERNEL" in
 5.10 | 6.1)
 	backends="fentry kprobe"
 	compare="fentry kprobe"
 	lacking="tracepoint"
 	auto_expected="fentry"
-	if [ "$UDPI_VM_KERNEL" = 5.10 ]; then
-		sweep_backend=kprobe
-	else
-		sweep_backend=fentry
-		sweep_first=6
-	fi
 	;;
 6.12)
 	backends="fentry kprobe tracepoint"
@@ -49,8 +36,6 @@ case "$UDPI_VM_KERNEL" in
 	lacking=""
 	auto_expected="fentry"
 	checksum_unseen="tracepoint"
-	sweep_backend=kprobe
-	sweep_first=11
 	;;
 *)
 	backends="auto"
@@ -58,6 +43,18 @@ case "$UDPI_VM_KERNEL" in
 	lacking=""
 	auto_expected=""
 	;;
+esac
+
+# The faults tier's [syscalls] sweeps (each bpf() call of the CLI and of the
+# legacy library refused, tests/faults/test_syscalls.cpp) run on the host's
+# backend, every call, in CI; here on one backend a kernel, one call in 16
+# (a run takes seconds under emulation, about a minute a sweep), each
+# kernel from another call: "BACKEND FIRST-CALL".
+case "$UDPI_VM_KERNEL" in
+5.10) sweep="kprobe 1" ;;
+6.1) sweep="fentry 6" ;;
+6.12) sweep="kprobe 11" ;;
+*) sweep="" ;;
 esac
 
 # Emulated CPUs are slow: a socket storm of two thousand sockets still shows every close.
@@ -139,9 +136,10 @@ for b in $backends; do
 	fi
 done
 
-if [ -n "$sweep_backend" ]; then
+if [ -n "$sweep" ]; then
+	sweep_backend=${sweep% *}
 	run "syscalls-refused-$sweep_backend" "$sweep_backend" "$ftest" --cli "$cli" --legacy "$legacy" \
-		--fail-bpf "$fail_bpf" --sweep-first "$sweep_first" --sweep-stride 16 '[syscalls]'
+		--fail-bpf "$fail_bpf" --sweep-first "${sweep#* }" --sweep-stride 16 '[syscalls]'
 	grep "bpf() calls" "/tmp/syscalls-refused-$sweep_backend.log"
 fi
 
