@@ -42,6 +42,12 @@ int fail(const char *what, const std::string &detail)
 
 int main(int argc, char **argv)
 {
+	if (argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
+		std::printf("usage: map-btf-gen OBJECT HEADER\n"
+			    "Write HEADER: the BTF of the key and value types of OBJECT's hash maps, as\n"
+			    "the kernel takes it, and each map's key and value type ids in it.\n");
+		return 0;
+	}
 	if (argc != 3) {
 		std::fprintf(stderr, "usage: map-btf-gen OBJECT HEADER\n");
 		return 2;

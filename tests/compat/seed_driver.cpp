@@ -422,9 +422,17 @@ std::string describe(const Printed &p)
 
 int main(int argc, char **argv)
 {
+	const char *usage = "usage: compat_seed_driver SEED_EXAMPLE LIBUDPEVENT_SO INTERVAL_MS [filtered]\n";
+	if (argc == 2 && (std::string_view(argv[1]) == "--help" || std::string_view(argv[1]) == "-h")) {
+		std::printf("%sRun the legacy documentation's example SEED_EXAMPLE against LIBUDPEVENT_SO\n"
+			    "(installed at the legacy path in a private mount namespace), make IPv4 and\n"
+			    "IPv6 traffic in a fresh network namespace, and check what the example\n"
+			    "prints; with \"filtered\", UDPEVENT_PORT limits it to the test's port.\n",
+			    usage);
+		return 0;
+	}
 	if (argc != 4 && !(argc == 5 && std::string_view(argv[4]) == "filtered")) {
-		std::fprintf(stderr, "usage: %s SEED_EXAMPLE LIBUDPEVENT_SO INTERVAL_MS [filtered]\n",
-			     argv[0]);
+		std::fputs(usage, stderr);
 		return 2;
 	}
 	const std::string port_filter = std::to_string(kServer4);

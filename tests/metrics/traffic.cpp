@@ -78,14 +78,38 @@ int run_round(const std::set<std::string> &only, accuracy::Counts &v4, accuracy:
 
 int main(int argc, char **argv)
 {
+	for (int i = 1; i < argc; i++)
+		if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+			std::printf(
+				"usage: udpi-traffic [--min-seconds S] LEDGER [SCENARIO...]\n"
+				"Run the accuracy tier's scenarios (all, or those named), each in a fresh\n"
+				"network namespace, in rounds until S seconds have passed (default: one\n"
+				"round). Each scenario's ledger is held to its namespace's UDP MIB; the\n"
+				"ledgers, summed per family and direction, are written to LEDGER as JSON.\n"
+				"Needs root (network namespaces). Exit status: 0 done, 1 a scenario\n"
+				"failed, 2 bad arguments or no scenario matched.\n");
+			return 0;
+		}
 	int first = 1;
 	double min_seconds = 0;
-	if (argc > 2 && std::strcmp(argv[1], "--min-seconds") == 0) {
-		min_seconds = std::atof(argv[2]);
+	if (argc > 1 && std::strcmp(argv[1], "--min-seconds") == 0) {
+		char *end = nullptr;
+		min_seconds = argc > 2 ? std::strtod(argv[2], &end) : -1;
+		if (argc <= 2 || !*argv[2] || *end || !(min_seconds >= 0)) {
+			std::fprintf(stderr, "%s: --min-seconds wants a number of seconds, not '%s'\n", kComm,
+				     argc > 2 ? argv[2] : "");
+			return 2;
+		}
 		first = 3;
 	}
+	for (int i = first; i < argc; i++)
+		if (argv[i][0] == '-') {
+			std::fprintf(stderr, "%s: unknown option '%s' (%s --help says how to run it)\n",
+				     kComm, argv[i], kComm);
+			return 2;
+		}
 	if (argc <= first) {
-		std::fprintf(stderr, "usage: %s [--min-seconds S] LEDGER [SCENARIO...]\n", argv[0]);
+		std::fprintf(stderr, "usage: %s [--min-seconds S] LEDGER [SCENARIO...]\n", kComm);
 		return 2;
 	}
 	prctl(PR_SET_NAME, kComm);

@@ -17,21 +17,25 @@
 // questions, the pairs keep a ledger. At the end: every flow exact, nothing
 // untracked, the flow and socket tables empty once every socket has closed,
 // and the process's memory and the maps' memory flat after the warm-up.
-// Exit 0 if all holds, 1 if not, 77 without root (1 in CI).
+// Exit 0 if all holds, 1 if not, 2 for bad arguments, 77 without root (1 in
+// CI).
 #include <udpintercept/tracer.h>
 
 #include <algorithm>
 #include <arpa/inet.h>
 #include <atomic>
 #include <bpf/bpf.h>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <dirent.h>
 #include <fstream>
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -391,26 +395,66 @@ Maps our_maps()
 	return m;
 }
 
+constexpr const char *kUsage =
+	"usage: soak [--seconds S] [--endpoints N] [--bulk-rate D]\n"
+	"Hours of traffic by hand, minutes in CI, through one tracer in this process, in a\n"
+	"fresh network namespace: a DNS-like server hearing a new client endpoint every\n"
+	"millisecond, IPv6 clients opened and closed continuously, and long-lived pairs.\n"
+	"Every flow's totals are held to the generator's ledger; at the end nothing is\n"
+	"untracked or left in the tables, and memory is flat after the warm-up.\n"
+	"\n"
+	"  --seconds S     how long the traffic runs (default 60)\n"
+	"  --endpoints N   DNS client endpoints in all (default one a millisecond of S)\n"
+	"  --bulk-rate D   datagrams a second the long-lived pairs send in all (default 20000)\n"
+	"\n"
+	"Exit status: 0 if all holds, 1 if not, 2 for bad arguments, 77 without root (1 with CI=true).\n";
+
+// argv's options into cfg; false, with a message, if they are not soak's.
+bool parse_args(int argc, char **argv, Config &cfg)
+{
+	for (int i = 1; i < argc; i += 2) {
+		const std::string opt = argv[i];
+		std::uint64_t *field = nullptr;
+		std::uint64_t seconds = 0;
+		if (opt == "--seconds")
+			field = &seconds;
+		else if (opt == "--endpoints")
+			field = &cfg.endpoints;
+		else if (opt == "--bulk-rate")
+			field = &cfg.bulk_rate;
+		else {
+			std::fprintf(stderr, "soak: unknown option '%s' (soak --help says how to run it)\n",
+				     opt.c_str());
+			return false;
+		}
+		char *end = nullptr;
+		const char *value = i + 1 < argc ? argv[i + 1] : "";
+		errno = 0;
+		*field = std::strtoull(value, &end, 10);
+		if (!*value || *end || errno || value[0] == '-' || *field == 0) {
+			std::fprintf(stderr, "soak: %s wants a positive whole number, not '%s'\n",
+				     opt.c_str(), value);
+			return false;
+		}
+		if (field == &seconds)
+			cfg.duration = std::chrono::seconds(seconds);
+	}
+	return true;
+}
+
 } // namespace
 
 int main(int argc, char **argv)
 {
-	testutil::require_root_or_skip(argv[0]);
 	Config cfg;
-	for (int i = 1; i + 1 < argc; i += 2) {
-		const std::string opt = argv[i];
-		const std::uint64_t v = std::stoull(argv[i + 1]);
-		if (opt == "--seconds")
-			cfg.duration = std::chrono::seconds(v);
-		else if (opt == "--endpoints")
-			cfg.endpoints = v;
-		else if (opt == "--bulk-rate")
-			cfg.bulk_rate = v;
-		else {
-			std::fprintf(stderr, "usage: soak [--seconds S] [--endpoints N] [--bulk-rate D]\n");
-			return 2;
+	for (int i = 1; i < argc; i++)
+		if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
+			std::fputs(kUsage, stdout);
+			return 0;
 		}
-	}
+	if (!parse_args(argc, argv, cfg))
+		return 2;
+	testutil::require_root_or_skip(argv[0]);
 	if (!cfg.endpoints)
 		cfg.endpoints = static_cast<std::uint64_t>(cfg.duration.count()) * 1000;
 	testutil::enter_fresh_netns();
