@@ -50,6 +50,16 @@ inline void require_root_or_skip(const char *test)
 	std::exit(77);
 }
 
+/// Whether the command line asks for usage (-h or --help anywhere): the test
+/// drivers answer it before they take their arguments or need root.
+inline bool asks_for_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++)
+		if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0)
+			return true;
+	return false;
+}
+
 /// The backend the root tiers test: UDPI_TEST_BACKEND (auto, fentry, kprobe,
 /// tracepoint), default auto. The kernel matrix runs every tier once per backend.
 inline std::string test_backend()

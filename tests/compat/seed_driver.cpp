@@ -423,7 +423,7 @@ std::string describe(const Printed &p)
 int main(int argc, char **argv)
 {
 	const char *usage = "usage: compat_seed_driver SEED_EXAMPLE LIBUDPEVENT_SO INTERVAL_MS [filtered]\n";
-	if (argc == 2 && (std::string_view(argv[1]) == "--help" || std::string_view(argv[1]) == "-h")) {
+	if (testutil::asks_for_help(argc, argv)) {
 		std::printf("%sRun the legacy documentation's example SEED_EXAMPLE against LIBUDPEVENT_SO\n"
 			    "(installed at the legacy path in a private mount namespace), make IPv4 and\n"
 			    "IPv6 traffic in a fresh network namespace, and check what the example\n"

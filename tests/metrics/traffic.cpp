@@ -78,18 +78,16 @@ int run_round(const std::set<std::string> &only, accuracy::Counts &v4, accuracy:
 
 int main(int argc, char **argv)
 {
-	for (int i = 1; i < argc; i++)
-		if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
-			std::printf(
-				"usage: udpi-traffic [--min-seconds S] LEDGER [SCENARIO...]\n"
-				"Run the accuracy tier's scenarios (all, or those named), each in a fresh\n"
-				"network namespace, in rounds until S seconds have passed (default: one\n"
-				"round). Each scenario's ledger is held to its namespace's UDP MIB; the\n"
-				"ledgers, summed per family and direction, are written to LEDGER as JSON.\n"
-				"Needs root (network namespaces). Exit status: 0 done, 1 a scenario\n"
-				"failed, 2 bad arguments or no scenario matched.\n");
-			return 0;
-		}
+	if (testutil::asks_for_help(argc, argv)) {
+		std::printf("usage: udpi-traffic [--min-seconds S] LEDGER [SCENARIO...]\n"
+			    "Run the accuracy tier's scenarios (all, or those named), each in a fresh\n"
+			    "network namespace, in rounds until S seconds have passed (default: one\n"
+			    "round). Each scenario's ledger is held to its namespace's UDP MIB; the\n"
+			    "ledgers, summed per family and direction, are written to LEDGER as JSON.\n"
+			    "Needs root (network namespaces). Exit status: 0 done, 1 a scenario\n"
+			    "failed, 2 bad arguments or no scenario matched.\n");
+		return 0;
+	}
 	int first = 1;
 	double min_seconds = 0;
 	if (argc > 1 && std::strcmp(argv[1], "--min-seconds") == 0) {

@@ -35,7 +35,6 @@
 #include <map>
 #include <set>
 #include <string>
-#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -447,11 +446,10 @@ bool parse_args(int argc, char **argv, Config &cfg)
 int main(int argc, char **argv)
 {
 	Config cfg;
-	for (int i = 1; i < argc; i++)
-		if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
-			std::fputs(kUsage, stdout);
-			return 0;
-		}
+	if (testutil::asks_for_help(argc, argv)) {
+		std::fputs(kUsage, stdout);
+		return 0;
+	}
 	if (!parse_args(argc, argv, cfg))
 		return 2;
 	testutil::require_root_or_skip(argv[0]);
